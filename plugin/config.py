@@ -1,0 +1,223 @@
+"""Frozen configuration: binds, session options, dependency keys and the transaction policy.
+
+Everything here is data and checks that need no database and no driver: key syntax, the default bind,
+URL parsing, dependency-key clashes, engine kind. Checks that need a driver or the mapped models run
+when the engines start (see :mod:`plugin.engines`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import DeclarativeBase, registry
+from sqlalchemy.sql.schema import MetaData
+
+from plugin.exceptions import ConfigurationError, DuplicateKeyError, mask_url
+from plugin.transactions import TransactionPolicy
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+__all__ = ("BindConfig", "BindTarget", "ModelSource", "SQLAlchemyAsyncConfig", "SQLAlchemySyncConfig")
+
+ModelSource: TypeAlias = Union[type[DeclarativeBase], registry, MetaData]
+"""Where models and tables come from: a declarative base, a ``registry`` or a ``MetaData``."""
+
+BindTarget: TypeAlias = Union[str, URL, "BindConfig", AsyncEngine, Engine]
+"""What a bind may be given as: a URL (string or ``URL``), a :class:`BindConfig`, or a ready engine."""
+
+_SECRET = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def _masked(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options with every secret-looking value replaced, for reprs and messages."""
+    return {
+        name: "***" if _SECRET.search(name) else _masked(value) if isinstance(value, Mapping) else value
+        for name, value in options.items()
+    }
+
+
+@dataclass(frozen=True)
+class BindConfig:
+    """One database: where it is and how to talk to it."""
+
+    url: str | URL | None = None
+    """SQLAlchemy URL, e.g. ``"postgresql+asyncpg://app@db/app"``. Give this or ``engine``."""
+    engine: AsyncEngine | Engine | None = None
+    """A ready engine to use instead of ``url``. The plugin disposes it at shutdown like its own."""
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``create_engine`` / ``create_async_engine`` (``pool_size``, ``echo``, ...)."""
+    session_options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for sessions on this bind (``expire_on_commit``, ...). The default bind's
+    options also apply to the routed ``db_session``."""
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.engine is None):
+            raise ConfigurationError(
+                "a bind needs exactly one of url= or engine=; it was given "
+                f"{'both' if self.url is not None else 'neither'}"
+            )
+        if isinstance(self.url, str):
+            try:
+                object.__setattr__(self, "url", make_url(self.url))
+            except ArgumentError:
+                # SQLAlchemy's message does not echo the string, so no password can leak from here.
+                raise ConfigurationError(
+                    "a bind URL could not be parsed; write it as dialect+driver://user:password@host/database"
+                ) from None
+        object.__setattr__(self, "engine_options", MappingProxyType(dict(self.engine_options)))
+        object.__setattr__(self, "session_options", MappingProxyType(dict(self.session_options)))
+
+    @property
+    def resolved_url(self) -> URL:
+        """The bind's URL, read from the engine when the bind was given one."""
+        if self.engine is not None:
+            return self.engine.url
+        assert isinstance(self.url, URL)  # normalised in __post_init__
+        return self.url
+
+    def __repr__(self) -> str:
+        where = f"url={mask_url(self.resolved_url)!r}" if self.engine is None else f"engine={self.engine!r}"
+        return (
+            f"BindConfig({where}, engine_options={_masked(self.engine_options)!r}, "
+            f"session_options={_masked(self.session_options)!r})"
+        )
+
+
+@dataclass(frozen=True)
+class _SQLAlchemyConfig:
+    """Shared by the async and the sync config; use one of those."""
+
+    is_async: ClassVar[bool]
+
+    binds: Mapping[str, BindTarget]
+    """Every database by key, e.g. ``{"default": "sqlite+aiosqlite:///app.db", "logs": BindConfig(...)}``.
+    Keys must be Python identifiers: they name dependencies (``logs_db_session``)."""
+    default_bind: str = "default"
+    """The bind used by models without ``__bind_key__``, by ``text()`` and by ``db_engine``."""
+    base: ModelSource | Sequence[ModelSource] | None = None
+    """The models and tables the plugin validates, creates and lists: a declarative base, a registry or
+    a MetaData, or a sequence of them. ``None`` means every mapped class in the process. Routing works for
+    any model either way."""
+    session_key: str = "db_session"
+    """Dependency key of the routed session. Each named bind also gets ``<bind>_<session_key>``."""
+    engine_key: str = "db_engine"
+    """Dependency key of the default bind's engine. Each named bind also gets ``<bind>_<engine_key>``."""
+    transaction: TransactionPolicy = field(default_factory=TransactionPolicy)
+    """When a request's transaction commits; also used by ``litestar db run``."""
+    two_phase: bool = False
+    """Commit requests that touched several binds with two-phase commit (PostgreSQL, MariaDB/MySQL), so
+    that all binds commit or none does. Without it binds commit one after another in config order."""
+    create_all: bool = False
+    """Create missing tables on every bind at startup (only the tables routed to that bind)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.binds, Mapping) or not self.binds:
+            raise ConfigurationError(
+                'binds= needs at least one bind, e.g. binds={"default": "sqlite+aiosqlite:///app.db"}'
+            )
+        normalised: dict[str, BindConfig] = {}
+        for key, target in self.binds.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigurationError(
+                    f"bind key {key!r} is not a Python identifier; it names dependencies such as "
+                    f"'{key}_{self.session_key}', so use letters, digits and underscores"
+                )
+            normalised[key] = self._bind_config(key, target)
+        object.__setattr__(self, "binds", MappingProxyType(normalised))
+        if self.default_bind not in normalised:
+            raise ConfigurationError(
+                f"default_bind={self.default_bind!r} is not one of the configured binds "
+                f"({', '.join(map(repr, normalised))}); add it to binds= or set default_bind= to one of them"
+            )
+        for name in ("session_key", "engine_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.isidentifier():
+                raise ConfigurationError(f"{name}={value!r} is not a Python identifier; dependency keys must be")
+        seen: dict[str, str] = {}
+        for key, what in self.dependency_keys():
+            if key in seen:
+                raise DuplicateKeyError(
+                    f"dependency key {key!r} would be registered twice ({seen[key]} and {what}); "
+                    "rename the bind or change session_key= / engine_key="
+                )
+            seen[key] = what
+
+    def _bind_config(self, key: str, target: object) -> BindConfig:
+        if isinstance(target, BindConfig):
+            bind = target
+        elif isinstance(target, (str, URL)):
+            try:
+                bind = BindConfig(url=target)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"bind {key!r}: {exc}") from None
+        elif isinstance(target, (AsyncEngine, Engine)):
+            bind = BindConfig(engine=target)
+        else:
+            raise ConfigurationError(
+                f"bind {key!r} is a {type(target).__name__}; give a URL string, a sqlalchemy URL, "
+                "a BindConfig or an engine"
+            )
+        expected = AsyncEngine if self.is_async else Engine
+        if bind.engine is not None and not isinstance(bind.engine, expected):
+            raise ConfigurationError(
+                f"bind {key!r} was given a {type(bind.engine).__name__} but {type(self).__name__} needs "
+                f"{'an' if self.is_async else 'a'} {expected.__name__}; use "
+                f"{'SQLAlchemySyncConfig' if self.is_async else 'SQLAlchemyAsyncConfig'} or the other engine kind"
+            )
+        return bind
+
+    @property
+    def bind_configs(self) -> Mapping[str, BindConfig]:
+        """The binds, each normalised to a :class:`BindConfig`, default bind first, then config order."""
+        binds: Mapping[str, BindConfig] = self.binds  # type: ignore[assignment]  # normalised in __post_init__
+        return {self.default_bind: binds[self.default_bind], **binds}
+
+    def session_key_for(self, bind: str | None) -> str:
+        """Dependency key of the routed session (``None``) or of one bind's session."""
+        return self.session_key if bind is None else f"{bind}_{self.session_key}"
+
+    def engine_key_for(self, bind: str) -> str:
+        """Dependency key of one bind's engine; the default bind's is plain ``engine_key``."""
+        return self.engine_key if bind == self.default_bind else f"{bind}_{self.engine_key}"
+
+    def dependency_keys(self) -> list[tuple[str, str]]:
+        """Every dependency key the plugin registers, with what it provides (for messages and listings)."""
+        pairs = [(self.session_key, "the routed session"), (self.engine_key, f"engine of bind {self.default_bind!r}")]
+        for bind in self.binds:
+            if bind != self.default_bind:
+                pairs += [
+                    (self.session_key_for(bind), f"session of bind {bind!r}"),
+                    (self.engine_key_for(bind), f"engine of bind {bind!r}"),
+                ]
+        return pairs
+
+
+@dataclass(frozen=True)
+class SQLAlchemyAsyncConfig(_SQLAlchemyConfig):
+    """Config for async apps: ``AsyncEngine`` per bind, ``AsyncSession`` per request.
+
+    Example::
+
+        config = SQLAlchemyAsyncConfig(
+            binds={"default": "sqlite+aiosqlite:///app.db", "logs": "sqlite+aiosqlite:///logs.db"},
+            base=Base,
+        )
+        app = Litestar(route_handlers=[...], plugins=[SQLAlchemyPlugin(config=config)])
+    """
+
+    is_async: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class SQLAlchemySyncConfig(_SQLAlchemyConfig):
+    """Config for sync apps: ``Engine`` per bind, ``Session`` per request (sync handlers run in threads)."""
+
+    is_async: ClassVar[bool] = False

@@ -1,0 +1,121 @@
+"""One error tree for the plugin.
+
+::
+
+    AlchemyError                      base of everything this package raises on purpose
+    ├── ConfigurationError            the config cannot work; raised at app creation or startup
+    │   ├── BindKeyError              a bind key that is not configured (model, table, lookup)
+    │   ├── DuplicateKeyError         two binds or dependencies would share one key
+    │   ├── DriverNotInstalledError   the URL names a driver whose package is missing
+    │   └── DriverMismatchError       an async driver in a sync config, or the reverse
+    ├── LifecycleError                engines used before startup or after shutdown
+    └── CommitError                   a commit failed; the request gets an error response
+        └── CommitConflictError       ... because of an integrity error (HTTP 409)
+
+Every message says what happened, to what, and what to do. None contains a password: URLs are
+rendered with :func:`mask_url` before they reach a message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_409_CONFLICT, HTTP_500_INTERNAL_SERVER_ERROR
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sqlalchemy.engine import URL
+
+__all__ = (
+    "AlchemyError",
+    "BindKeyError",
+    "CommitConflictError",
+    "CommitError",
+    "ConfigurationError",
+    "DriverMismatchError",
+    "DriverNotInstalledError",
+    "DuplicateKeyError",
+    "LifecycleError",
+    "mask_url",
+)
+
+
+def mask_url(url: URL) -> str:
+    """Render ``url`` for humans with its password replaced by ``***``."""
+    return url.render_as_string(hide_password=True)
+
+
+def quote_keys(keys: Iterable[str]) -> str:
+    """``'a', 'b'`` for messages; ``(none)`` when empty."""
+    return ", ".join(repr(k) for k in keys) or "(none)"
+
+
+class AlchemyError(Exception):
+    """Base class of every error the plugin raises deliberately."""
+
+
+class ConfigurationError(AlchemyError):
+    """The configuration cannot work. Raised when the app is created or when it starts."""
+
+
+class BindKeyError(ConfigurationError, KeyError):
+    """A bind key that is not among the configured binds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateKeyError(ConfigurationError):
+    """Two binds, or two dependencies, would be registered under the same key."""
+
+
+class DriverNotInstalledError(ConfigurationError):
+    """The URL names a database driver whose package is not installed."""
+
+
+class DriverMismatchError(ConfigurationError):
+    """An async driver in a sync config, or a sync driver in an async config."""
+
+
+class LifecycleError(AlchemyError):
+    """Engines were used before startup, after shutdown, or started twice."""
+
+
+class CommitError(AlchemyError, HTTPException):
+    """Committing the request's transaction failed; nothing more of it will be committed.
+
+    Raised through Litestar's exception handling, so an app can map it (by this class, or by its status
+    code) like any other exception. ``committed`` lists binds that had already committed when the failure
+    happened (only possible without two-phase commit), ``failed`` the bind whose commit failed.
+    """
+
+    status_code = HTTP_500_INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, *, committed: tuple[str, ...] = (), failed: str | None = None) -> None:
+        HTTPException.__init__(self, detail=self.public_detail())
+        self.message = message
+        self.committed = committed
+        self.failed = failed
+
+    @classmethod
+    def public_detail(cls) -> str:
+        """What the HTTP client is told; the full message goes to the log only."""
+        return "The request's changes could not be saved."
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CommitConflictError(CommitError):
+    """The commit violated a constraint (unique key, foreign key, ...): HTTP 409."""
+
+    status_code = HTTP_409_CONFLICT
+
+    @classmethod
+    def public_detail(cls) -> str:
+        return "The request's changes conflict with data already stored."

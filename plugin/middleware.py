@@ -1,0 +1,114 @@
+"""Per-request transactions: commit before the response starts, close in every path.
+
+The middleware gives each HTTP or websocket connection a :class:`RequestSessions` (in the ASGI scope);
+the session providers put the sessions they hand out there. Nothing else happens unless a session was
+actually used.
+
+HTTP: when ``http.response.start`` arrives, the status in it is final (every ``after_request`` hook and
+exception handler has run), so the policy decides there, and the commit happens before the message is
+passed on. If the commit fails, the original response is dropped and the error goes through the route's
+exception handlers instead, so the client never sees a 2xx for a lost write. Sessions are closed in the
+``finally`` of the middleware, after the body was sent: a streaming body may still use them, and a
+cancelled or disconnected request is cleaned up too. Websockets commit when the handler returns
+normally and roll back when it raised.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
+from litestar.exceptions.responses import create_exception_response
+
+from plugin.transactions import SUCCESS_STATUS, close_all, settle_all
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+    from plugin.transactions import TransactionPolicy
+
+__all__ = ("SCOPE_KEY", "RequestSessions", "TransactionMiddleware", "mark_raised")
+
+SCOPE_KEY = "sqlalchemy_plugin_sessions"
+"""Where a connection's :class:`RequestSessions` lives in the ASGI scope."""
+
+
+class RequestSessions:
+    """The sessions one connection was given, and whether its handler raised."""
+
+    __slots__ = ("raised", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions: list[AsyncSession | Session] = []
+        self.raised = False
+
+
+async def mark_raised(exc: BaseException, scope: Scope) -> None:
+    """``after_exception`` hook: a handler (or a later step) raised, so the request must roll back."""
+    request_sessions: RequestSessions | None = cast("dict[str, Any]", scope).get(SCOPE_KEY)
+    if request_sessions is not None:
+        request_sessions.raised = True
+
+
+def _exception_handler(handlers: ExceptionHandlersMap, exc: Exception) -> Any:
+    """Litestar's own lookup order: status code (for HTTP exceptions), then the exception's MRO."""
+    if isinstance(exc, HTTPException) and exc.status_code in handlers:
+        return handlers[exc.status_code]
+    return next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
+
+
+async def send_exception_response(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Send the response the app's exception handling gives ``exc`` for this route."""
+    app = scope["litestar_app"]
+    for hook in app.after_exception:
+        await hook(exc, scope)
+    route_handler = scope.get("route_handler")
+    handlers = route_handler.resolve_exception_handlers() if route_handler else app.exception_handlers
+    request = app.request_class(scope=scope, receive=receive, send=send)
+    handler = _exception_handler(handlers, exc)
+    response = handler(request, exc) if handler else create_exception_response(request, exc)
+    encoders = route_handler.resolve_type_encoders() if route_handler else app.type_encoders
+    await response.to_asgi_response(app=None, request=request, type_encoders=encoders)(scope, receive, send)
+
+
+class TransactionMiddleware:
+    """ASGI middleware that settles and closes each connection's sessions (see the module docs)."""
+
+    def __init__(self, app: ASGIApp, *, policy: TransactionPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Litestar builds app middleware into each route's stack: only http and websocket scopes come here.
+        request_sessions = RequestSessions()
+        scope[SCOPE_KEY] = request_sessions  # type: ignore[literal-required]
+        sessions = request_sessions.sessions
+        try:
+            if scope["type"] == ScopeType.WEBSOCKET:
+                await self.app(scope, receive, send)
+                if sessions:
+                    commit = not request_sessions.raised and self.policy.should_commit(SUCCESS_STATUS)
+                    await settle_all(sessions, commit)
+                return
+
+            replaced = False
+
+            async def send_settled(message: Message) -> None:
+                nonlocal replaced
+                if replaced:
+                    return  # the original response after a failed commit: dropped
+                if sessions and message["type"] == "http.response.start":
+                    commit = not request_sessions.raised and self.policy.should_commit(message["status"])
+                    if (error := await settle_all(sessions, commit)) is not None:
+                        replaced = True
+                        await send_exception_response(scope, receive, send, error)
+                        return
+                await send(message)
+
+            await self.app(scope, receive, send_settled)
+        finally:
+            if sessions:
+                await close_all(sessions)

@@ -1,0 +1,113 @@
+"""``SQLAlchemyPlugin``: the thin adapter between a config and a Litestar app."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from litestar.plugins import InitPlugin
+
+from plugin.binds import BindRouter
+from plugin.config import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig, _SQLAlchemyConfig
+from plugin.engines import EngineRegistry
+from plugin.sessions import AsyncRoutingSession, RoutingSession, SessionFactory
+from plugin.transactions import close_all, unit_of_work, unit_of_work_sync
+from plugin.wiring import lifespan, register
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from contextlib import AbstractAsyncContextManager, AbstractContextManager
+
+    from litestar.config.app import AppConfig
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+    from plugin.wiring import _Lifespan
+
+__all__ = ("SQLAlchemyPlugin",)
+
+ConfigT = TypeVar("ConfigT", bound=_SQLAlchemyConfig)
+
+
+class SQLAlchemyPlugin(InitPlugin, Generic[ConfigT]):
+    """Engines per bind, a bind-routed session per request, and automatic commit/rollback.
+
+    Example::
+
+        plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": "sqlite+aiosqlite:///app.db"}))
+        app = Litestar(route_handlers=[...], plugins=[plugin])
+
+        # outside a request (a worker, a script):
+        async with plugin.lifespan(), plugin.transaction() as session:
+            session.add(User(name="ada"))  # committed at the end of the block
+    """
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config: ConfigT = config
+        self.router = BindRouter(tuple(config.bind_configs), config.default_bind, config.base)
+        """Which bind each model, table and statement belongs to."""
+        self.engines = EngineRegistry(config)
+        """The engines, by bind key; started by the app's lifespan (or :meth:`lifespan`)."""
+        self.sessions = SessionFactory(config, self.engines, self.router)
+        """Makes routed sessions (``sessions()``) and per-bind sessions (``sessions("logs")``)."""
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """Register providers, the transaction middleware, hooks and the lifespan on the app."""
+        return register(self, app_config)
+
+    def lifespan(self) -> _Lifespan:
+        """Start the engines (and create tables if configured); dispose every engine at exit.
+
+        The app's lifespan uses it; scripts use ``async with plugin.lifespan():`` (``with`` for sync
+        configs). Inside a running app the engines are already started: do not enter it again.
+        """
+        return lifespan(self)
+
+    @overload
+    def session(
+        self: SQLAlchemyPlugin[SQLAlchemyAsyncConfig], bind: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncSession]: ...
+    @overload
+    def session(
+        self: SQLAlchemyPlugin[SQLAlchemySyncConfig], bind: str | None = None
+    ) -> AbstractContextManager[Session]: ...
+    def session(self, bind: str | None = None) -> Any:
+        """A routed session (or, with ``bind``, one pinned to that bind), closed at exit. You commit."""
+        session = self.sessions(bind)
+        return _closing(session) if isinstance(session, AsyncRoutingSession) else _closing_sync(session)
+
+    @overload
+    def transaction(
+        self: SQLAlchemyPlugin[SQLAlchemyAsyncConfig], bind: str | None = None, *, dry_run: bool = False
+    ) -> AbstractAsyncContextManager[AsyncSession]: ...
+    @overload
+    def transaction(
+        self: SQLAlchemyPlugin[SQLAlchemySyncConfig], bind: str | None = None, *, dry_run: bool = False
+    ) -> AbstractContextManager[Session]: ...
+    def transaction(self, bind: str | None = None, *, dry_run: bool = False) -> Any:
+        """A session whose block is one unit of work under the config's transaction policy.
+
+        Success commits (unless the policy is ``manual`` or ``dry_run``), an exception rolls back, and a
+        failed commit raises :class:`~plugin.exceptions.CommitError`, exactly as for a request.
+        """
+        session = self.sessions(bind)
+        policy = self.config.transaction
+        if isinstance(session, AsyncRoutingSession):
+            return unit_of_work(session, policy, dry_run=dry_run)
+        return unit_of_work_sync(session, policy, dry_run=dry_run)
+
+
+@asynccontextmanager
+async def _closing(session: AsyncRoutingSession) -> AsyncIterator[AsyncRoutingSession]:
+    try:
+        yield session
+    finally:
+        await close_all([session])
+
+
+@contextmanager
+def _closing_sync(session: RoutingSession) -> Iterator[RoutingSession]:
+    try:
+        yield session
+    finally:
+        session.close()

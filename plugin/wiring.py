@@ -1,0 +1,142 @@
+"""What the plugin registers on the app, and the lifespan that starts and disposes the engines."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from litestar.di import Provide
+from litestar.types import Scope  # noqa: TC002  (Litestar reads provider annotations at runtime)
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from plugin.exceptions import DuplicateKeyError, LifecycleError
+from plugin.middleware import SCOPE_KEY, TransactionMiddleware, mark_raised
+from plugin.schema import create_all, create_all_sync
+from plugin.sessions import AsyncRoutingSession, RoutingSession
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from litestar.config.app import AppConfig
+
+    from plugin.plugin import SQLAlchemyPlugin
+
+__all__ = ("lifespan", "register")
+
+SIGNATURE_NAMESPACE = {
+    "AsyncSession": AsyncSession,
+    "Session": Session,
+    "AsyncEngine": AsyncEngine,
+    "Engine": Engine,
+    "AsyncRoutingSession": AsyncRoutingSession,
+    "RoutingSession": RoutingSession,
+}
+
+
+def _session_provider(plugin: SQLAlchemyPlugin[Any], bind: str | None) -> Callable[[Scope], Any]:
+    new_session = partial(plugin.sessions, bind)
+
+    def provide_session(scope: Scope) -> AsyncSession | Session:
+        session = new_session()
+        try:
+            scope[SCOPE_KEY].sessions.append(session)  # type: ignore[literal-required]
+        except KeyError:
+            raise LifecycleError(
+                "a session was requested outside the plugin's middleware; register SQLAlchemyPlugin in "
+                "Litestar(plugins=[...]) rather than adding its providers by hand"
+            ) from None
+        return session
+
+    return provide_session
+
+
+def _engine_provider(plugin: SQLAlchemyPlugin[Any], bind: str) -> Callable[[], AsyncEngine | Engine]:
+    def provide_engine() -> AsyncEngine | Engine:
+        return plugin.engines.engine(bind)
+
+    return provide_engine
+
+
+def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
+    """Add providers, the transaction middleware, the exception hook, the lifespan and type names."""
+    from plugin.plugin import SQLAlchemyPlugin
+
+    others = [p for p in app_config.plugins if isinstance(p, SQLAlchemyPlugin) and p is not plugin]
+    if others:
+        raise DuplicateKeyError(
+            "two SQLAlchemyPlugin instances are registered on one app, so their dependency keys and binds "
+            "would clash; declare every database as a bind of one config"
+        )
+    config = plugin.config
+    for key, what in config.dependency_keys():
+        if key in app_config.dependencies:
+            raise DuplicateKeyError(
+                f"dependency key {key!r} ({what}) is already registered on the app; remove the app's "
+                "own dependency or change session_key= / engine_key= in the config"
+            )
+    app_config.dependencies[config.session_key] = Provide(_session_provider(plugin, None), sync_to_thread=False)
+    for bind in config.bind_configs:
+        app_config.dependencies[config.engine_key_for(bind)] = Provide(
+            _engine_provider(plugin, bind), sync_to_thread=False
+        )
+        if bind != config.default_bind:
+            app_config.dependencies[config.session_key_for(bind)] = Provide(
+                _session_provider(plugin, bind), sync_to_thread=False
+            )
+    app_config.middleware.append(partial(TransactionMiddleware, policy=config.transaction))
+    app_config.after_exception.append(mark_raised)
+    app_config.lifespan.append(lambda _app: lifespan(plugin))
+    for name, value in SIGNATURE_NAMESPACE.items():
+        app_config.signature_namespace.setdefault(name, value)
+    return app_config
+
+
+class _Lifespan:
+    """Starts the engines, validates bind keys, creates tables if asked; disposes every engine at exit.
+
+    ``async with`` for any config; plain ``with`` for sync configs (sync scripts).
+    """
+
+    def __init__(self, plugin: SQLAlchemyPlugin[Any]) -> None:
+        self._plugin = plugin
+
+    def _open(self) -> None:
+        self._plugin.engines.start()
+        self._plugin.router.validate()
+
+    async def __aenter__(self) -> SQLAlchemyPlugin[Any]:
+        plugin = self._plugin
+        try:
+            self._open()
+            if plugin.config.create_all:
+                await create_all(plugin.engines, plugin.router)
+        except BaseException:
+            await plugin.engines.dispose()
+            raise
+        return plugin
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._plugin.engines.dispose()
+
+    def __enter__(self) -> SQLAlchemyPlugin[Any]:
+        plugin = self._plugin
+        if plugin.config.is_async:
+            raise LifecycleError("this config is async; use `async with plugin.lifespan():`")
+        try:
+            self._open()
+            if plugin.config.create_all:
+                create_all_sync(plugin.engines, plugin.router)
+        except BaseException:
+            plugin.engines.dispose_sync()
+            raise
+        return plugin
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._plugin.engines.dispose_sync()
+
+
+def lifespan(plugin: SQLAlchemyPlugin[Any]) -> _Lifespan:
+    """The context manager the app's lifespan enters; scripts and the CLI use the same one."""
+    return _Lifespan(plugin)
