@@ -117,6 +117,9 @@ class _SQLAlchemyConfig:
     that all binds commit or none does. Without it binds commit one after another in config order."""
     create_all: bool = False
     """Create missing tables on every bind at startup (only the tables routed to that bind)."""
+    map_integrity_errors: bool = True
+    """Answer an ``IntegrityError`` raised in a handler (say, by an explicit ``flush()``) with 409 Conflict,
+    as a failed commit is answered. An app's own exception handler for ``IntegrityError`` wins."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.binds, Mapping) or not self.binds:

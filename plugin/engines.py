@@ -45,7 +45,8 @@ _PACKAGES = {
     "mysqldb": "mysqlclient",
     "pysqlite": "the Python sqlite3 module (rebuild Python with SQLite support)",
 }
-_EXTRAS = {"postgresql": "postgres", "mysql": "mariadb", "mariadb": "mariadb"}
+# Drivers this project's extras install: `pip install 'litestar-alchemy[postgres]'`.
+_EXTRAS = {"asyncpg": "postgres", "psycopg": "postgres", "asyncmy": "mariadb", "pymysql": "mariadb"}
 
 
 def _dialect_class(key: str, url: URL) -> type[Dialect]:
@@ -116,8 +117,8 @@ class EngineRegistry:
             dialect.import_dbapi()
         except ImportError as exc:
             package = _PACKAGES.get(dialect.driver, dialect.driver)
-            extra = _EXTRAS.get(url.get_backend_name())
-            hint = f"pip install '{package}'" + (f" (or this project's [{extra}] extra)" if extra else "")
+            extra = _EXTRAS.get(dialect.driver)
+            hint = f"pip install '{package}'" + (f" or 'litestar-alchemy[{extra}]'" if extra else "")
             raise DriverNotInstalledError(
                 f"bind {key!r} uses driver {dialect.driver!r}, which is not installed ({exc.name or exc}); {hint}"
             ) from None

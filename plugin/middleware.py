@@ -21,9 +21,11 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.exceptions.responses import create_exception_response
 
+from plugin.exceptions import CommitConflictError
 from plugin.transactions import SUCCESS_STATUS, close_all, settle_all
 
 if TYPE_CHECKING:
+    from litestar import Request, Response
     from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
@@ -51,6 +53,11 @@ async def mark_raised(exc: BaseException, scope: Scope) -> None:
     request_sessions: RequestSessions | None = cast("dict[str, Any]", scope).get(SCOPE_KEY)
     if request_sessions is not None:
         request_sessions.raised = True
+
+
+def conflict_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Exception handler: an ``IntegrityError`` raised by a handler is a 409, like a failed commit."""
+    return create_exception_response(request, CommitConflictError(f"integrity error in a handler: {exc}"))
 
 
 def _exception_handler(handlers: ExceptionHandlersMap, exc: Exception) -> Any:

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 from litestar.di import Provide
 from litestar.types import Scope  # noqa: TC002  (Litestar reads provider annotations at runtime)
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from plugin.exceptions import DuplicateKeyError, LifecycleError
-from plugin.middleware import SCOPE_KEY, TransactionMiddleware, mark_raised
+from plugin.middleware import SCOPE_KEY, TransactionMiddleware, conflict_response, mark_raised
 from plugin.schema import create_all, create_all_sync
 from plugin.sessions import AsyncRoutingSession, RoutingSession
 
@@ -86,6 +87,8 @@ def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
                 _session_provider(plugin, bind), sync_to_thread=False
             )
     app_config.middleware.append(partial(TransactionMiddleware, policy=config.transaction))
+    if config.map_integrity_errors:
+        app_config.exception_handlers.setdefault(IntegrityError, conflict_response)
     app_config.after_exception.append(mark_raised)
     app_config.lifespan.append(lambda _app: lifespan(plugin))
     for name, value in SIGNATURE_NAMESPACE.items():

@@ -1,0 +1,120 @@
+"""What the plugin registers: dependency keys and type names that resolve without user help.
+
+This module imports the session and engine types only for type checkers, as many apps do: the string
+annotations must still resolve, from the plugin's signature namespace.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from litestar import Litestar, get
+from litestar.di import NamedDependency
+from litestar.exceptions import LitestarDeprecationWarning
+from litestar.testing import AsyncTestClient, TestClient
+
+from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
+from tests.plugin.models import Account
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.orm import Session
+
+pytestmark = pytest.mark.anyio
+
+
+@get("/types")
+async def types(
+    db_session: NamedDependency[AsyncSession],
+    db_engine: NamedDependency[AsyncEngine],
+    audit_db_session: NamedDependency[AsyncSession],
+    audit_db_engine: NamedDependency[AsyncEngine],
+) -> dict[str, str]:
+    return {
+        "db_session": type(db_session).__name__,
+        "db_engine": type(db_engine).__name__,
+        "audit_db_session": type(audit_db_session).__name__,
+        "audit_db_engine": type(audit_db_engine).__name__,
+        "audit_database": str(audit_db_engine.url.database),
+    }
+
+
+async def test_async_types_resolve_from_the_plugin_namespace(tmp_path: Path) -> None:
+    config = SQLAlchemyAsyncConfig(
+        binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db", "audit": f"sqlite+aiosqlite:///{tmp_path}/b.db"},
+        base=(),
+    )
+    app = Litestar([types], plugins=[SQLAlchemyPlugin(config=config)])
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/types")).json() == {
+            "db_session": "AsyncRoutingSession",
+            "db_engine": "AsyncEngine",
+            "audit_db_session": "AsyncRoutingSession",
+            "audit_db_engine": "AsyncEngine",
+            "audit_database": f"{tmp_path}/b.db",
+        }
+
+
+@get("/sync-types", sync_to_thread=True)
+def sync_types(db_session: NamedDependency[Session], db_engine: NamedDependency[Engine]) -> dict[str, str]:
+    return {"db_session": type(db_session).__name__, "db_engine": type(db_engine).__name__}
+
+
+def test_sync_types_resolve_from_the_plugin_namespace(tmp_path: Path) -> None:
+    config = SQLAlchemySyncConfig(binds={"default": f"sqlite:///{tmp_path}/a.db"}, base=())
+    with TestClient(Litestar([sync_types], plugins=[SQLAlchemyPlugin(config=config)])) as client:
+        assert client.get("/sync-types").json() == {"db_session": "RoutingSession", "db_engine": "Engine"}
+
+
+async def test_plain_annotations_work_too(tmp_path: Path) -> None:
+    """``db_session: AsyncSession`` without NamedDependency: Litestar 2.x infers it (and warns about 3.0)."""
+
+    @get("/plain")
+    async def plain(db_session: AsyncSession) -> str:
+        return type(db_session).__name__
+
+    plugin = SQLAlchemyPlugin(SQLAlchemyAsyncConfig(binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db"}, base=()))
+    with pytest.warns(LitestarDeprecationWarning, match="Inferred dependency field 'db_session'"):
+        app = Litestar([plain], plugins=[plugin])
+
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/plain")).text == "AsyncRoutingSession"
+
+
+@get("/custom-keys")
+async def custom_keys(session: NamedDependency[AsyncSession], reports_session: NamedDependency[AsyncSession]) -> str:
+    return f"{type(session).__name__} {type(reports_session).__name__}"
+
+
+async def test_dependency_keys_follow_session_key(tmp_path: Path) -> None:
+    config = SQLAlchemyAsyncConfig(
+        binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db", "reports": f"sqlite+aiosqlite:///{tmp_path}/b.db"},
+        base=(),
+        session_key="session",
+        engine_key="engine",
+    )
+    assert [key for key, _ in config.dependency_keys()] == ["session", "engine", "reports_session", "reports_engine"]
+    async with AsyncTestClient(Litestar([custom_keys], plugins=[SQLAlchemyPlugin(config=config)])) as client:
+        assert (await client.get("/custom-keys")).text == "AsyncRoutingSession AsyncRoutingSession"
+
+
+def test_sync_scripts_use_plain_with(tmp_path: Path) -> None:
+    from tests.plugin.models import Base
+
+    plugin = SQLAlchemyPlugin(
+        config=SQLAlchemySyncConfig(
+            binds={"default": f"sqlite:///{tmp_path}/a.db", "logs": f"sqlite:///{tmp_path}/b.db"},
+            base=Base,
+            create_all=True,
+        )
+    )
+    with plugin.lifespan():
+        with plugin.transaction() as session:
+            session.add(Account(name="script"))
+        with plugin.session() as session:
+            assert [a.name for a in session.query(Account)] == ["script"]
+    assert plugin.engines.state == "closed"

@@ -1,0 +1,44 @@
+"""The example app behaves as its docstring says: notes in app.db, audit entries in logs.db."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+from litestar.testing import TestClient
+
+from examples.app import create_app
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def test_example_app_routes_notes_and_audit_entries_to_their_databases(tmp_path: Path) -> None:
+    with TestClient(create_app(tmp_path)) as client:
+        created = client.post("/notes", json={"title": "first", "body": "hello", "tags": ["a", "b"]})
+        assert created.status_code == 201
+        assert created.json() == {"id": 1, "title": "first", "body": "hello", "tags": ["a", "b"]}
+        duplicate = client.post("/notes", json={"title": "first"})
+        assert duplicate.status_code == 409
+        assert client.delete("/notes/1").status_code == 204
+        assert client.get("/notes/1").status_code == 404
+        assert client.post("/notes", json={"title": "second"}).status_code == 201
+        assert client.get("/audit").json() == [
+            {"action": "created", "note_title": "first"},
+            {"action": "deleted", "note_title": "first"},
+            {"action": "created", "note_title": "second"},
+        ]
+        assert client.get("/stats").json() == {"notes": 1, "audit_entries": 3}
+
+    assert rows(tmp_path / "app.db", "select title from notes") == [("second",)]
+    assert rows(tmp_path / "logs.db", "select action, note_title from audit_log order by id") == [
+        ("created", "first"),
+        ("deleted", "first"),
+        ("created", "second"),
+    ]
+    assert rows(tmp_path / "logs.db", "select name from sqlite_master where name = 'notes'") == []
