@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from plugin.exceptions import CommitConflictError, CommitError, ConfigurationError, quote_keys
@@ -85,18 +85,22 @@ class TransactionPolicy:
         )
 
 
-def _is_integrity_error(exc: BaseException, target: Engine | Connection | None) -> bool:
-    if isinstance(exc, IntegrityError):
-        return True
-    dbapi = getattr(target.dialect, "loaded_dbapi", None) if target is not None else None
-    integrity = getattr(dbapi, "IntegrityError", None)
-    return isinstance(integrity, type) and isinstance(exc, integrity)
+def _wrapped(exc: Exception, target: Engine | Connection) -> Exception:
+    """A driver's own exception as SQLAlchemy's (``IntegrityError`` & co.), as SQLAlchemy would raise it."""
+    dbapi_error = getattr(target.dialect.loaded_dbapi, "Error", None)
+    if isinstance(dbapi_error, type) and isinstance(exc, dbapi_error):
+        return DBAPIError.instance(None, None, exc, dbapi_error, dialect=target.dialect)
+    return exc
 
 
 def _reason(exc: BaseException) -> str:
-    """The driver's own words, without SQLAlchemy's statement and parameters (they may hold user data)."""
+    """``IntegrityError (UniqueViolationError): <the driver's words>``, without SQLAlchemy's statement and
+    parameters (they may hold user data)."""
     orig = getattr(exc, "orig", None) or exc
-    return f"{type(orig).__name__}: {orig}".strip().replace("\n", " ")
+    name = type(exc).__name__
+    if type(orig).__name__ != name:
+        name += f" ({type(orig).__name__})"
+    return f"{name}: {orig}".strip().replace("\n", " ")
 
 
 def _fail(
@@ -118,8 +122,7 @@ def _fail(
         session.rollback()
     except Exception:  # the connection may be gone; closing the session will discard it
         logger.warning("rollback after a failed commit also failed", exc_info=True)
-    target = dict(binds).get(failed) if failed else None
-    kind = CommitConflictError if _is_integrity_error(exc, target) else CommitError
+    kind = CommitConflictError if isinstance(exc, IntegrityError) else CommitError
     rolled_back = [key for key, _ in binds if key not in committed]
     where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(k for k, _ in binds)}"
     message = (
@@ -164,7 +167,8 @@ def settle(session: Session, commit: bool) -> None:
             assert dbapi_connection is not None
             dbapi_connection.commit()
         except Exception as exc:
-            raise _fail(session, exc, binds=binds, committed=committed, failed=key, stage="commit") from exc
+            error = _wrapped(exc, engine)
+            raise _fail(session, error, binds=binds, committed=committed, failed=key, stage="commit") from exc
         committed.append(key)
     session.commit()
 

@@ -78,13 +78,31 @@ class Database:
     _server: URL | None = field(default=None, repr=False)
 
     def url(self, *, sync: bool = False, password: str | None = None) -> URL:
-        """SQLAlchemy URL of this database (async driver unless ``sync``), optionally with a password."""
+        """SQLAlchemy URL of this database (async driver unless ``sync``).
+
+        With ``password``, the URL carries it: PostgreSQL (trust auth) accepts any, and on MariaDB a user
+        named after the database is created with that password, so the password is really used.
+        """
         drivername = (SYNC_DRIVERS if sync else ASYNC_DRIVERS)[self.kind]
         if self.kind == "sqlite":
             return make_url(f"{drivername}:///{self.path}")
         assert self._server is not None
         url = self._server.set(drivername=drivername, database=self.name)
-        return url.set(password=password) if password is not None else url
+        if password is None:
+            return url
+        if self.kind == "mariadb":
+            self._ensure_user(password)
+            url = url.set(username=self.name)
+        return url.set(password=password)
+
+    def _ensure_user(self, password: str) -> None:
+        connection = self._server_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(f"create user if not exists '{self.name}'@'%%' identified by %s", (password,))
+            cursor.execute(f"grant all on {self.name}.* to '{self.name}'@'%'")
+        finally:
+            connection.close()
 
     def _server_connection(self, database: str | None = None) -> Any:
         assert self._server is not None, "SQLite has no server"
@@ -152,6 +170,8 @@ class Database:
                 for (gid,) in cursor.fetchall():
                     connection.cursor().execute(f"rollback prepared '{gid}'")
             connection.cursor().execute(f"drop database if exists {self.name}{force}")
+            if self.kind == "mariadb":
+                connection.cursor().execute(f"drop user if exists '{self.name}'@'%'")
         finally:
             connection.close()
 

@@ -1,0 +1,174 @@
+"""Requests that write to two binds: fixed commit order without two-phase, all-or-nothing with it.
+
+A deferred foreign key makes a bind's COMMIT itself fail (the flush succeeds), which is the hard case:
+one database may already have committed when the other refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from litestar import Litestar, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.testing import AsyncTestClient
+from sqlalchemy import ForeignKey, ForeignKeyConstraint, String, event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from tests.databases import KINDS, REQUIRE_SERVERS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.databases import Database
+
+pytestmark = pytest.mark.anyio
+
+
+class LedgerBase(DeclarativeBase):
+    pass
+
+
+class Parent(LedgerBase):
+    __tablename__ = "parents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Entry(LedgerBase):
+    """On the default bind; its parent must exist by COMMIT time (deferred foreign key)."""
+
+    __tablename__ = "entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(20))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("parents.id", deferrable=True, initially="DEFERRED"))
+
+
+class LogParent(LedgerBase):
+    __tablename__ = "log_parents"
+    __bind_key__ = "logs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class LogEntry(LedgerBase):
+    """On the logs bind, with the same deferred foreign key (MariaDB has no deferred constraints: none there)."""
+
+    __tablename__ = "log_entries"
+    __bind_key__ = "logs"
+    __table_args__ = (
+        ForeignKeyConstraint(["parent_id"], ["log_parents.id"], deferrable=True, initially="DEFERRED").ddl_if(
+            dialect=("postgresql", "sqlite")
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(20))
+    parent_id: Mapped[int | None]
+
+
+@post("/write/{ref:str}/{broken:str}")
+async def write_both(ref: FromPath[str], broken: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    """Writes one row per bind; the bind named by ``broken`` gets a dangling foreign key."""
+    db_session.add(Entry(ref=ref, parent_id=999 if broken == "default" else None))
+    db_session.add(LogEntry(ref=ref, parent_id=999 if broken == "logs" else None))
+
+
+def engine_for(db: Database) -> AsyncEngine:
+    engine = create_async_engine(db.url())
+    if db.kind == "sqlite":  # SQLite enforces foreign keys only when asked, per connection
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _foreign_keys_on(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("pragma foreign_keys = on")
+
+    return engine
+
+
+def app_for(default: Database, logs: Database, **options: Any) -> Litestar:
+    config = SQLAlchemyAsyncConfig(
+        binds={"default": engine_for(default), "logs": engine_for(logs)}, base=LedgerBase, create_all=True, **options
+    )
+    return Litestar(route_handlers=[write_both], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+
+
+def refs(db: Database, table: str) -> list[str]:
+    return [ref for (ref,) in db.fetch(f"select ref from {table} order by id")]
+
+
+@pytest.mark.parametrize("kind", KINDS[:2])
+async def test_second_bind_failing_after_the_first_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    default, logs = new_db(kind), new_db(kind)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with AsyncTestClient(app_for(default, logs)) as client:
+        assert (await client.post("/write/fine/none")).status_code == 201
+        response = await client.post("/write/half/logs")
+
+    assert response.status_code == 409
+    # Binds commit in order (default, then logs): default had committed when logs refused.
+    assert refs(default, "entries") == ["fine", "half"]
+    assert refs(logs, "log_entries") == ["fine"]
+    [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
+    assert message.startswith("commit failed on bind 'logs': IntegrityError")
+    assert message.endswith("committed: 'default'; rolled back: 'logs'")
+
+
+@pytest.mark.parametrize("kind", KINDS[:2])
+async def test_first_bind_failing_commits_nothing(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    default, logs = new_db(kind), new_db(kind)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with AsyncTestClient(app_for(default, logs)) as client:
+        assert (await client.post("/write/none/default")).status_code == 409
+
+    assert refs(default, "entries") == []
+    assert refs(logs, "log_entries") == []
+    [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
+    assert message.startswith("commit failed on bind 'default': IntegrityError")
+    assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
+
+
+def require_prepared_transactions(db: Database) -> None:
+    [(setting,)] = db.fetch("show max_prepared_transactions")
+    if int(setting) == 0:
+        reason = (
+            "PostgreSQL has max_prepared_transactions = 0, so two-phase commit cannot run; enable it with "
+            "ALTER SYSTEM SET max_prepared_transactions = 20 and a server restart (.ci/run does this)"
+        )
+        pytest.fail(reason) if REQUIRE_SERVERS else pytest.skip(reason)
+
+
+@pytest.mark.postgresql
+async def test_two_phase_keeps_neither_write(
+    new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    default, logs = new_db("postgresql"), new_db("postgresql")
+    require_prepared_transactions(default)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with AsyncTestClient(app_for(default, logs, two_phase=True)) as client:
+        assert (await client.post("/write/both/none")).status_code == 201
+        assert (await client.post("/write/neither/logs")).status_code == 409
+
+    assert refs(default, "entries") == ["both"]
+    assert refs(logs, "log_entries") == ["both"]
+    assert default.fetch("select count(*) from pg_prepared_xacts") == [(0,)]  # nothing left in doubt
+    [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
+    assert message.startswith("two-phase commit failed on binds 'default', 'logs': IntegrityError")
+    assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
+
+
+@pytest.mark.postgresql
+@pytest.mark.mariadb
+async def test_two_phase_across_postgresql_and_mariadb(new_db: Callable[[str], Database]) -> None:
+    default, logs = new_db("postgresql"), new_db("mariadb")
+    require_prepared_transactions(default)
+    async with AsyncTestClient(app_for(default, logs, two_phase=True)) as client:
+        assert (await client.post("/write/xa/none")).status_code == 201
+        assert (await client.post("/write/dangling/default")).status_code == 409
+
+    assert refs(default, "entries") == ["xa"]
+    assert refs(logs, "log_entries") == ["xa"]

@@ -1,0 +1,259 @@
+"""The request transaction policy, judged by what the client receives and what the database holds."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from litestar import Litestar, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.response import Redirect
+from litestar.testing import AsyncTestClient, TestClient
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from plugin import CommitConflictError, TransactionPolicy
+from tests.databases import KINDS
+from tests.plugin.models import Account, make_plugin
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.databases import Database
+
+pytestmark = pytest.mark.anyio
+
+SQLITE_AND_POSTGRESQL = KINDS[:2]
+PASSWORD = "n0t-for-logs"
+
+
+@post("/ok/{name:str}")
+async def ok(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> dict[str, str]:
+    db_session.add(Account(name=name))
+    return {"created": name}
+
+
+@post("/raises/{name:str}")
+async def raises(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+    await db_session.flush()  # the row exists inside the transaction...
+    raise RuntimeError("handler failed")  # ...and must not survive this
+
+
+@post("/http-error/{name:str}")
+async def http_error(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+    raise HTTPException(status_code=422, detail="nope")
+
+
+@post("/status/{name:str}/{code:int}")
+async def with_status(
+    name: FromPath[str], code: FromPath[int], db_session: NamedDependency[AsyncSession]
+) -> Response[str]:
+    db_session.add(Account(name=name))
+    return Response("returned, not raised", status_code=code)
+
+
+@post("/redirect/{name:str}")
+async def redirect(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> Redirect:
+    db_session.add(Account(name=name))
+    return Redirect("/elsewhere")
+
+
+async def turn_into_400(response: Response[Any]) -> Response[Any]:
+    return Response({"rewritten": True}, status_code=400)
+
+
+@post("/rewritten/{name:str}", after_request=turn_into_400)
+async def rewritten(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> dict[str, str]:
+    """Returns 201, but its own after_request hook (which shadows the app's) turns it into a 400."""
+    db_session.add(Account(name=name))
+    return {"created": name}
+
+
+@post("/manual/{name:str}/{commit:int}")
+async def manual(name: FromPath[str], commit: FromPath[int], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+    if commit:
+        await db_session.commit()
+
+
+HANDLERS = [ok, raises, http_error, with_status, redirect, rewritten, manual]
+
+
+async def app_level_after_request(response: Response[Any]) -> Response[Any]:
+    return response
+
+
+def app_for(db: Database, logs: Database, **options: Any) -> Litestar:
+    plugin = make_plugin({"default": db, "logs": logs}, **options)
+    return Litestar(route_handlers=HANDLERS, plugins=[plugin], after_request=app_level_after_request)
+
+
+def names(db: Database) -> list[str]:
+    return [name for (name,) in db.fetch("select name from accounts order by name")]
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_default_policy_commits_2xx_only(kind: str, new_db: Callable[[str], Database]) -> None:
+    db = new_db(kind)
+    async with AsyncTestClient(app_for(db, new_db(kind))) as client:
+        assert (await client.post("/ok/committed")).status_code == 201
+        assert (await client.post("/raises/raised")).status_code == 500
+        assert (await client.post("/http-error/http-error")).status_code == 422
+        assert (await client.post("/status/bad-request/400")).status_code == 400
+        assert (await client.post("/status/accepted/202")).status_code == 202
+        assert (await client.post("/redirect/redirected", follow_redirects=False)).status_code == 302
+        response = await client.post("/rewritten/rewritten")
+        assert (response.status_code, response.json()) == (400, {"rewritten": True})
+
+    assert names(db) == ["accepted", "committed"]
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_redirects_commit_with_the_option(kind: str, new_db: Callable[[str], Database]) -> None:
+    db = new_db(kind)
+    policy = TransactionPolicy(commit_on_redirect=True, commit_statuses={409}, rollback_statuses={202})
+    async with AsyncTestClient(app_for(db, new_db(kind), transaction=policy)) as client:
+        assert (await client.post("/redirect/redirected", follow_redirects=False)).status_code == 302
+        assert (await client.post("/status/conflict-kept/409")).status_code == 409
+        assert (await client.post("/status/accepted-dropped/202")).status_code == 202
+        assert (await client.post("/status/teapot/418")).status_code == 418
+
+    assert names(db) == ["conflict-kept", "redirected"]
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_manual_mode_never_commits_for_the_handler(kind: str, new_db: Callable[[str], Database]) -> None:
+    db = new_db(kind)
+    async with AsyncTestClient(app_for(db, new_db(kind), transaction=TransactionPolicy(mode="manual"))) as client:
+        assert (await client.post("/manual/left-open/0")).status_code == 201
+        assert (await client.post("/manual/committed-by-hand/1")).status_code == 201
+        assert (await client.post("/ok/not-autocommitted")).status_code == 201
+
+    assert names(db) == ["committed-by-hand"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_duplicate_key_at_commit_is_a_409_and_no_row(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, logs = new_db(kind), new_db(kind)
+    plugin = make_plugin({"default": db, "logs": logs}, password=PASSWORD)
+    # logging_config=None: Litestar's default config would replace the root handlers pytest captures with
+    app = Litestar(route_handlers=HANDLERS, plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.INFO, logger="plugin")
+    async with AsyncTestClient(app) as client:
+        assert (await client.post("/ok/ada")).status_code == 201
+        response = await client.post("/ok/ada")
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "status_code": 409,
+        "detail": "The request's changes conflict with data already stored.",
+    }
+    assert names(db) == ["ada"]
+    [record] = [r for r in caplog.records if r.name == "plugin.transactions"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith("flush failed on bind 'default': IntegrityError")
+    assert record.getMessage().endswith("committed: (none); rolled back: 'default'")
+    assert PASSWORD not in caplog.text
+
+
+async def test_an_app_maps_commit_errors_like_any_exception(new_db: Callable[[str], Database]) -> None:
+    def conflict_as_422(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
+        assert isinstance(exc, CommitConflictError)
+        return Response({"problem": "duplicate", "failed_bind": str(exc.failed)}, status_code=422)
+
+    db = new_db("sqlite")
+    plugin = make_plugin({"default": db, "logs": new_db("sqlite")})
+    app = Litestar(route_handlers=HANDLERS, plugins=[plugin], exception_handlers={CommitConflictError: conflict_as_422})
+    async with AsyncTestClient(app) as client:
+        await client.post("/ok/ada")
+        response = await client.post("/ok/ada")
+
+    assert (response.status_code, response.json()) == (422, {"problem": "duplicate", "failed_bind": "default"})
+
+
+@post("/flush-in-handler/{name:str}")
+async def flush_in_handler(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+    await db_session.flush()
+
+
+@pytest.mark.parametrize(
+    ("option", "app_handler", "expected"), [(True, False, 409), (False, False, 500), (True, True, 418)]
+)
+async def test_integrity_error_raised_in_a_handler(
+    option: bool, app_handler: bool, expected: int, new_db: Callable[[str], Database]
+) -> None:
+    handlers = {IntegrityError: lambda request, exc: Response("mine", status_code=418)} if app_handler else {}
+    plugin = make_plugin({"default": new_db("sqlite"), "logs": new_db("sqlite")}, map_integrity_errors=option)
+    app = Litestar(route_handlers=[flush_in_handler], plugins=[plugin], exception_handlers=handlers)
+    async with AsyncTestClient(app) as client:
+        assert (await client.post("/flush-in-handler/ada")).status_code == 201
+        assert (await client.post("/flush-in-handler/ada")).status_code == expected
+
+
+@post("/declares-only")
+async def declares_only(
+    db_session: NamedDependency[AsyncSession], logs_db_session: NamedDependency[AsyncSession]
+) -> str:
+    return "untouched"
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_an_unused_session_costs_no_connection_and_no_commit(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    plugin = make_plugin({"default": new_db(kind), "logs": new_db(kind)}, create_all=False)
+    seen: list[str] = []
+    async with AsyncTestClient(Litestar(route_handlers=[declares_only], plugins=[plugin])) as client:
+        for engine in plugin.engines.engines.values():
+            assert isinstance(engine, AsyncEngine)
+            for name in ("checkout", "begin", "commit", "rollback"):
+                event.listen(engine.sync_engine, name, lambda *_, name=name: seen.append(name))
+        for _ in range(3):
+            assert (await client.post("/declares-only")).status_code == 201
+    assert seen == []
+
+
+@post("/sync/{name:str}/{code:int}", sync_to_thread=True)
+def sync_handler(name: FromPath[str], code: FromPath[int], db_session: NamedDependency[Session]) -> Response[str]:
+    db_session.add(Account(name=name))
+    if code == 500:
+        raise RuntimeError("sync handler failed")
+    return Response("sync", status_code=code)
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+def test_sync_apps_follow_the_same_rules(kind: str, new_db: Callable[[str], Database]) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)}, sync=True)
+    with TestClient(Litestar(route_handlers=[sync_handler], plugins=[plugin])) as client:
+        assert client.post("/sync/committed/201").status_code == 201
+        assert client.post("/sync/committed/200").status_code == 409
+        assert client.post("/sync/raised/500").status_code == 500
+        assert client.post("/sync/bad/400").status_code == 400
+    assert names(db) == ["committed"]
+
+
+STATUSES = (200, 201, 204, 299, 301, 302, 399, 400, 404, 409, 422, 500)
+
+
+@pytest.mark.parametrize(
+    ("policy", "committing"),
+    [
+        (TransactionPolicy(), [200, 201, 204, 299]),
+        (TransactionPolicy(commit_on_redirect=True), [200, 201, 204, 299, 301, 302, 399]),
+        (TransactionPolicy(commit_statuses={422}, rollback_statuses={204}), [200, 201, 299, 422]),
+        (TransactionPolicy(mode="manual"), []),
+    ],
+)
+def test_policy_is_a_pure_function_of_the_status(policy: TransactionPolicy, committing: list[int]) -> None:
+    assert [status for status in STATUSES if policy.should_commit(status)] == committing
