@@ -184,7 +184,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
     """Settle every used session in order; after a failed commit the rest roll back."""
     error: CommitError | None = None
     for session in sessions:
-        if is_started(session):
+        if is_started(session) and session.in_transaction():
             try:
                 await _settle(session, commit and error is None)
             except CommitError as exc:
@@ -194,10 +194,14 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
 
 async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
     """Close every used session (rolling back what is open), shielded from cancellation."""
-    with anyio.CancelScope(shield=True):
-        for session in sessions:
-            if not is_started(session):
-                continue
+    for session in sessions:
+        if not is_started(session):
+            continue
+        if not session.in_transaction():
+            # Holds no connection: closing is bookkeeping (no I/O), so no greenlet or thread is needed.
+            (session.sync_session if isinstance(session, AsyncSession) else session).close()
+            continue
+        with anyio.CancelScope(shield=True):
             try:
                 if isinstance(session, AsyncSession):
                     await session.close()

@@ -6,14 +6,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import Provide
-from litestar.types import Scope  # noqa: TC002  (Litestar reads provider annotations at runtime)
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from plugin.exceptions import DuplicateKeyError, LifecycleError
-from plugin.middleware import SCOPE_KEY, TransactionMiddleware, conflict_response, mark_raised
+from plugin.middleware import TransactionMiddleware, conflict_response, current_request_sessions, mark_raised
 from plugin.schema import create_all, create_all_sync
 from plugin.sessions import AsyncRoutingSession, RoutingSession
 
@@ -36,18 +35,18 @@ SIGNATURE_NAMESPACE = {
 }
 
 
-def _session_provider(plugin: SQLAlchemyPlugin[Any], bind: str | None) -> Callable[[Scope], Any]:
+def _session_provider(plugin: SQLAlchemyPlugin[Any], bind: str | None) -> Callable[[], AsyncSession | Session]:
     new_session = partial(plugin.sessions, bind)
 
-    def provide_session(scope: Scope) -> AsyncSession | Session:
-        session = new_session()
-        try:
-            scope[SCOPE_KEY].sessions.append(session)  # type: ignore[literal-required]
-        except KeyError:
+    def provide_session() -> AsyncSession | Session:
+        request_sessions = current_request_sessions()
+        if request_sessions is None:
             raise LifecycleError(
                 "a session was requested outside the plugin's middleware; register SQLAlchemyPlugin in "
                 "Litestar(plugins=[...]) rather than adding its providers by hand"
-            ) from None
+            )
+        session = new_session()
+        request_sessions.sessions.append(session)
         return session
 
     return provide_session

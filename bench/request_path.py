@@ -1,0 +1,244 @@
+"""Request-path benchmark: this plugin against advanced-alchemy and hand-written code, in process.
+
+Run (SQLite always; PostgreSQL when reachable)::
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python -m bench.request_path                 # --databases sqlite,postgresql --rounds 7
+
+The same three handlers run on four apps, interleaved round by round in one process, driven through
+the ASGI interface with no network:
+
+- ``plugin``: this project's ``SQLAlchemyPlugin``;
+- ``advanced-alchemy``: advanced-alchemy's ``SQLAlchemyPlugin`` with ``before_send_handler="autocommit"``;
+- ``hand-written``: a yield dependency that opens a session, yields it, commits and closes it;
+- ``plain``: a yield dependency that yields a plain object (the floor for handler ``a``).
+
+Handlers: ``a`` declares ``db_session`` and never uses it; ``b`` reads one row by primary key; ``c``
+inserts one row. Each round measures every (app, handler) pair, in alternating order; the printed rates
+are medians over rounds, and each ratio is the median of the per-round ratios (robust to the machine
+drifting), with the lowest and highest per-round ratio in brackets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar, get, post
+from litestar.di import NamedDependency, Provide
+from sqlalchemy import String, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+VARIANTS = ("plugin", "advanced-alchemy", "hand-written", "plain")
+HANDLERS = {"a": ("GET", "/unused"), "b": ("GET", "/read"), "c": ("POST", "/insert")}
+ROWS = 1000
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "bench_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40))
+
+
+def handlers() -> list[Any]:
+    """Fresh handler objects (one set per app); identical code for every variant."""
+    counter = iter(range(10**9))
+
+    @get("/unused")
+    async def unused(db_session: NamedDependency[Any]) -> None:
+        return None
+
+    @get("/read")
+    async def read(db_session: NamedDependency[AsyncSession]) -> str:
+        item = await db_session.get(Item, next(counter) % ROWS + 1)
+        assert item is not None
+        return item.name
+
+    @post("/insert")
+    async def create(db_session: NamedDependency[AsyncSession]) -> None:
+        db_session.add(Item(name=f"new-{next(counter)}"))
+
+    return [unused, read, create]
+
+
+def build_app(variant: str, url: str) -> Litestar:
+    quiet: dict[str, Any] = {"logging_config": None, "openapi_config": None}
+    if variant == "plugin":
+        config = SQLAlchemyAsyncConfig(binds={"default": url}, base=Base)
+        return Litestar(route_handlers=handlers(), plugins=[SQLAlchemyPlugin(config=config)], **quiet)
+    if variant == "advanced-alchemy":
+        from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig as AAConfig
+        from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin as AAPlugin
+
+        aa_config = AAConfig(
+            connection_string=url, before_send_handler="autocommit", session_dependency_key="db_session"
+        )
+        return Litestar(route_handlers=handlers(), plugins=[AAPlugin(config=aa_config)], **quiet)
+    if variant == "hand-written":
+        engine = create_async_engine(url)
+        maker = async_sessionmaker(engine, expire_on_commit=False)
+
+        async def provide_session() -> AsyncIterator[AsyncSession]:
+            async with maker() as session:
+                yield session
+                await session.commit()
+
+        return Litestar(
+            route_handlers=handlers(),
+            dependencies={"db_session": Provide(provide_session)},
+            on_shutdown=[engine.dispose],
+            **quiet,
+        )
+
+    async def provide_object() -> AsyncIterator[object]:
+        yield object()
+
+    return Litestar(route_handlers=handlers()[:1], dependencies={"db_session": Provide(provide_object)}, **quiet)
+
+
+async def drive(app: Litestar, method: str, path: str, requests: int) -> float:
+    """Requests per second for ``requests`` sequential calls of one route through raw ASGI."""
+    template = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
+        "client": ("127.0.0.1", 1), "server": ("bench", 80), "state": {},
+    }  # fmt: skip
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    gc.collect()
+    started = time.perf_counter()
+    for _ in range(requests):
+        await app(dict(template), receive, send)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - started
+    if bad := [s for s in statuses if s >= 300]:
+        raise RuntimeError(f"{method} {path} answered {bad[0]} ({len(bad)} failures); the benchmark is invalid")
+    return requests / elapsed
+
+
+async def prepare(url: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+        await connection.run_sync(Base.metadata.create_all)
+        await connection.execute(insert(Item), [{"name": f"item-{n}"} for n in range(ROWS)])
+    await engine.dispose()
+
+
+async def run_database(url: str, rounds: int, requests: int) -> dict[str, dict[str, list[float]]]:
+    await prepare(url)
+    results: dict[str, dict[str, list[float]]] = {v: {h: [] for h in HANDLERS} for v in VARIANTS}
+    apps = {variant: build_app(variant, url) for variant in VARIANTS}
+    async with AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(app.lifespan())
+        for round_number in range(rounds + 1):  # round 0 warms every app up and is not counted
+            # alternate the order each round so no variant always runs right after another's writes
+            order = list(apps.items()) if round_number % 2 else list(reversed(apps.items()))
+            for handler, (method, path) in HANDLERS.items():
+                for variant, app in order:
+                    if variant == "plain" and handler != "a":
+                        continue
+                    rate = await drive(app, method, path, requests if round_number else requests // 4)
+                    if round_number:
+                        results[variant][handler].append(rate)
+            print(f"  round {round_number}/{rounds} done", file=sys.stderr) if round_number else None
+    return results
+
+
+def report(title: str, results: dict[str, dict[str, list[float]]]) -> list[str]:
+    def ratio(handler: str, other: str) -> str:
+        mine, theirs = results["plugin"][handler], results[other][handler]
+        ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+        return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+    lines = [
+        f"### {title}",
+        "",
+        "| handler | plugin | advanced-alchemy | hand-written | plain "
+        "| vs advanced-alchemy | vs hand-written | vs plain |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = {"a": "a: declares db_session, unused", "b": "b: primary-key read", "c": "c: insert"}
+    for handler in HANDLERS:
+        rates = [f"{statistics.median(results[v][handler]):,.0f}" if results[v][handler] else "-" for v in VARIANTS]
+        plain = ratio(handler, "plain") if handler == "a" else "-"
+        lines.append(
+            f"| {names[handler]} | {' | '.join(rates)} | {ratio(handler, 'advanced-alchemy')} "
+            f"| {ratio(handler, 'hand-written')} | {plain} |"
+        )
+    return [*lines, ""]
+
+
+def postgres_database() -> tuple[str, Callable[[], None]] | None:
+    """A fresh PostgreSQL database for the run (dropped afterwards), or None when unreachable."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = {"host": server.host, "port": server.port or 5432, "user": server.username, "dbname": server.database}
+    try:
+        with psycopg.connect(**admin, autocommit=True, connect_timeout=3) as connection:
+            connection.execute(f"create database {name}")
+    except psycopg.Error as exc:
+        print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
+        return None
+
+    def drop() -> None:
+        with psycopg.connect(**admin, autocommit=True) as connection:
+            connection.execute(f"drop database if exists {name} with (force)")
+
+    return server.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False), drop
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--rounds", type=int, default=7, help="measured rounds (plus one warm-up round)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per app, handler and round")
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.rounds} rounds x {args.requests} requests\n")
+    for kind in args.databases.split(","):
+        if kind == "sqlite":
+            with tempfile.TemporaryDirectory() as directory:
+                url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
+                print(
+                    "\n".join(report("SQLite (aiosqlite, file)", await run_database(url, args.rounds, args.requests)))
+                )
+        elif kind == "postgresql" and (database := postgres_database()):
+            url, drop = database
+            try:
+                print("\n".join(report("PostgreSQL (asyncpg)", await run_database(url, args.rounds, args.requests))))
+            finally:
+                drop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
