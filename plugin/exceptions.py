@@ -47,6 +47,19 @@ def mask_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def describe_error(exc: BaseException) -> str:
+    """``IntegrityError (UniqueViolationError): <the driver's words>`` on one line.
+
+    SQLAlchemy's own text (the statement and its parameters, which may hold user data) is left out.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    name = type(exc).__name__
+    if type(orig).__name__ != name:
+        name += f" ({type(orig).__name__})"
+    words = " ".join(str(orig).split())
+    return f"{name}: {words}" if words else name
+
+
 def quote_keys(keys: Iterable[str]) -> str:
     """``'a', 'b'`` for messages; ``(none)`` when empty."""
     return ", ".join(repr(k) for k in keys) or "(none)"

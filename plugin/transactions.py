@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from plugin.exceptions import CommitConflictError, CommitError, ConfigurationError, quote_keys
+from plugin.exceptions import CommitConflictError, CommitError, ConfigurationError, describe_error, quote_keys
 from plugin.sessions import is_started
 
 if TYPE_CHECKING:
@@ -93,16 +93,6 @@ def _wrapped(exc: Exception, target: Engine | Connection) -> Exception:
     return exc
 
 
-def _reason(exc: BaseException) -> str:
-    """``IntegrityError (UniqueViolationError): <the driver's words>``, without SQLAlchemy's statement and
-    parameters (they may hold user data)."""
-    orig = getattr(exc, "orig", None) or exc
-    name = type(exc).__name__
-    if type(orig).__name__ != name:
-        name += f" ({type(orig).__name__})"
-    return f"{name}: {orig}".strip().replace("\n", " ")
-
-
 def _fail(
     session: Session,
     exc: BaseException,
@@ -126,7 +116,7 @@ def _fail(
     rolled_back = [key for key, _ in binds if key not in committed]
     where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(k for k, _ in binds)}"
     message = (
-        f"{stage} failed on {where}: {_reason(exc)}; "
+        f"{stage} failed on {where}: {describe_error(exc)}; "
         f"committed: {quote_keys(committed)}; rolled back: {quote_keys(rolled_back)}"
     )
     logger.error(message)

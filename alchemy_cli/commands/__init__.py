@@ -1,0 +1,1 @@
+"""One module per ``litestar db`` command: parse nothing, call the library, render."""

@@ -1,0 +1,70 @@
+"""``litestar db check``: every bind reachable, how fast, which server, schema matching the models."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from alchemy_cli import render
+from alchemy_cli.loader import engines_started, load_target, reported_errors
+from plugin.checks import check_binds
+from plugin.exceptions import quote_keys
+
+if TYPE_CHECKING:
+    from plugin.checks import CheckReport
+
+
+def run(obj: object, *, binds: list[str], timeout: float, json_output: bool) -> None:
+    target = load_target(obj)
+    plugin = target.plugin
+    if unknown := [key for key in binds if key not in plugin.router.keys]:
+        raise typer.BadParameter(
+            f"{quote_keys(unknown)} {'is not a configured bind' if len(unknown) == 1 else 'are not configured binds'} "
+            f"(configured: {quote_keys(plugin.router.keys)})",
+            param_hint="'--bind'",
+        )
+
+    async def check() -> CheckReport:
+        async with engines_started(plugin):
+            return await check_binds(plugin.engines, plugin.router, binds or None, timeout)
+
+    with reported_errors():
+        report = asyncio.run(check())
+    report = dataclasses.replace(
+        report,
+        binds=tuple(dataclasses.replace(c, error=target.redact(c.error)) if c.error else c for c in report.binds),
+    )
+    if json_output:
+        render.json_document(_as_json(target.app_path, timeout, report))
+    else:
+        render.checks(target.app_path, report, timeout)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _as_json(app_path: str, timeout: float, report: CheckReport) -> dict[str, Any]:
+    """The ``db check --json`` document (shape documented in the README)."""
+    return {
+        "app": app_path,
+        "ok": report.ok,
+        "timeout_s": timeout,
+        "binds": [
+            {
+                "bind": c.bind,
+                "ok": c.ok,
+                "url": c.url,
+                "connect_ms": None if c.connect_ms is None else round(c.connect_ms, 3),
+                "latency_ms": None if c.latency_ms is None else round(c.latency_ms, 3),
+                "server": c.server,
+                "tables": c.tables,
+                "missing_tables": list(c.missing_tables),
+                "missing_columns": list(c.missing_columns),
+                "error": c.error,
+            }
+            for c in report.binds
+        ],
+        "unknown_bind_keys": [{"kind": p.kind, "name": p.name, "bind": p.key} for p in report.unknown_bind_keys],
+    }

@@ -1,0 +1,124 @@
+"""What ``litestar db binds`` reports, as plain data: the same facts feed the table and the JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from plugin.exceptions import mask_url
+
+if TYPE_CHECKING:
+    from plugin import SQLAlchemyPlugin
+
+__all__ = ("BindFacts", "ModelFacts", "PoolFacts", "as_json", "describe")
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    kind: str
+    """The pool class, e.g. ``AsyncAdaptedQueuePool``, ``StaticPool``, ``NullPool``."""
+    size: int | None
+    """Connections kept open (queue pools only)."""
+    max_overflow: int | None
+    """Extra connections allowed under load (queue pools only)."""
+
+
+@dataclass(frozen=True)
+class BindFacts:
+    key: str
+    default: bool
+    dialect: str
+    driver: str
+    url: str
+    """Password masked."""
+    is_async: bool
+    pool: PoolFacts
+    session_dependency: str
+    engine_dependency: str
+    models: int
+    tables: int
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    model: str
+    module: str
+    bind: str
+    """The bind key the model asks for (configured or not)."""
+    table: str | None
+    error: str | None
+    """Set when ``bind`` is not a configured bind."""
+
+
+def _pool(engine: Any) -> PoolFacts:
+    pool = engine.pool
+    size = pool.size() if hasattr(pool, "size") else None
+    # QueuePool keeps max_overflow privately; there is no public accessor.
+    overflow = getattr(pool, "_max_overflow", None)
+    return PoolFacts(kind=type(pool).__name__, size=size, max_overflow=overflow if size is not None else None)
+
+
+def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[ModelFacts]]:
+    """Facts about every bind (engines must be started) and every model of the plugin's sources."""
+    config, router = plugin.config, plugin.router
+    models_by_bind = router.models_by_bind()
+    tables_by_bind = router.tables_by_bind()
+    binds = []
+    for key in router.keys:
+        engine = plugin.engines.engine(key)
+        binds.append(
+            BindFacts(
+                key=key,
+                default=key == config.default_bind,
+                dialect=engine.dialect.name,
+                driver=engine.dialect.driver,
+                url=mask_url(engine.url),
+                is_async=config.is_async,
+                pool=_pool(engine),
+                session_dependency=config.session_key_for(None if key == config.default_bind else key),
+                engine_dependency=config.engine_key_for(key),
+                models=len(models_by_bind[key]),
+                tables=len(tables_by_bind[key]),
+            )
+        )
+    unknown = {problem.name: problem for problem in router.unknown_keys() if problem.kind == "model"}
+    models = []
+    for mapper in router.mappers():
+        name = mapper.class_.__name__
+        problem = unknown.get(name)
+        models.append(
+            ModelFacts(
+                model=name,
+                module=mapper.class_.__module__,
+                bind=problem.key if problem else router.key_for_mapper(mapper),
+                table=getattr(mapper.local_table, "fullname", None),
+                error=problem.describe(router.keys) if problem else None,
+            )
+        )
+    return binds, models
+
+
+def as_json(app_path: str, default_bind: str, binds: list[BindFacts], models: list[ModelFacts]) -> dict[str, Any]:
+    """The ``db binds --json`` document. Its shape is documented in the README and pinned by tests."""
+    return {
+        "app": app_path,
+        "default_bind": default_bind,
+        "binds": [
+            {
+                "key": b.key,
+                "default": b.default,
+                "dialect": b.dialect,
+                "driver": b.driver,
+                "url": b.url,
+                "async": b.is_async,
+                "pool": {"class": b.pool.kind, "size": b.pool.size, "max_overflow": b.pool.max_overflow},
+                "dependencies": {"session": b.session_dependency, "engine": b.engine_dependency},
+                "models": b.models,
+                "tables": b.tables,
+            }
+            for b in binds
+        ],
+        "models": [
+            {"model": m.model, "module": m.module, "bind": m.bind, "table": m.table, "error": m.error} for m in models
+        ],
+    }

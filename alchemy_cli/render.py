@@ -1,0 +1,107 @@
+"""All terminal output: rich tables for people, JSON for machines, one red line for errors.
+
+The only module that imports rich (ruff's banned-api rule enforces it). Tables go to stdout; errors go
+to stderr. When stdout is not a terminal, tables are laid out 200 columns wide so that URLs and
+messages stay on one line in logs and pipes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from alchemy_cli.inspection import BindFacts, ModelFacts
+    from plugin.checks import CheckReport
+
+__all__ = ("binds", "checks", "error", "json_document", "line")
+
+
+def _console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, width=None if stream.isatty() else 200, highlight=False, soft_wrap=soft_wrap)
+
+
+def error(message: str) -> None:
+    """One line on stderr: ``Error: <message>`` (the terminal wraps it, rich does not break it)."""
+    _console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {escape(message)}")
+
+
+def line(message: str, *, style: str = "") -> None:
+    """One plain line on stdout."""
+    _console(soft_wrap=True).print(f"[{style}]{escape(message)}[/]" if style else escape(message))
+
+
+def json_document(document: Any) -> None:
+    """A JSON document on stdout (no colour, no wrapping: for machines)."""
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts] | None) -> None:
+    """The ``db binds`` tables: one row per bind, then (with ``--models``) one row per model."""
+    table = Table(title=f"Binds of {app_path}", title_justify="left")
+    for column in ("bind", "dialect+driver", "url", "mode", "pool", "dependencies", "models", "tables"):
+        table.add_column(column, justify="right" if column in ("models", "tables") else "left")
+    for bind in facts:
+        pool = bind.pool.kind + (f" {bind.pool.size}+{bind.pool.max_overflow}" if bind.pool.size is not None else "")
+        table.add_row(
+            escape(bind.key) + (" [bold](default)[/]" if bind.default else ""),
+            f"{bind.dialect}+{bind.driver}",
+            escape(bind.url),
+            "async" if bind.is_async else "sync",
+            pool,
+            f"{bind.session_dependency}, {bind.engine_dependency}",
+            str(bind.models),
+            str(bind.tables),
+        )
+    console = _console()
+    console.print(table)
+    if models is None:
+        return
+    listing = Table(title="Models", title_justify="left")
+    for column in ("model", "module", "bind", "table"):
+        listing.add_column(column)
+    for model in models:
+        where = f"[red]✗ {escape(model.error)}[/]" if model.error else escape(model.table or "-")
+        listing.add_row(escape(model.model), escape(model.module), escape(model.bind), where)
+    console.print(listing)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def checks(app_path: str, report: CheckReport, timeout: float) -> None:
+    """The ``db check`` table and a one-line verdict."""
+    table = Table(title=f"Database checks of {app_path} (timeout {timeout:g} s)", title_justify="left")
+    for column in ("bind", "status", "connect", "round trip", "server", "schema"):
+        table.add_column(column)
+    for check in report.binds:
+        if check.error:
+            schema = f"[red]{escape(check.error)}[/]"
+        elif check.missing_tables or check.missing_columns:
+            missing = [f"table {t}" for t in check.missing_tables] + [f"column {c}" for c in check.missing_columns]
+            schema = f"[red]missing {escape(', '.join(missing))}[/]"
+        else:
+            schema = f"{check.tables} table{'s' if check.tables != 1 else ''} match the models"
+        table.add_row(
+            escape(check.bind),
+            "[green]ok[/]" if check.ok else "[bold red]FAIL[/]",
+            _ms(check.connect_ms),
+            _ms(check.latency_ms),
+            escape(check.server or "-"),
+            schema,
+        )
+    console = _console()
+    console.print(table)
+    for problem in report.unknown_bind_keys:
+        console.print(f"[bold red]FAIL[/] {escape(problem.describe([c.bind for c in report.binds]))}")
+    failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys)
+    console.print("[green]all checks passed[/]" if not failed else f"[bold red]{failed} check(s) failed[/]")

@@ -1,0 +1,65 @@
+"""Start-up cost of ``litestar db binds`` against ``litestar routes`` on the same app.
+
+Run::
+
+    .venv/bin/python -m bench.cli_startup                    # --runs 15 --app examples.app:app
+
+Both commands load the app through Litestar's CLI; ``db binds`` also imports typer, creates the engines
+(no connection) and renders its table. The runs alternate between the two commands (so drift hits both
+alike); the figure is the median wall time of each and their ratio. Target: <= 1.15x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LITESTAR = Path(sys.executable).with_name("litestar")
+
+
+def wall_time(args: list[str]) -> float:
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [str(LITESTAR), *args], capture_output=True, check=False, env={**os.environ, "COLUMNS": "200"}
+    )
+    elapsed = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"litestar {' '.join(args)} failed:\n{completed.stderr.decode()}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=15, help="runs of each command (plus one warm-up each)")
+    parser.add_argument("--app", default="examples.app:app")
+    args = parser.parse_args()
+    commands = {
+        "litestar routes": ["--app", args.app, "routes"],
+        "litestar db binds": ["--app", args.app, "db", "binds"],
+    }
+    for command in commands.values():  # warm the filesystem and bytecode caches
+        wall_time(command)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for run in range(args.runs):
+        order = list(commands.items()) if run % 2 == 0 else list(reversed(commands.items()))
+        for name, command in order:
+            times[name].append(wall_time(command))
+    routes, binds = (statistics.median(times[name]) for name in commands)
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; app {args.app}; {args.runs} runs each, interleaved"
+    )
+    print("| command | median | min | max |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        median, low, high = (round(f(values) * 1000) for f in (statistics.median, min, max))
+        print(f"| `{name}` | {median} ms | {low} ms | {high} ms |")
+    print(f"\nratio db binds / routes (medians): {binds / routes:.2f}x (target <= 1.15x)")
+
+
+if __name__ == "__main__":
+    main()

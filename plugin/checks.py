@@ -1,0 +1,170 @@
+"""Connectivity and schema checks, one per bind, run concurrently with a timeout.
+
+Used by ``litestar db check``; an app can call :func:`check_binds` from a health route too. Each check
+connects, times one round trip, names the server, and compares the tables the models route to that
+bind with what the database has. A refused connection, a server that never answers, a missing table
+or column each fail only their own bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plugin.exceptions import describe_error, mask_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from sqlalchemy.engine import Connection, Dialect, Engine
+    from sqlalchemy.sql.schema import Table
+
+    from plugin.binds import BindRouter, UnknownBindKey
+    from plugin.engines import EngineRegistry
+
+__all__ = ("BindCheck", "CheckReport", "check_binds")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BindCheck:
+    """The outcome of checking one bind."""
+
+    bind: str
+    url: str
+    """The bind's URL, password masked."""
+    ok: bool = False
+    connect_ms: float | None = None
+    """Time to get a connection (from the pool, so usually a new one), in milliseconds."""
+    latency_ms: float | None = None
+    """One ``SELECT 1`` round trip on that connection, in milliseconds."""
+    server: str | None = None
+    """Server name and version, e.g. ``PostgreSQL 15.20``."""
+    tables: int = 0
+    """How many tables the models route to this bind (all were looked for)."""
+    missing_tables: tuple[str, ...] = ()
+    missing_columns: tuple[str, ...] = ()
+    """``table.column`` for each mapped column the database lacks."""
+    error: str | None = None
+    """Why the bind could not be checked (refused, timed out, ...)."""
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every bind checked, plus the models whose bind key is not configured."""
+
+    binds: tuple[BindCheck, ...]
+    unknown_bind_keys: tuple[UnknownBindKey, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.binds) and not self.unknown_bind_keys
+
+
+Probe = tuple[float, str, list[str], list[str]]
+"""Round trip (ms), server, missing tables, missing ``table.column``s."""
+
+
+def _server(dialect: Dialect) -> str:
+    name = {"postgresql": "PostgreSQL", "sqlite": "SQLite", "mssql": "SQL Server", "oracle": "Oracle"}.get(
+        dialect.name, "MariaDB" if getattr(dialect, "is_mariadb", False) else dialect.name.capitalize()
+    )
+    version = dialect.server_version_info
+    return f"{name} {'.'.join(str(part) for part in version)}" if version else name
+
+
+def _probe(connection: Connection, tables: Sequence[Table]) -> Probe:
+    """Round trip, server, and what the database lacks of ``tables`` (runs on a sync connection)."""
+    started = time.perf_counter()
+    connection.execute(text("select 1")).scalar()
+    latency = (time.perf_counter() - started) * 1000
+    inspector = inspect(connection)
+    missing_tables: list[str] = []
+    missing_columns: list[str] = []
+    for table in tables:
+        if not inspector.has_table(table.name, schema=table.schema):
+            missing_tables.append(table.fullname)
+            continue
+        present = {column["name"].lower() for column in inspector.get_columns(table.name, schema=table.schema)}
+        missing_columns += [f"{table.fullname}.{c.name}" for c in table.columns if c.name.lower() not in present]
+    return latency, _server(connection.dialect), missing_tables, missing_columns
+
+
+def _probe_sync_engine(
+    engine: Engine, tables: Sequence[Table]
+) -> tuple[float, tuple[float, str, list[str], list[str]]]:
+    started = time.perf_counter()
+    with engine.connect() as connection:
+        connected = (time.perf_counter() - started) * 1000
+        return connected, _probe(connection, tables)
+
+
+async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking code in a daemon thread: if the check times out, a driver stuck on a silent server
+    cannot keep the process alive (a worker thread from a pool would)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(setter: Callable[[Any], object], value: Any) -> None:
+        # A closed loop means the check timed out and nobody waits for this any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(lambda: future.done() or setter(value))
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            deliver(future.set_exception, exc)
+        else:
+            deliver(future.set_result, result)
+
+    threading.Thread(target=run, name="db-check", daemon=True).start()
+    return await future
+
+
+async def _check(key: str, engine: AsyncEngine | Engine, tables: Sequence[Table], timeout: float) -> BindCheck:
+    url = mask_url(engine.url)
+    try:
+        with anyio.fail_after(timeout):
+            if isinstance(engine, AsyncEngine):
+                started = time.perf_counter()
+                async with engine.connect() as connection:
+                    connect_ms = (time.perf_counter() - started) * 1000
+                    probe = await connection.run_sync(_probe, tables)
+            else:
+                connect_ms, probe = await _in_daemon_thread(_probe_sync_engine, engine, tables)
+    except TimeoutError:
+        return BindCheck(key, url, error=f"no answer within {timeout:g} s (timed out)")
+    except Exception as exc:
+        return BindCheck(key, url, error=describe_error(exc))
+    latency, server, missing_tables, missing_columns = probe
+    return BindCheck(
+        key,
+        url,
+        ok=not missing_tables and not missing_columns,
+        connect_ms=connect_ms,
+        latency_ms=latency,
+        server=server,
+        tables=len(tables),
+        missing_tables=tuple(missing_tables),
+        missing_columns=tuple(missing_columns),
+    )
+
+
+async def check_binds(
+    registry: EngineRegistry, router: BindRouter, keys: Iterable[str] | None = None, timeout: float = 5.0
+) -> CheckReport:
+    """Check every bind (or ``keys``) concurrently; each check ends within ``timeout`` seconds."""
+    tables = router.tables_by_bind()
+    selected = list(router.keys if keys is None else keys)
+    checks = await asyncio.gather(*(_check(k, registry.engine(k), tables[k], timeout) for k in selected))
+    return CheckReport(binds=tuple(checks), unknown_bind_keys=tuple(router.unknown_keys()))
