@@ -5,6 +5,7 @@ Each command only declares its options and calls ``alchemy_cli.commands.<name>.r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -54,6 +55,68 @@ def check(
     from alchemy_cli.commands import check as command
 
     command.run(ctx.obj, binds=bind or [], timeout=timeout, json_output=json_output)
+
+
+BindOption = Annotated[
+    str | None, typer.Option("--bind", "-b", help="Make this bind's session the `session` (default: the routed one).")
+]
+
+
+@cli.command("shell")
+def shell(
+    ctx: typer.Context,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Roll back everything on every bind when leaving, commits included.")
+    ] = False,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Have the databases refuse every write.")] = False,
+    echo: Annotated[bool, typer.Option("--echo", help="Print each SQL statement as it runs.")] = False,
+    bind: BindOption = None,
+    command: Annotated[
+        str | None, typer.Option("-c", "--command", help="Run this code and exit (no terminal needed).")
+    ] = None,
+    plain: Annotated[bool, typer.Option("--plain", help="A plain asyncio console instead of ptpython.")] = False,
+) -> None:
+    """An async Python shell on the app's bind-routed sessions (ptpython, top-level await).
+
+    Preloaded: session (routed), <bind>_session, <bind>_engine, engines, every mapped model,
+    select/insert/update/delete/text/func and await sql("...", bind=...). Code piped on stdin runs as a
+    script.
+    """
+    from alchemy_cli.commands import shell as command_module
+
+    command_module.run(
+        ctx.obj, sandbox=sandbox, read_only=read_only, echo=echo, bind=bind, command=command, plain=plain
+    )
+
+
+@cli.command("run")
+def run(
+    ctx: typer.Context,
+    code: Annotated[str | None, typer.Argument(help="Python to run (top-level await; the shell's names).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Run this Python file instead.")] = None,
+    sql: Annotated[str | None, typer.Option("--sql", help="Run this SQL instead (on --bind, default bind).")] = None,
+    bind: BindOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Roll back at the end, whatever happens.")] = False,
+    json_output: JsonOption = False,
+    show_traceback: Annotated[bool, typer.Option("--traceback", help="On an error, also print the traceback.")] = False,
+) -> None:
+    """Run one transaction and exit: success commits (as a 2xx request would), an error rolls back.
+
+    Prints the value of a trailing expression, or the rows of --sql, and the rows each bind changed.
+    Exits 1 when the code raised or the commit failed.
+    """
+    from alchemy_cli.commands import run as command_module
+
+    command_module.run(
+        ctx.obj,
+        code=code,
+        file=file,
+        sql=sql,
+        bind=bind,
+        dry_run=dry_run,
+        json_output=json_output,
+        show_traceback=show_traceback,
+    )
 
 
 def main(ctx: click.Context) -> None:

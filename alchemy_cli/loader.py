@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -9,13 +10,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from plugin import AlchemyError, SQLAlchemyPlugin
+from plugin.exceptions import quote_keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from litestar import Litestar
 
-__all__ = ("Target", "engines_started", "fail", "load_target", "reported_errors")
+__all__ = ("Target", "engines_started", "fail", "load_target", "reported_errors", "require_binds")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -75,11 +77,29 @@ def load_target(obj: object) -> Target:
     return Target(app_path=env.app_path, app=env.app, plugin=plugin)
 
 
+def require_binds(target: Target, keys: list[str], option: str = "--bind") -> None:
+    """Usage error (exit 2) for ``--bind`` values that are not configured binds."""
+    configured = target.plugin.router.keys
+    if unknown := [key for key in keys if key not in configured]:
+        verb = "is not a configured bind" if len(unknown) == 1 else "are not configured binds"
+        raise typer.BadParameter(
+            f"{quote_keys(unknown)} {verb} (configured: {quote_keys(configured)})", param_hint=f"'{option}'"
+        )
+
+
 @asynccontextmanager
 async def engines_started(plugin: SQLAlchemyPlugin[Any]) -> AsyncIterator[None]:
-    """Start the plugin's engines as the app's startup does (no create_all); dispose them all at exit."""
+    """Start the plugin's engines as the app's startup does (no create_all); dispose them all at exit.
+
+    Meanwhile the plugin's own loggers are muted: a command reports failures itself, in one line, and the
+    app's logging config would print the same failure again.
+    """
+    plugin_logger = logging.getLogger("plugin")
+    level = plugin_logger.level
+    plugin_logger.setLevel(logging.CRITICAL + 1)  # children inherit it; `disabled` would not carry over
     plugin.engines.start()
     try:
         yield
     finally:
         await plugin.engines.dispose()
+        plugin_logger.setLevel(level)

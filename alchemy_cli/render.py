@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from alchemy_cli.inspection import BindFacts, ModelFacts
     from plugin.checks import CheckReport
 
-__all__ = ("binds", "checks", "error", "json_document", "line")
+__all__ = ("banner", "binds", "checks", "echo", "error", "json_document", "line", "note", "rows")
 
 
 def _console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
@@ -41,7 +41,7 @@ def line(message: str, *, style: str = "") -> None:
 
 def json_document(document: Any) -> None:
     """A JSON document on stdout (no colour, no wrapping: for machines)."""
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
 
 def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts] | None) -> None:
@@ -105,3 +105,35 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
         console.print(f"[bold red]FAIL[/] {escape(problem.describe([c.bind for c in report.binds]))}")
     failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys)
     console.print("[green]all checks passed[/]" if not failed else f"[bold red]{failed} check(s) failed[/]")
+
+
+def rows(columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
+    """Query results as a table (``sql()`` in the shell, results of ``db run``)."""
+    table = Table(*columns)
+    for row in values:
+        table.add_row(*(escape("NULL" if value is None else str(value)) for value in row))
+    console = _console()
+    console.print(table)
+    console.print(f"[dim]{len(values)} row{'s' if len(values) != 1 else ''}[/]")
+
+
+def echo(statement: str, parameters: Any) -> None:
+    """``--echo``: one statement as it runs, dimmed, with its parameters."""
+    shown = f"{statement}  [{parameters!r}]" if parameters else statement
+    _console(stderr=True, soft_wrap=True).print(f"[dim]{escape(shown)}[/]")
+
+
+def banner(heading: str, lines: Sequence[tuple[str, str]], notes: Sequence[str]) -> None:
+    """The shell's greeting: what is loaded, by bind, then notes (renamed models, how to leave)."""
+    console = _console()
+    console.print(f"[bold]{escape(heading)}[/]")
+    width = max(len(name) for name, _ in lines)
+    for name, what in lines:
+        console.print(f"  [cyan]{escape(name.ljust(width))}[/]  {escape(what)}")
+    for note in notes:
+        console.print(f"  [dim]{escape(note)}[/]")
+
+
+def note(message: str) -> None:
+    """A dim remark on stderr (what was rolled back, and why)."""
+    _console(stderr=True, soft_wrap=True).print(f"[dim]{escape(message)}[/]")

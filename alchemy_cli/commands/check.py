@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from alchemy_cli import render
-from alchemy_cli.loader import engines_started, load_target, reported_errors
+from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from plugin.checks import check_binds
-from plugin.exceptions import quote_keys
 
 if TYPE_CHECKING:
     from plugin.checks import CheckReport
@@ -20,12 +19,7 @@ if TYPE_CHECKING:
 def run(obj: object, *, binds: list[str], timeout: float, json_output: bool) -> None:
     target = load_target(obj)
     plugin = target.plugin
-    if unknown := [key for key in binds if key not in plugin.router.keys]:
-        raise typer.BadParameter(
-            f"{quote_keys(unknown)} {'is not a configured bind' if len(unknown) == 1 else 'are not configured binds'} "
-            f"(configured: {quote_keys(plugin.router.keys)})",
-            param_hint="'--bind'",
-        )
+    require_binds(target, binds)
 
     async def check() -> CheckReport:
         async with engines_started(plugin):

@@ -1,7 +1,8 @@
 """Apps for the CLI tests, built from environment variables by a factory Litestar calls per command.
 
 ``ALCHEMY_TEST_BINDS``: JSON ``{"key": "url", ...}``; ``ALCHEMY_TEST_MODELS``: comma-separated model sets
-(``shop``, ``logs``, ``metrics``, ``archive``); ``ALCHEMY_TEST_SYNC=1`` for a sync config.
+(``shop``, ``logs``, ``metrics``, ``archive``); ``ALCHEMY_TEST_SYNC=1`` for a sync config;
+``ALCHEMY_TEST_POLICY=manual`` for the manual transaction policy.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from litestar import Litestar
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
+from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
 
 
 class ShopBase(DeclarativeBase):
@@ -66,7 +67,8 @@ def create_app() -> Litestar:
     binds = json.loads(os.environ["ALCHEMY_TEST_BINDS"])
     bases = tuple(MODEL_SETS[name] for name in os.environ.get("ALCHEMY_TEST_MODELS", "shop").split(",") if name)
     config_class = SQLAlchemySyncConfig if os.environ.get("ALCHEMY_TEST_SYNC") == "1" else SQLAlchemyAsyncConfig
-    config = config_class(binds=binds, base=bases)
+    policy = TransactionPolicy(mode="manual" if os.environ.get("ALCHEMY_TEST_POLICY") == "manual" else "autocommit")
+    config = config_class(binds=binds, base=bases, transaction=policy)
     return Litestar(plugins=[SQLAlchemyPlugin(config=config)])
 
 

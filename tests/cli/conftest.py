@@ -43,12 +43,14 @@ def litestar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Invocation]:
         models: str = "shop",
         sync: bool = False,
         app: str | None = None,
+        input: str | None = None,
     ) -> Invocation:
         monkeypatch.setenv("LITESTAR_APP", app or "tests.cli.apps:create_app")
         monkeypatch.setenv("ALCHEMY_TEST_BINDS", json.dumps(binds or {}))
         monkeypatch.setenv("ALCHEMY_TEST_MODELS", models)
         monkeypatch.setenv("ALCHEMY_TEST_SYNC", "1" if sync else "0")
-        result: Result = CliRunner().invoke(litestar_group, ["--app", app or "tests.cli.apps:create_app", *args])
+        command = ["--app", app or "tests.cli.apps:create_app", *args]
+        result: Result = CliRunner().invoke(litestar_group, command, input=input)
         if result.exception and not isinstance(result.exception, SystemExit):
             raise result.exception
         return Invocation(result.exit_code, result.stdout, result.stderr)

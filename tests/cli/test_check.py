@@ -6,27 +6,17 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import create_engine
 
 from tests.cli.apps import LogsBase, MetricsBase, ShopBase
+from tests.cli.helpers import create_tables
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from sqlalchemy.orm import DeclarativeBase
 
     from tests.cli.conftest import Invocation
     from tests.databases import Database
 
 PASSWORD = "n3ver-printed"
-
-
-def create_tables(db: Database, base: type[DeclarativeBase]) -> str:
-    """Create ``base``'s tables in ``db`` (outside the app) and return the async URL for the app."""
-    engine = create_engine(db.url(sync=True))
-    base.metadata.create_all(engine)
-    engine.dispose()
-    return db.url().render_as_string(hide_password=False)
 
 
 def rows(result: Invocation) -> dict[str, str]:

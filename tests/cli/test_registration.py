@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.cli.helpers import flat
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -56,7 +58,7 @@ def test_usage_errors_exit_2_with_usage(
     result = litestar(*args, binds=sqlite_binds(tmp_path))
     assert result.exit_code == 2
     assert "Usage: litestar db" in result.stderr
-    assert message in " ".join(result.stderr.replace("│", " ").split())
+    assert message in flat(result.stderr)
     assert "Traceback" not in result.output
 
 

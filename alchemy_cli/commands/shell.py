@@ -1,0 +1,101 @@
+"""``litestar db shell``: an async REPL on the app's bind-routed sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from alchemy_cli import render, repl
+from alchemy_cli.execution import execute, user_traceback
+from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
+from alchemy_cli.workspace import Mode, Workspace
+
+if TYPE_CHECKING:
+    from alchemy_cli.loader import Target
+
+SCRIPT = "<db shell>"
+
+
+def run(
+    obj: object, *, sandbox: bool, read_only: bool, echo: bool, bind: str | None, command: str | None, plain: bool
+) -> None:
+    if sandbox and read_only:
+        raise typer.BadParameter("--sandbox and --read-only cannot be combined; pick one", param_hint="'--sandbox'")
+    target = load_target(obj)
+    require_binds(target, [bind] if bind else [])
+    mode: Mode = "sandbox" if sandbox else "read-only" if read_only else "normal"
+    # Without a terminal on stdin, the input is a script (as with `python < script.py`).
+    source = command if command is not None else (None if sys.stdin.isatty() else sys.stdin.read())
+    with reported_errors():
+        code = asyncio.run(_shell(target, mode=mode, bind=bind, echo=echo, source=source, plain=plain))
+    raise typer.Exit(code)
+
+
+async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, source: str | None, plain: bool) -> int:
+    async with engines_started(target.plugin):
+        workspace = Workspace(target, mode=mode, bind=bind, echo=echo)
+        namespace, renamed = workspace.namespace()
+        try:
+            if source is not None:
+                return await _script(source, namespace)
+            _greet(workspace, renamed)
+            prompt = target.app_path + ("" if mode == "normal" else f" [{mode}]")
+            if plain or not repl.ptpython_can_run():
+                await repl.plain_shell(namespace, prompt=prompt, history=repl.history_file("plain_history"))
+            else:
+                await repl.ptpython_shell(namespace, prompt=prompt, history=repl.history_file("shell_history"))
+            return 0
+        finally:
+            _farewell(workspace)
+            await workspace.close()
+
+
+async def _script(source: str, namespace: dict[str, Any]) -> int:
+    """``-c CODE`` or piped stdin: run it; on an exception print its traceback and return 1."""
+    namespace["exit"] = namespace["quit"] = repl.Leave()
+    try:
+        await execute(source, namespace, SCRIPT)
+    except SystemExit as leave:
+        return leave.code if isinstance(leave.code, int) else 0
+    except Exception as exc:
+        sys.stderr.write(user_traceback(exc, SCRIPT))
+        return 1
+    return 0
+
+
+def _greet(workspace: Workspace, renamed: list[str]) -> None:
+    target = workspace.target
+    config, router = target.plugin.config, target.plugin.router
+    models = router.models_by_bind()
+    described = {
+        "normal": "nothing is committed unless you commit",
+        "sandbox": "sandbox: everything is rolled back when you leave, commits included",
+        "read-only": "read-only: the databases refuse writes",
+    }
+    main = "routed: each model goes to its bind, as db_session in a request"
+    if workspace.main_bind is not None:
+        main = f"= {workspace.main_bind}_session (--bind {workspace.main_bind})"
+    lines = [("session", main)]
+    for key in router.keys:
+        engine = target.plugin.engines.engine(key)
+        names = ", ".join(m.class_.__name__ for m in models[key]) or "none"
+        default = " (default)" if key == config.default_bind else ""
+        lines.append(
+            (f"{key}_session", f"bind {key}{default}: {engine.dialect.name}+{engine.dialect.driver}; models: {names}")
+        )
+    engines = ", ".join(f"{key}_engine" for key in router.keys)
+    lines.append(("also", f"{engines}, engines, select, insert, update, delete, text, func, plugin, app"))
+    lines.append(("await sql(...)", 'raw SQL as a table: await sql("select ...", bind="<key>")'))
+    notes = [f"renamed: {line}" for line in renamed]
+    notes.append("top-level await works; exit() or Ctrl-D to leave")
+    render.banner(f"litestar db shell · {target.app_path} · {described[workspace.mode]}", lines, notes)
+
+
+def _farewell(workspace: Workspace) -> None:
+    if workspace.mode == "sandbox":
+        render.note("sandbox closed: everything done in it was rolled back on every bind")
+    elif lost := workspace.uncommitted():
+        render.note(f"not committed, so rolled back: {'; '.join(lost)}")

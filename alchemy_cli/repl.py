@@ -1,0 +1,142 @@
+"""The interactive half of ``db shell``: ptpython on the engines' own event loop, or a plain console.
+
+ptpython's async mode is awaited inside the running loop, so ``await session.execute(...)`` runs on the
+loop that owns the engines. Its own ``exit()`` does not leave in that mode (it raises an exception the
+loop reports), so the shell installs an ``exit``/``quit`` that raises ``SystemExit``, which does.
+
+The plain console (``--plain``, or whenever ptpython cannot run: no terminal, ``TERM=dumb``) is Python's
+``code.InteractiveConsole`` compiling with top-level ``await``, reading input in a worker thread and
+running each coroutine on the loop, as ``python -m asyncio`` does.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import code
+import contextlib
+import inspect
+import os
+import sys
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.output import Output
+
+__all__ = ("Leave", "history_file", "plain_shell", "ptpython_shell", "ptpython_can_run")
+
+
+class Leave:
+    """``exit()`` / ``quit()`` in the shell: leave it (rolling back what was not committed)."""
+
+    def __call__(self, code: object = None) -> NoReturn:
+        raise SystemExit(code)
+
+    def __repr__(self) -> str:
+        return "Use exit() or Ctrl-D to leave the shell"
+
+
+def history_file(name: str) -> Path | None:
+    """``$XDG_STATE_HOME/litestar-alchemy/<name>`` (``~/.local/state/...``), or None when not writable."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "litestar-alchemy"
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return state / name
+
+
+def ptpython_can_run() -> bool:
+    """ptpython needs a real terminal on both ends."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()) or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        import ptpython.repl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def ptpython_shell(
+    namespace: dict[str, Any],
+    *,
+    prompt: str,
+    history: Path | None,
+    input: Input | None = None,
+    output: Output | None = None,
+) -> None:
+    """Run ptpython until ``exit()`` or Ctrl-D. ``input``/``output`` let tests drive it."""
+    from ptpython.prompt_style import PromptStyle
+    from ptpython.repl import PythonRepl
+
+    class ShellPrompt(PromptStyle):
+        def in_prompt(self) -> Any:
+            return [("class:in", prompt), ("", " >>> ")]
+
+        def in2_prompt(self, width: int) -> Any:
+            return [("class:in", "...".rjust(width - 1)), ("", " ")]
+
+        def out_prompt(self) -> Any:
+            return []
+
+    class ShellRepl(PythonRepl):
+        def _add_to_namespace(self) -> None:
+            super()._add_to_namespace()
+            self.get_globals()["exit"] = self.get_globals()["quit"] = Leave()
+
+    repl = ShellRepl(
+        get_globals=lambda: namespace,
+        get_locals=lambda: namespace,
+        history_filename=str(history) if history else None,
+        input=input,
+        output=output,
+    )
+    repl.all_prompt_styles["db-shell"] = ShellPrompt()
+    repl.prompt_style = "db-shell"
+    repl.confirm_exit = False
+    repl.enable_pager = False
+    repl.show_status_bar = False
+    await repl.run_async()
+
+
+class _AsyncConsole(code.InteractiveConsole):
+    def __init__(self, namespace: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(namespace)
+        self.compile.compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        self.loop = loop
+
+    def runcode(self, code: types.CodeType) -> None:
+        try:
+            outcome = types.FunctionType(code, self.locals)()
+            if inspect.iscoroutine(outcome):
+                asyncio.run_coroutine_threadsafe(outcome, self.loop).result()
+        except SystemExit:
+            raise
+        except BaseException:
+            self.showtraceback()
+
+
+async def plain_shell(namespace: dict[str, Any], *, prompt: str, history: Path | None) -> None:
+    """The plain console, until ``exit()`` or Ctrl-D."""
+    loop = asyncio.get_running_loop()
+    console = _AsyncConsole(namespace, loop)
+    readline: Any = None
+    with contextlib.suppress(ImportError):
+        import readline
+    if readline is not None and history is not None:
+        with contextlib.suppress(OSError):
+            readline.read_history_file(history)
+    previous = getattr(sys, "ps1", None), getattr(sys, "ps2", None)
+    sys.ps1, sys.ps2 = f"{prompt} >>> ", "... "
+    try:
+        await loop.run_in_executor(None, lambda: console.interact(banner="", exitmsg=""))
+    except SystemExit:
+        pass
+    finally:
+        sys.ps1, sys.ps2 = previous
+        if readline is not None and history is not None:
+            with contextlib.suppress(OSError):
+                readline.write_history_file(history)
