@@ -25,12 +25,12 @@ from plugin.exceptions import CommitConflictError, CommitError, ConfigurationErr
 from plugin.sessions import is_started
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Iterator, Sequence, Set
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence, Set
 
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
-__all__ = ("TransactionPolicy", "close_all", "settle", "settle_all", "unit_of_work", "unit_of_work_sync")
+__all__ = ("TransactionPolicy", "close_all", "flush", "settle", "settle_all", "unit_of_work", "unit_of_work_sync")
 
 logger = logging.getLogger("plugin.transactions")
 
@@ -123,6 +123,14 @@ def _fail(
     return kind(message, committed=tuple(committed), failed=failed)
 
 
+def flush(session: Session) -> None:
+    """Flush pending changes; on failure roll back, log, and raise :class:`CommitError` (nothing committed)."""
+    try:
+        session.flush()
+    except Exception as exc:
+        raise _fail(session, exc, binds=getattr(session, "touched_binds", list)(), committed=[], stage="flush") from exc
+
+
 def settle(session: Session, commit: bool) -> None:
     """Commit or roll back what ``session`` has open; raise :class:`CommitError` if the commit fails.
 
@@ -135,12 +143,8 @@ def settle(session: Session, commit: bool) -> None:
     if not commit:
         session.rollback()
         return
-    touched = getattr(session, "touched_binds", list)
-    try:
-        session.flush()  # first, so that every bind the commit needs is known
-    except Exception as exc:
-        raise _fail(session, exc, binds=touched(), committed=[], stage="flush") from exc
-    binds: list[tuple[str, Any]] = touched()
+    flush(session)  # first, so that every bind the commit needs is known
+    binds: list[tuple[str, Any]] = getattr(session, "touched_binds", list)()
     if len(binds) < 2 or session.twophase or not all(isinstance(t, Engine) for _, t in binds):
         try:
             session.commit()
@@ -163,22 +167,35 @@ def settle(session: Session, commit: bool) -> None:
     session.commit()
 
 
-async def _settle(session: AsyncSession | Session, commit: bool) -> None:
+async def _in_session(session: AsyncSession | Session, function: Callable[..., None], *args: Any) -> None:
+    """Run sync session code: in SQLAlchemy's greenlet for async sessions, in a thread for sync ones."""
     if isinstance(session, AsyncSession):
-        await session.run_sync(settle, commit)
+        await session.run_sync(function, *args)
     else:
-        await anyio.to_thread.run_sync(settle, session, commit)
+        await anyio.to_thread.run_sync(function, session, *args)
 
 
 async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> CommitError | None:
-    """Settle every used session in order; after a failed commit the rest roll back."""
+    """Settle every used session (a request's ``db_session``, ``logs_db_session``, ...) as one unit.
+
+    Every session is flushed before any commits, so an integrity error in one leaves all of them
+    uncommitted; then they commit in order. Only a failure at COMMIT itself (deferred constraints, a lost
+    connection) can come after an earlier session committed, as with binds (see :func:`settle`).
+    """
+    active = [session for session in sessions if is_started(session) and session.in_transaction()]
     error: CommitError | None = None
-    for session in sessions:
-        if is_started(session) and session.in_transaction():
+    if commit and len(active) > 1:
+        for session in active:
             try:
-                await _settle(session, commit and error is None)
+                await _in_session(session, flush)
             except CommitError as exc:
                 error = exc
+                break
+    for session in active:
+        try:
+            await _in_session(session, settle, commit and error is None)
+        except CommitError as exc:
+            error = exc
     return error
 
 

@@ -14,7 +14,7 @@ from litestar import Litestar, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
-from sqlalchemy import ForeignKey, ForeignKeyConstraint, String, event
+from sqlalchemy import ForeignKeyConstraint, String, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,12 +39,17 @@ class Parent(LedgerBase):
 
 
 class Entry(LedgerBase):
-    """On the default bind; its parent must exist by COMMIT time (deferred foreign key)."""
+    """On the default bind; its parent must exist by COMMIT time (deferred foreign key; none on MariaDB)."""
 
     __tablename__ = "entries"
+    __table_args__ = (
+        ForeignKeyConstraint(["parent_id"], ["parents.id"], deferrable=True, initially="DEFERRED").ddl_if(
+            dialect=("postgresql", "sqlite")
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(20))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("parents.id", deferrable=True, initially="DEFERRED"))
+    parent_id: Mapped[int | None]
 
 
 class LogParent(LedgerBase):
@@ -172,3 +177,28 @@ async def test_two_phase_across_postgresql_and_mariadb(new_db: Callable[[str], D
 
     assert refs(default, "entries") == ["xa"]
     assert refs(logs, "log_entries") == ["xa"]
+
+
+@post("/two-sessions/{ref:str}")
+async def two_sessions(
+    ref: FromPath[str], logs_db_session: NamedDependency[AsyncSession], db_session: NamedDependency[AsyncSession]
+) -> None:
+    """Two sessions in one request; the logs one is created (and so settled) first."""
+    logs_db_session.add(LogEntry(ref=ref))
+    db_session.add(Entry(ref=ref, parent_id=None))
+    db_session.add(Parent(id=1))  # the second request repeats this primary key: its flush fails
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_all_sessions_of_a_request_flush_before_any_commits(kind: str, new_db: Callable[[str], Database]) -> None:
+    default, logs = new_db(kind), new_db(kind)
+    config = SQLAlchemyAsyncConfig(
+        binds={"default": default.url(), "logs": logs.url()}, base=LedgerBase, create_all=True
+    )
+    app = Litestar(route_handlers=[two_sessions], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    async with AsyncTestClient(app) as client:
+        assert (await client.post("/two-sessions/first")).status_code == 201
+        assert (await client.post("/two-sessions/second")).status_code == 409
+
+    assert refs(default, "entries") == ["first"]
+    assert refs(logs, "log_entries") == ["first"]  # the logs session did not commit "second" on its own
