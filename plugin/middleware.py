@@ -104,6 +104,7 @@ class TransactionMiddleware:
                 await self.app(scope, receive, send)
                 if sessions:
                     commit = not request_sessions.raised and self.policy.should_commit(SUCCESS_STATUS)
+                    # A failed commit is logged by settle(); a closed socket has no response to turn into an error.
                     await settle_all(sessions, commit)
                 return
 

@@ -20,6 +20,7 @@ import anyio
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from plugin.exceptions import CommitConflictError, CommitError, ConfigurationError, describe_error, quote_keys
 from plugin.sessions import is_started
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence, Set
 
     from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import Session
 
 __all__ = ("TransactionPolicy", "close_all", "flush", "settle", "settle_all", "unit_of_work", "unit_of_work_sync")
 
@@ -210,18 +210,12 @@ async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
             continue
         with anyio.CancelScope(shield=True):
             try:
-                if isinstance(session, AsyncSession):
-                    await session.close()
-                else:
-                    await anyio.to_thread.run_sync(session.close)
+                await _in_session(session, Session.close)
             except Exception:
                 # The connection is unusable (e.g. cancelled mid-query); drop it rather than pool it.
                 logger.warning("closing a session failed; invalidating its connections", exc_info=True)
                 try:
-                    if isinstance(session, AsyncSession):
-                        await session.invalidate()
-                    else:
-                        await anyio.to_thread.run_sync(session.invalidate)
+                    await _in_session(session, Session.invalidate)
                 except Exception:
                     logger.exception("invalidating a session's connections failed")
 

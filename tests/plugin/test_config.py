@@ -155,29 +155,35 @@ async def test_driver_not_installed_says_which_package(url: str, package: str, n
     no_secret_leaks.extend([error, plugin.config])
 
 
-async def test_async_driver_in_a_sync_config(no_secret_leaks: list[Any]) -> None:
-    plugin = SQLAlchemyPlugin(config=SQLAlchemySyncConfig(binds={"default": pg_url("asyncpg")}))
+@pytest.mark.parametrize(
+    ("config_class", "driver", "message"),
+    [
+        (
+            SQLAlchemySyncConfig,
+            "asyncpg",
+            "bind 'default': driver 'asyncpg' is async but SQLAlchemySyncConfig needs a sync driver such as sqlite, "
+            "postgresql+psycopg or mysql+pymysql (postgresql+asyncpg://app:***@db.example.com:5432/app); change the "
+            "URL's driver or use SQLAlchemyAsyncConfig",
+        ),
+        (
+            SQLAlchemyAsyncConfig,
+            "psycopg",
+            "bind 'default': driver 'psycopg' is sync but SQLAlchemyAsyncConfig needs an async driver such as "
+            "sqlite+aiosqlite, postgresql+asyncpg or mysql+asyncmy "
+            "(postgresql+psycopg://app:***@db.example.com:5432/app); change the URL's driver or use "
+            "SQLAlchemySyncConfig",
+        ),
+    ],
+)
+async def test_driver_of_the_wrong_kind(
+    config_class: type[SQLAlchemyAsyncConfig | SQLAlchemySyncConfig], driver: str, message: str,
+    no_secret_leaks: list[Any],
+) -> None:  # fmt: skip
+    plugin = SQLAlchemyPlugin(config=config_class(binds={"default": pg_url(driver)}))
     with pytest.raises(DriverMismatchError) as raised:
         async with plugin.lifespan():
             pass
-    assert str(raised.value) == (
-        "bind 'default': driver 'asyncpg' is async but SQLAlchemySyncConfig needs a sync driver such as sqlite, "
-        "postgresql+psycopg or mysql+pymysql (postgresql+asyncpg://app:***@db.example.com:5432/app); change the "
-        "URL's driver or use SQLAlchemyAsyncConfig"
-    )
-    no_secret_leaks.append(raised.value)
-
-
-async def test_sync_driver_in_an_async_config(no_secret_leaks: list[Any]) -> None:
-    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": pg_url("psycopg")}))
-    with pytest.raises(DriverMismatchError) as raised:
-        async with plugin.lifespan():
-            pass
-    assert str(raised.value) == (
-        "bind 'default': driver 'psycopg' is sync but SQLAlchemyAsyncConfig needs an async driver such as "
-        "sqlite+aiosqlite, postgresql+asyncpg or mysql+asyncmy (postgresql+psycopg://app:***@db.example.com:5432/app); "
-        "change the URL's driver or use SQLAlchemySyncConfig"
-    )
+    assert str(raised.value) == message
     no_secret_leaks.append(raised.value)
 
 

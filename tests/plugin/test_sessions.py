@@ -171,19 +171,21 @@ async def declared_but_unused(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_declared_but_unused_session_opens_no_connection(kind: str, new_db: Callable[[str], Database]) -> None:
+async def test_a_declared_but_unused_session_costs_no_connection_and_no_commit(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
     plugin = make_plugin({"default": new_db(kind), "logs": new_db(kind)}, create_all=False)
     app = make_app(plugin, [declared_but_unused])
-    checkouts: list[str] = []
+    seen: list[str] = []
 
     async with AsyncTestClient(app) as client:
         for key, engine in plugin.engines.engines.items():
             assert isinstance(engine, AsyncEngine)
-            event.listen(engine.sync_engine, "checkout", lambda *_, key=key: checkouts.append(key))
-            event.listen(engine.sync_engine, "connect", lambda *_, key=key: checkouts.append(f"connect {key}"))
+            for name in ("connect", "checkout", "begin", "commit", "rollback"):
+                event.listen(engine.sync_engine, name, lambda *_, event=f"{name} on {key}": seen.append(event))
         for _ in range(5):
             response = await client.get("/declared-but-unused")
             assert response.status_code == 200
             assert response.text == "nothing touched"
 
-    assert checkouts == []
+    assert seen == []  # no connection, no transaction, no COMMIT

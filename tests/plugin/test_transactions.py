@@ -12,9 +12,8 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.testing import AsyncTestClient, TestClient
-from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from plugin import CommitConflictError, TransactionPolicy
@@ -198,29 +197,6 @@ async def test_integrity_error_raised_in_a_handler(
     async with AsyncTestClient(app) as client:
         assert (await client.post("/flush-in-handler/ada")).status_code == 201
         assert (await client.post("/flush-in-handler/ada")).status_code == expected
-
-
-@post("/declares-only")
-async def declares_only(
-    db_session: NamedDependency[AsyncSession], logs_db_session: NamedDependency[AsyncSession]
-) -> str:
-    return "untouched"
-
-
-@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
-async def test_an_unused_session_costs_no_connection_and_no_commit(
-    kind: str, new_db: Callable[[str], Database]
-) -> None:
-    plugin = make_plugin({"default": new_db(kind), "logs": new_db(kind)}, create_all=False)
-    seen: list[str] = []
-    async with AsyncTestClient(Litestar(route_handlers=[declares_only], plugins=[plugin])) as client:
-        for engine in plugin.engines.engines.values():
-            assert isinstance(engine, AsyncEngine)
-            for name in ("checkout", "begin", "commit", "rollback"):
-                event.listen(engine.sync_engine, name, lambda *_, name=name: seen.append(name))
-        for _ in range(3):
-            assert (await client.post("/declares-only")).status_code == 201
-    assert seen == []
 
 
 @post("/sync/{name:str}/{code:int}", sync_to_thread=True)
