@@ -68,6 +68,8 @@ class Report:
     """A duplicate-key write (its commit must fail) answered with a 2xx."""
     phantom_writes: int = 0
     """An error answered, but a row of that request is in the database."""
+    partial_writes: int = 0
+    """A request with a row in one database but not the other (whatever it was answered)."""
     wrong_status: int = 0
     abandoned_committed: int = 0
     """The client left while its handler ran; the handler finished and committed (docs/reliability.md)."""
@@ -84,8 +86,8 @@ class Report:
     def clean(self) -> bool:
         """No lost or phantom write, no wrong status, nothing left open."""
         return not (
-            self.lost_writes or self.failed_commit_2xx or self.phantom_writes or self.wrong_status
-            or self.transport_errors or self.checked_out_after or self.idle_in_transaction_after
+            self.lost_writes or self.failed_commit_2xx or self.phantom_writes or self.partial_writes
+            or self.wrong_status or self.transport_errors or self.checked_out_after or self.idle_in_transaction_after
         )  # fmt: skip
 
 
@@ -270,6 +272,8 @@ def verify(report: Report, outcomes: list[Outcome], databases: Databases) -> Non
         present = outcome.rid in orders or outcome.rid in audit
         complete = outcome.rid in orders and outcome.rid in audit
         report.statuses[f"{outcome.kind} {'abandoned' if outcome.abandoned else outcome.status}"] += 1
+        if present and not complete:
+            report.partial_writes += 1
         if outcome.transport_error:
             report.transport_errors += 1
             if len(report.transport_error_samples) < 5:
@@ -277,9 +281,7 @@ def verify(report: Report, outcomes: list[Outcome], databases: Databases) -> Non
         elif outcome.abandoned:
             if complete:
                 report.abandoned_committed += 1
-            elif present:  # half a request's rows: as bad as a phantom write
-                report.phantom_writes += 1
-            else:
+            elif not present:
                 report.abandoned_unwritten += 1
         else:
             status = outcome.status or 0
@@ -337,6 +339,7 @@ def table(reports: list[Report]) -> str:
         ("lost writes (2xx, row missing)", lambda r: r.lost_writes),
         ("2xx for a failed commit", lambda r: r.failed_commit_2xx),
         ("phantom writes (error status, row present)", lambda r: r.phantom_writes),
+        ("partial writes (a row in one database only)", lambda r: r.partial_writes),
         ("wrong status", lambda r: r.wrong_status),
         ("client left mid-handler, handler committed", lambda r: r.abandoned_committed),
         ("client left before its request was handled", lambda r: r.abandoned_unwritten),

@@ -137,6 +137,10 @@ def settle(session: Session, commit: bool) -> None:
     Several binds without two-phase commit commit one by one in bind order (default bind first, then
     config order); the first failure rolls back the rest, and the error says which binds had already
     committed. The session stays usable (and must still be closed by the caller).
+
+    How: every bind's DBAPI connection is committed in order, then ``Session.commit()`` does its usual
+    bookkeeping (events, expiry), its own COMMIT finding nothing left to do. Writes that a
+    ``before_commit`` listener adds at that point are committed by SQLAlchemy, in its own order.
     """
     if not session.in_transaction():
         return

@@ -23,6 +23,7 @@ def test_a_thousand_requests_lose_nothing_and_leak_nothing() -> None:
     assert report.lost_writes == 0
     assert report.failed_commit_2xx == 0
     assert report.phantom_writes == 0
+    assert report.partial_writes == 0
     assert report.wrong_status == 0
     assert report.transport_errors == 0
     assert report.checked_out_after == 0

@@ -109,3 +109,17 @@ def test_real_litestar_executable(tmp_path: Path) -> None:
     bad = run("db", "binds", "--nope")
     assert bad.returncode == 2
     assert "No such option: --nope" in bad.stderr
+
+
+def test_no_app_to_be_found(tmp_path: Path) -> None:
+    """In a directory with no app and no --app, the command says what to pass."""
+    litestar = Path(sys.executable).with_name("litestar")
+    env = {key: value for key, value in os.environ.items() if key != "LITESTAR_APP"}
+    result = subprocess.run(
+        [str(litestar), "db", "binds"], capture_output=True, text=True, cwd=tmp_path, env=env, check=False, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: the app could not be loaded (LitestarCLIException: Could not find Litestar instance or factory); "
+        "pass --app module.path:app or set LITESTAR_APP\n"
+    )
