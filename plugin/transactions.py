@@ -21,16 +21,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn
 
 from plugin.exceptions import CommitConflictError, CommitError, ConfigurationError, describe_error, quote_keys
-from plugin.sessions import is_started
+from plugin.sessions import RoutingSession, is_started
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence, Set
 
     from sqlalchemy.engine import Connection
 
-__all__ = ("TransactionPolicy", "close_all", "flush", "settle", "settle_all", "unit_of_work", "unit_of_work_sync")
+__all__ = ("TransactionPolicy", "close_all", "settle", "settle_all", "unit_of_work", "unit_of_work_sync")
 
 logger = logging.getLogger("plugin.transactions")
 
@@ -94,27 +95,28 @@ def _wrapped(exc: Exception, target: Engine | Connection) -> Exception:
 
 
 def _fail(
-    session: Session,
+    sessions: Sequence[Session],
     exc: BaseException,
     *,
-    binds: list[tuple[str, Any]],
+    binds: list[str],
     committed: list[str],
     stage: str,
     failed: str | None = None,
 ) -> CommitError:
-    """Roll back, log at ERROR naming the binds, and build the error to raise.
+    """Roll back every session, log at ERROR naming the binds, and build the error to raise.
 
-    ``failed`` is the bind whose commit failed when known; a single-bind unit of work always knows it.
+    ``failed`` is the bind whose commit failed when known; a unit of work on one bind always knows it.
     """
     if failed is None and len(binds) == 1:
-        failed = binds[0][0]
-    try:
-        session.rollback()
-    except Exception:  # the connection may be gone; closing the session will discard it
-        logger.warning("rollback after a failed commit also failed", exc_info=True)
+        failed = binds[0]
+    for session in sessions:
+        try:
+            session.rollback()
+        except Exception:  # the connection may be gone; closing the session will discard it
+            logger.warning("rollback after a failed commit also failed", exc_info=True)
     kind = CommitConflictError if isinstance(exc, IntegrityError) else CommitError
-    rolled_back = [key for key, _ in binds if key not in committed]
-    where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(k for k, _ in binds)}"
+    rolled_back = [key for key in binds if key not in committed]
+    where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}"
     message = (
         f"{stage} failed on {where}: {describe_error(exc)}; "
         f"committed: {quote_keys(committed)}; rolled back: {quote_keys(rolled_back)}"
@@ -123,52 +125,112 @@ def _fail(
     return kind(message, committed=tuple(committed), failed=failed)
 
 
-def flush(session: Session) -> None:
-    """Flush pending changes; on failure roll back, log, and raise :class:`CommitError` (nothing committed)."""
-    try:
-        session.flush()
-    except Exception as exc:
-        raise _fail(session, exc, binds=getattr(session, "touched_binds", list)(), committed=[], stage="flush") from exc
+def _connections(sessions: Sequence[Session]) -> list[tuple[str, Session, Any]] | None:
+    """Every (bind, session, engine-or-connection) the sessions used, in bind order (None: not routed)."""
+    routing = [session for session in sessions if isinstance(session, RoutingSession)]
+    if not routing or len(routing) != len(sessions):
+        return None
+    order = {key: index for index, key in enumerate(routing[0].router.keys)}
+    used = [(key, session, target) for session in routing for key, target in session.touched_binds()]
+    return sorted(used, key=lambda item: order[item[0]])
 
 
-def settle(session: Session, commit: bool) -> None:
-    """Commit or roll back what ``session`` has open; raise :class:`CommitError` if the commit fails.
+def _keys(touched: list[tuple[str, Session, Any]] | None) -> list[str]:
+    return list(dict.fromkeys(key for key, _, _ in touched or []))
 
-    Several binds without two-phase commit commit one by one in bind order (default bind first, then
-    config order); the first failure rolls back the rest, and the error says which binds had already
-    committed. The session stays usable (and must still be closed by the caller).
 
-    How: every bind's DBAPI connection is committed in order, then ``Session.commit()`` does its usual
-    bookkeeping (events, expiry), its own COMMIT finding nothing left to do. Writes that a
-    ``before_commit`` listener adds at that point are committed by SQLAlchemy, in its own order.
+def settle(sessions: Sequence[Session], commit: bool) -> None:
+    """Commit or roll back a unit of work (a request's sessions, a script's) as one transaction.
+
+    Raises :class:`CommitError` when the commit fails, after rolling every session back. The sessions
+    stay usable, and must still be closed by the caller.
+
+    1. Every session flushes first, so that an integrity error leaves all of them uncommitted.
+    2. With two-phase commit, every session is prepared before any commits: all or nothing.
+    3. Otherwise every connection commits in bind order (default bind first, then config order), across
+       sessions; a failure rolls back what has not committed yet, and the error says which binds had.
+       Each DBAPI connection is committed directly (SQLAlchemy commits a session's connections in no fixed
+       order); ``Session.commit()`` then does its bookkeeping (events, expiry), its own COMMIT finding
+       nothing left to do. Writes a ``before_commit`` listener adds at that point commit in SQLAlchemy's
+       order.
     """
-    if not session.in_transaction():
+    active = [session for session in sessions if session.in_transaction()]
+    if not active:
         return
     if not commit:
-        session.rollback()
+        for session in active:
+            session.rollback()
         return
-    flush(session)  # first, so that every bind the commit needs is known
-    binds: list[tuple[str, Any]] = getattr(session, "touched_binds", list)()
-    if len(binds) < 2 or session.twophase or not all(isinstance(t, Engine) for _, t in binds):
+    for session in active:
         try:
+            session.flush()
+        except Exception as exc:  # the failing statement was routed before it failed: its bind is known
+            raise _fail(active, exc, binds=_keys(_connections(active)), committed=[], stage="flush") from exc
+    touched = _connections(active)
+    if all(session.twophase for session in active) and (touched is None or len(touched) > 1):
+        _commit_two_phase(active, _keys(touched))
+    elif touched is None or len(touched) < 2 or not all(isinstance(t, Engine) for _, _, t in touched):
+        _commit_each(active, _keys(touched))  # one connection (or a sandbox's own): nothing to order
+    else:
+        _commit_in_bind_order(active, touched)
+
+
+def _commit_two_phase(active: Sequence[Session], binds: list[str]) -> None:
+    try:
+        for session in active:
+            session.prepare()
+        for session in active:
             session.commit()
-        except Exception as exc:
-            stage = "two-phase commit" if session.twophase and len(binds) > 1 else "commit"
-            raise _fail(session, exc, binds=binds, committed=[], stage=stage) from exc
-        return
+    except Exception as exc:
+        raise _fail(active, exc, binds=binds, committed=[], stage="two-phase commit") from exc
+
+
+def _commit_each(active: Sequence[Session], binds: list[str]) -> None:
+    try:
+        for session in active:
+            session.commit()
+    except Exception as exc:
+        raise _fail(active, exc, binds=binds, committed=[], stage="commit") from exc
+
+
+def _commit_in_bind_order(active: Sequence[Session], touched: list[tuple[str, Session, Any]]) -> None:
+    binds = _keys(touched)
     committed: list[str] = []
-    for key, engine in binds:
-        # Commit each database ourselves, in bind order: SQLAlchemy commits a session's connections
-        # in no fixed order. The session's own commit below then finds nothing left to do on the wire.
+    for key, session, engine in touched:
         dbapi_connection = session.connection(bind_arguments={"bind": engine}).connection.dbapi_connection
         try:
             assert dbapi_connection is not None
             dbapi_connection.commit()
         except Exception as exc:
             error = _wrapped(exc, engine)
-            raise _fail(session, error, binds=binds, committed=committed, failed=key, stage="commit") from exc
-        committed.append(key)
-    session.commit()
+            raise _fail(active, error, binds=binds, committed=committed, failed=key, stage="commit") from exc
+        if key not in committed:
+            committed.append(key)
+    try:
+        for session in active:
+            session.commit()
+    except Exception as exc:
+        stage = "commit (after every bind committed)"
+        raise _fail(active, exc, binds=binds, committed=committed, stage=stage) from exc
+
+
+async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> CommitError | None:
+    """:func:`settle` a unit of work's used sessions, from async code; returns the error, if any.
+
+    Async sessions are settled together in one of SQLAlchemy's greenlets, sync sessions in a worker
+    thread.
+    """
+    active = [session for session in sessions if is_started(session) and session.in_transaction()]
+    async_sessions = [session.sync_session for session in active if isinstance(session, AsyncSession)]
+    sync_sessions = [session for session in active if isinstance(session, Session)]
+    try:
+        if async_sessions:
+            await greenlet_spawn(settle, async_sessions, commit)
+        if sync_sessions:
+            await anyio.to_thread.run_sync(settle, sync_sessions, commit)
+    except CommitError as exc:
+        return exc
+    return None
 
 
 async def _in_session(session: AsyncSession | Session, function: Callable[..., None], *args: Any) -> None:
@@ -177,30 +239,6 @@ async def _in_session(session: AsyncSession | Session, function: Callable[..., N
         await session.run_sync(function, *args)
     else:
         await anyio.to_thread.run_sync(function, session, *args)
-
-
-async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> CommitError | None:
-    """Settle every used session (a request's ``db_session``, ``logs_db_session``, ...) as one unit.
-
-    Every session is flushed before any commits, so an integrity error in one leaves all of them
-    uncommitted; then they commit in order. Only a failure at COMMIT itself (deferred constraints, a lost
-    connection) can come after an earlier session committed, as with binds (see :func:`settle`).
-    """
-    active = [session for session in sessions if is_started(session) and session.in_transaction()]
-    error: CommitError | None = None
-    if commit and len(active) > 1:
-        for session in active:
-            try:
-                await _in_session(session, flush)
-            except CommitError as exc:
-                error = exc
-                break
-    for session in active:
-        try:
-            await _in_session(session, settle, commit and error is None)
-        except CommitError as exc:
-            error = exc
-    return error
 
 
 async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
@@ -252,11 +290,11 @@ def unit_of_work_sync(session: Session, policy: TransactionPolicy, *, dry_run: b
         yield session
     except BaseException:
         if is_started(session):
-            settle(session, commit=False)
+            settle([session], commit=False)
         raise
     else:
         if is_started(session):
-            settle(session, not dry_run and policy.should_commit(SUCCESS_STATUS))
+            settle([session], not dry_run and policy.should_commit(SUCCESS_STATUS))
     finally:
         if is_started(session):
             session.close()

@@ -75,9 +75,11 @@ class LogEntry(LedgerBase):
 
 @post("/write/{ref:str}/{broken:str}")
 async def write_both(ref: FromPath[str], broken: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
-    """Writes one row per bind; the bind named by ``broken`` gets a dangling foreign key."""
-    db_session.add(Entry(ref=ref, parent_id=999 if broken == "default" else None))
-    db_session.add(LogEntry(ref=ref, parent_id=999 if broken == "logs" else None))
+    """Writes one row per bind (``default-only``: no logs row); the bind named by ``broken`` gets a
+    dangling foreign key, which fails at COMMIT."""
+    db_session.add(Entry(ref=ref, parent_id=999 if broken.startswith("default") else None))
+    if broken != "default-only":
+        db_session.add(LogEntry(ref=ref, parent_id=999 if broken == "logs" else None))
 
 
 def engine_for(db: Database) -> AsyncEngine:
@@ -202,3 +204,59 @@ async def test_all_sessions_of_a_request_flush_before_any_commits(kind: str, new
 
     assert refs(default, "entries") == ["first"]
     assert refs(logs, "log_entries") == ["first"]  # the logs session did not commit "second" on its own
+
+
+@post("/sessions-commit-fails/{ref:str}")
+async def sessions_commit_fails(
+    ref: FromPath[str], logs_db_session: NamedDependency[AsyncSession], db_session: NamedDependency[AsyncSession]
+) -> None:
+    """The logs session is created first; its COMMIT fails (dangling deferred foreign key)."""
+    logs_db_session.add(LogEntry(ref=ref, parent_id=999))
+    db_session.add(Entry(ref=ref, parent_id=None))
+
+
+@pytest.mark.parametrize("kind", KINDS[:2])
+async def test_sessions_of_a_request_commit_in_bind_order(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    default, logs = new_db(kind), new_db(kind)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    app = app_for(default, logs)
+    app.register(sessions_commit_fails)
+    async with AsyncTestClient(app) as client:
+        assert (await client.post("/sessions-commit-fails/half")).status_code == 409
+
+    # default before logs, whichever session was created first; the log says what committed
+    assert refs(default, "entries") == ["half"]
+    assert refs(logs, "log_entries") == []
+    [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
+    assert message.startswith("commit failed on bind 'logs': IntegrityError")
+    assert message.endswith("committed: 'default'; rolled back: 'logs'")
+
+
+@pytest.mark.postgresql
+async def test_two_phase_spans_the_sessions_of_a_request(
+    new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    default, logs = new_db("postgresql"), new_db("postgresql")
+    require_prepared_transactions(default)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    app = app_for(default, logs, two_phase=True)
+    app.register(sessions_commit_fails)
+    async with AsyncTestClient(app) as client:
+        assert (await client.post("/sessions-commit-fails/neither")).status_code == 409
+
+    assert refs(default, "entries") == []
+    assert refs(logs, "log_entries") == []
+    assert default.fetch("select count(*) from pg_prepared_xacts") == [(0,)]
+    [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
+    assert message.startswith("two-phase commit failed on binds 'default', 'logs': IntegrityError")
+
+
+@pytest.mark.parametrize("kind", KINDS[:2])
+async def test_one_bind_failing_at_commit_itself(kind: str, new_db: Callable[[str], Database]) -> None:
+    default, logs = new_db(kind), new_db(kind)
+    async with AsyncTestClient(app_for(default, logs)) as client:
+        response = await client.post("/write/dangling/default-only")
+    assert response.status_code == 409
+    assert refs(default, "entries") == []

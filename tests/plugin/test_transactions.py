@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 from litestar import Litestar, Request, Response, post
 from litestar.di import NamedDependency
@@ -12,12 +13,13 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.testing import AsyncTestClient, TestClient
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from plugin import CommitConflictError, TransactionPolicy
-from tests.databases import KINDS
+from plugin import CommitConflictError, RoutingSession, TransactionPolicy
+from tests.databases import KINDS, POSTGRES_URL
 from tests.plugin.models import Account, make_plugin
 
 if TYPE_CHECKING:
@@ -233,3 +235,47 @@ STATUSES = (200, 201, 204, 299, 301, 302, 399, 400, 404, 409, 422, 500)
 )
 def test_policy_is_a_pure_function_of_the_status(policy: TransactionPolicy, committing: list[int]) -> None:
     assert [status for status in STATUSES if policy.should_commit(status)] == committing
+
+
+@post("/connection-killed/{name:str}")
+async def connection_killed(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    """Flushes, then has the server kill this session's own connection: the COMMIT cannot happen."""
+    db_session.add(Account(name=name))
+    await db_session.flush()
+    pid = await db_session.scalar(text("select pg_backend_pid()"))
+    killer = await asyncpg.connect(str(POSTGRES_URL.set(drivername="postgresql")))
+    try:
+        await killer.execute("select pg_terminate_backend($1)", pid)
+    finally:
+        await killer.close()
+
+
+@pytest.mark.postgresql
+async def test_a_commit_that_fails_for_another_reason_is_a_500(new_db: Callable[[str], Database]) -> None:
+    db = new_db("postgresql")
+    plugin = make_plugin({"default": db, "logs": new_db("postgresql")})
+    async with AsyncTestClient(Litestar(route_handlers=[connection_killed, *HANDLERS], plugins=[plugin])) as client:
+        response = await client.post("/connection-killed/ghost")
+        after = await client.post("/ok/after")  # the dead connection was not handed out again
+
+    # Litestar shows no exception detail on a 5xx; the reason is in the ERROR log.
+    assert (response.status_code, response.json()) == (500, {"status_code": 500, "detail": "Internal Server Error"})
+    assert after.status_code == 201
+    assert names(db) == ["after"]
+
+
+async def test_a_failing_before_commit_hook_is_a_500(new_db: Callable[[str], Database]) -> None:
+    db = new_db("sqlite")
+    plugin = make_plugin({"default": db, "logs": new_db("sqlite")})
+
+    def refuse(session: Session) -> None:
+        raise RuntimeError("audit service unavailable")
+
+    event.listen(RoutingSession, "before_commit", refuse)
+    try:
+        async with AsyncTestClient(Litestar(route_handlers=HANDLERS, plugins=[plugin])) as client:
+            response = await client.post("/ok/refused")
+    finally:
+        event.remove(RoutingSession, "before_commit", refuse)
+    assert response.status_code == 500
+    assert names(db) == []
