@@ -94,10 +94,10 @@ async def engines_started(plugin: SQLAlchemyPlugin[Any]) -> AsyncIterator[None]:
     Meanwhile the plugin's own loggers are muted: a command reports failures itself, in one line, and the
     app's logging config would print the same failure again.
     """
+    plugin.engines.start()
     plugin_logger = logging.getLogger("plugin")
     level = plugin_logger.level
     plugin_logger.setLevel(logging.CRITICAL + 1)  # children inherit it; `disabled` would not carry over
-    plugin.engines.start()
     try:
         yield
     finally:

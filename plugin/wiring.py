@@ -104,14 +104,14 @@ class _Lifespan:
     def __init__(self, plugin: SQLAlchemyPlugin[Any]) -> None:
         self._plugin = plugin
 
-    def _open(self) -> None:
-        self._plugin.engines.start()
-        self._plugin.router.validate()
+    # start() comes before each try: when it refuses (the engines are already running), there is nothing
+    # of ours to undo, and disposing would shut down the running app's engines.
 
     async def __aenter__(self) -> SQLAlchemyPlugin[Any]:
         plugin = self._plugin
+        plugin.engines.start()
         try:
-            self._open()
+            plugin.router.validate()
             if plugin.config.create_all:
                 await create_all(plugin.engines, plugin.router)
         except BaseException:
@@ -126,8 +126,9 @@ class _Lifespan:
         plugin = self._plugin
         if plugin.config.is_async:
             raise LifecycleError("this config is async; use `async with plugin.lifespan():`")
+        plugin.engines.start()
         try:
-            self._open()
+            plugin.router.validate()
             if plugin.config.create_all:
                 create_all_sync(plugin.engines, plugin.router)
         except BaseException:

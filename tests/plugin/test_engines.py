@@ -14,7 +14,17 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from plugin import BindKeyError, LifecycleError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
-from tests.plugin.models import Account, AuditEntry, Base, Metric, MetricsBase, logs_metadata, make_app
+from tests.plugin import asgi
+from tests.plugin.models import (
+    Account,
+    AuditEntry,
+    Base,
+    Metric,
+    MetricsBase,
+    logs_metadata,
+    make_app,
+    make_plugin,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -100,3 +110,24 @@ async def test_a_session_used_before_startup_says_so() -> None:
     async with plugin.session() as session:
         with pytest.raises(LifecycleError, match=r"^the engines are not started yet"):
             await session.get(Account, 1)
+
+
+async def test_entering_the_lifespan_again_while_the_app_runs_changes_nothing(
+    new_db: Callable[[str], Database],
+) -> None:
+    """A worker that wraps itself in plugin.lifespan() inside a running app is refused, harmlessly."""
+    db = new_db("sqlite")
+    plugin = make_plugin({"default": db, "logs": new_db("sqlite")})
+    app = make_app(plugin, [touch_one])
+    async with app.lifespan():
+        with pytest.raises(LifecycleError, match=r"^the engines are already started"):
+            async with plugin.lifespan():
+                pass
+        assert plugin.engines.state == "open"
+        assert (await asgi.http(app, "POST", "/touch-one")).status == 201
+    assert db.fetch("select name from accounts") == [("still-works",)]
+
+
+@post("/touch-one")
+async def touch_one(db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name="still-works"))
