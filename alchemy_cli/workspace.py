@@ -4,9 +4,11 @@
   committed unless you commit (``db run`` settles them with the transaction policy).
 - ``sandbox``: each bind gets one connection, held in an outer transaction that is rolled back when the
   workspace closes; sessions join it with savepoints, so ``commit()`` releases a savepoint and nothing
-  survives the shell.
-- ``read-only``: each bind gets one connection that the database itself keeps read-only, so a write
-  fails with the server's own error.
+  done through them survives the shell. The engines (and ``plugin``, ``app``) are not preloaded: a write
+  through them would not be in the sandbox.
+- ``read-only``: every connection the engines open is made read-only by the database itself (a pool
+  ``connect`` listener, in place before the first connection), so any write, through sessions or
+  engines, fails with the server's own error.
 
 The sessions are the plugin's :class:`~plugin.sessions.RoutingSession` classes with the plugin's own
 options; only where connections come from (``targets``) changes between modes.
@@ -49,15 +51,14 @@ SQL_NAMES = {"select": select, "insert": insert, "update": update, "delete": del
 
 
 class PinnedConnections:
-    """One connection per bind, opened on first use and held until :meth:`release` (sandbox, read-only).
+    """One connection per bind, opened on first use and held until :meth:`release` (the sandbox).
 
     Called by the sessions' ``get_bind`` (inside SQLAlchemy's greenlet for async engines, where the sync
     API works), so opening a connection here needs no ``await``.
     """
 
-    def __init__(self, engine_for: Callable[[str], Engine], mode: Mode) -> None:
+    def __init__(self, engine_for: Callable[[str], Engine]) -> None:
         self._engine_for = engine_for
-        self._mode = mode
         self._connections: dict[str, Connection] = {}
 
     def __call__(self, key: str) -> Connection:
@@ -65,21 +66,11 @@ class PinnedConnections:
         if connection is None:
             connection = self._engine_for(key).connect()
             self._connections[key] = connection
-            if self._mode == "sandbox":
-                connection.begin()
-                if connection.dialect.name == "sqlite":
-                    # pysqlite/aiosqlite only BEGIN before DML: without this the first SAVEPOINT would
-                    # itself become the transaction, and releasing it would commit.
-                    connection.exec_driver_sql("BEGIN")
-            else:
-                statement = _READ_ONLY_SQL.get(connection.dialect.name)
-                if statement is None:
-                    raise ConfigurationError(
-                        f"bind {key!r}: --read-only is not supported for {connection.dialect.name}; "
-                        "use --sandbox instead"
-                    )
-                connection.exec_driver_sql(statement)
-                connection.commit()
+            connection.begin()
+            if connection.dialect.name == "sqlite":
+                # pysqlite/aiosqlite only BEGIN before DML: without this the first SAVEPOINT would itself
+                # become the transaction, and releasing it would commit.
+                connection.exec_driver_sql("BEGIN")
         return connection
 
     def release(self) -> None:
@@ -103,7 +94,7 @@ class Workspace:
         self.mode = mode
         self.main_bind = bind
         self.is_async = plugin.config.is_async
-        self.pinned = PinnedConnections(plugin.engines.sync_engine, mode) if mode != "normal" else None
+        self.pinned = PinnedConnections(plugin.engines.sync_engine) if mode == "sandbox" else None
         self.sessions: dict[str | None, AsyncSession | Session] = {
             key: self._new_session(key) for key in (None, *plugin.router.keys)
         }
@@ -116,6 +107,8 @@ class Workspace:
             self._listen(engine, "after_cursor_execute", self._counter(key))
             for name in ("commit", "rollback"):
                 self._listen(engine, name, self._forget(key))
+            if mode == "read-only":
+                self._listen(engine, "connect", _read_only_listener(key, engine.dialect.name))
             if echo:
                 self._listen(engine, "before_cursor_execute", _echo)
 
@@ -123,8 +116,7 @@ class Workspace:
         options = self.target.plugin.sessions.options(bind)
         if self.pinned is not None:
             options["targets"] = self.pinned
-            if self.mode == "sandbox":
-                options["join_transaction_mode"] = "create_savepoint"
+            options["join_transaction_mode"] = "create_savepoint"
         return AsyncRoutingSession(**options) if self.is_async else RoutingSession(**options)
 
     def _listen(self, engine: Engine, name: str, listener: Callable[..., None]) -> None:
@@ -155,12 +147,12 @@ class Workspace:
     def namespace(self) -> tuple[dict[str, Any], list[str]]:
         """The preloaded names, and a line for every model that had to be renamed."""
         plugin = self.target.plugin
-        names: dict[str, Any] = {**SQL_NAMES, "sql": self.sql, "app": self.target.app, "plugin": plugin}
-        names["session"] = self.session
-        names["engines"] = dict(plugin.engines.engines)
+        names: dict[str, Any] = {**SQL_NAMES, "sql": self.sql, "session": self.session}
+        if self.mode != "sandbox":  # writes through these would bypass the sandbox's savepoints
+            names.update({"app": self.target.app, "plugin": plugin, "engines": dict(plugin.engines.engines)})
+            names.update({f"{key}_engine": plugin.engines.engine(key) for key in plugin.router.keys})
         for key in plugin.router.keys:
             names[f"{key}_session"] = self.sessions[key]
-            names[f"{key}_engine"] = plugin.engines.engine(key)
         renamed: list[str] = []
         for mapper in plugin.router.mappers():
             model = mapper.class_
@@ -206,6 +198,23 @@ class Workspace:
                 await greenlet_spawn(self.pinned.release)
             else:
                 self.pinned.release()
+
+
+def _read_only_listener(key: str, dialect: str) -> Callable[..., None]:
+    """A pool ``connect`` listener that has the database refuse writes on every new connection."""
+    statement = _READ_ONLY_SQL.get(dialect)
+    if statement is None:
+        raise ConfigurationError(f"bind {key!r}: --read-only is not supported for {dialect}; use --sandbox instead")
+
+    def make_read_only(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # PostgreSQL undoes a SET made in a transaction that is rolled back
+
+    return make_read_only
 
 
 def _echo(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:

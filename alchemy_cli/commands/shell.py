@@ -72,7 +72,7 @@ def _greet(workspace: Workspace, renamed: list[str]) -> None:
     models = router.models_by_bind()
     described = {
         "normal": "nothing is committed unless you commit",
-        "sandbox": "sandbox: everything is rolled back when you leave, commits included",
+        "sandbox": "sandbox: everything done through the sessions is rolled back when you leave, commits included",
         "read-only": "read-only: the databases refuse writes",
     }
     main = "routed: each model goes to its bind, as db_session in a request"
@@ -86,8 +86,11 @@ def _greet(workspace: Workspace, renamed: list[str]) -> None:
         lines.append(
             (f"{key}_session", f"bind {key}{default}: {engine.dialect.name}+{engine.dialect.driver}; models: {names}")
         )
-    engines = ", ".join(f"{key}_engine" for key in router.keys)
-    lines.append(("also", f"{engines}, engines, select, insert, update, delete, text, func, plugin, app"))
+    if workspace.mode == "sandbox":
+        lines.append(("also", "select, insert, update, delete, text, func (no engines: they would bypass the sandbox)"))
+    else:
+        engines = ", ".join(f"{key}_engine" for key in router.keys)
+        lines.append(("also", f"{engines}, engines, select, insert, update, delete, text, func, plugin, app"))
     lines.append(("await sql(...)", 'raw SQL as a table: await sql("select ...", bind="<key>")'))
     notes = [f"renamed: {line}" for line in renamed]
     notes.append("top-level await works; exit() or Ctrl-D to leave")
@@ -96,6 +99,6 @@ def _greet(workspace: Workspace, renamed: list[str]) -> None:
 
 def _farewell(workspace: Workspace) -> None:
     if workspace.mode == "sandbox":
-        render.note("sandbox closed: everything done in it was rolled back on every bind")
+        render.note("sandbox closed: everything done through its sessions was rolled back on every bind")
     elif lost := workspace.uncommitted():
         render.note(f"not committed, so rolled back: {'; '.join(lost)}")
