@@ -8,7 +8,7 @@ import linecache
 import traceback
 from typing import Any
 
-__all__ = ("RESULT_NAME", "execute", "user_traceback")
+__all__ = ("RESULT_NAME", "execute", "exit_status", "user_traceback")
 
 RESULT_NAME = "__db_run_result__"
 """Where the value of a trailing expression is kept (``db run "await session.scalar(...)"`` prints it)."""
@@ -47,3 +47,12 @@ def user_traceback(exc: BaseException, filename: str) -> str:
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == filename]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
+def exit_status(leave: SystemExit) -> tuple[int, str | None]:
+    """What ``exit(...)`` means, as Python itself reads it: the exit code, and a message to print if any."""
+    if leave.code is None:
+        return 0, None
+    if isinstance(leave.code, int):
+        return leave.code, None
+    return 1, str(leave.code)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from plugin import AlchemyError, SQLAlchemyPlugin
-from plugin.exceptions import quote_keys
+from plugin.exceptions import unknown_binds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -81,10 +81,7 @@ def require_binds(target: Target, keys: list[str], option: str = "--bind") -> No
     """Usage error (exit 2) for ``--bind`` values that are not configured binds."""
     configured = target.plugin.router.keys
     if unknown := [key for key in keys if key not in configured]:
-        verb = "is not a configured bind" if len(unknown) == 1 else "are not configured binds"
-        raise typer.BadParameter(
-            f"{quote_keys(unknown)} {verb} (configured: {quote_keys(configured)})", param_hint=f"'{option}'"
-        )
+        raise typer.BadParameter(str(unknown_binds(unknown, configured)), param_hint=f"'{option}'")
 
 
 @asynccontextmanager

@@ -24,8 +24,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
-from plugin import BindKeyError, ConfigurationError
-from plugin.exceptions import quote_keys
+from plugin import ConfigurationError
 from plugin.sessions import AsyncRoutingSession, RoutingSession, is_started
 from plugin.transactions import close_all
 
@@ -88,8 +87,8 @@ class Workspace:
 
     def __init__(self, target: Target, *, mode: Mode = "normal", bind: str | None = None, echo: bool = False) -> None:
         plugin = target.plugin
-        if bind is not None and bind not in plugin.router.keys:
-            raise BindKeyError(f"bind {bind!r} is not configured (configured: {quote_keys(plugin.router.keys)})")
+        if bind is not None:
+            plugin.router.require(bind)
         self.target = target
         self.mode = mode
         self.main_bind = bind

@@ -252,9 +252,8 @@ async def drive(base_url: str, requests: list[tuple[str, str]], concurrency: int
             try:
                 if kind == "abandon":  # give up before the slow handler answers: the connection is closed
                     try:
-                        async with asyncio.timeout(ABANDON_AFTER):
-                            outcome.status = (await client.post(path)).status_code
-                    except TimeoutError:
+                        outcome.status = (await asyncio.wait_for(client.post(path), ABANDON_AFTER)).status_code
+                    except asyncio.TimeoutError:  # TimeoutError itself only from Python 3.11
                         outcome.abandoned = True
                 else:
                     outcome.status = (await client.post(path)).status_code

@@ -17,7 +17,7 @@ from sqlalchemy.orm.mapper import _mapper_registries
 from sqlalchemy.sql.schema import MetaData, Table
 from sqlalchemy.sql.util import find_tables
 
-from plugin.exceptions import BindKeyError, quote_keys
+from plugin.exceptions import BindKeyError, quote_keys, unknown_binds
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.expression import ClauseElement
@@ -80,6 +80,12 @@ class BindRouter:
         self._sources = sources
         self._by_mapper: dict[Any, str] = {}
         self._by_table: dict[Any, str] = {}
+
+    def require(self, key: str) -> str:
+        """``key`` itself when it is a configured bind, else :class:`BindKeyError` naming the configured ones."""
+        if key not in self.keys:
+            raise unknown_binds([key], self.keys)
+        return key
 
     # -- routing -------------------------------------------------------------------------------------
 

@@ -15,13 +15,12 @@ from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from plugin.exceptions import (
-    BindKeyError,
     ConfigurationError,
     DriverMismatchError,
     DriverNotInstalledError,
     LifecycleError,
     mask_url,
-    quote_keys,
+    unknown_binds,
 )
 
 if TYPE_CHECKING:
@@ -163,7 +162,7 @@ class EngineRegistry:
             )
         if self.state == "closed":
             return LifecycleError("the engines were disposed at shutdown; start the app (or plugin.lifespan()) again")
-        return BindKeyError(f"bind {key!r} is not configured (configured: {quote_keys(self._engines)})")
+        return unknown_binds([key], self._engines)
 
     def engine(self, key: str) -> AnyEngine:
         """The engine of bind ``key`` (an ``AsyncEngine`` in async configs)."""

@@ -24,7 +24,7 @@ from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_409_CONFLICT, HTTP_500_INTERNAL_SERVER_ERROR
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from sqlalchemy.engine import URL
 
@@ -81,6 +81,12 @@ class BindKeyError(ConfigurationError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+def unknown_binds(keys: Sequence[str], configured: Iterable[str]) -> BindKeyError:
+    """The one error for bind keys that are not configured: names them and the configured ones."""
+    subject = f"bind {keys[0]!r} is" if len(keys) == 1 else f"binds {quote_keys(keys)} are"
+    return BindKeyError(f"{subject} not configured (configured: {quote_keys(configured)})")
 
 
 class DuplicateKeyError(ConfigurationError):

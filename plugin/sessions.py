@@ -119,6 +119,7 @@ class SessionFactory:
 
     def __init__(self, config: _SQLAlchemyConfig, registry: EngineRegistry, router: BindRouter) -> None:
         self._is_async = config.is_async
+        self._router = router
         common = {"router": router, "targets": registry.sync_engine, "twophase": config.two_phase}
         binds = config.bind_configs
         self._options: dict[str | None, dict[str, Any]] = {
@@ -128,9 +129,9 @@ class SessionFactory:
 
     def options(self, bind: str | None = None) -> dict[str, Any]:
         """The keyword arguments a session gets (router, targets, pinned bind, session options)."""
-        return dict(self._options[bind])
+        return dict(self._options[bind if bind is None else self._router.require(bind)])
 
     def __call__(self, bind: str | None = None) -> AsyncRoutingSession | RoutingSession:
         """A new, not yet initialised session: routed (``bind=None``) or pinned to one bind."""
-        options = self._options[bind]
+        options = self._options[bind if bind is None else self._router.require(bind)]
         return AsyncRoutingSession(**options) if self._is_async else RoutingSession(**options)

@@ -19,7 +19,7 @@ from sqlalchemy.engine import CursorResult, Result, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alchemy_cli import render
-from alchemy_cli.execution import execute, user_traceback
+from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from alchemy_cli.workspace import Workspace
 from plugin.exceptions import describe_error
@@ -36,6 +36,7 @@ class Outcome:
     """What ``db run`` did; printed as lines or as the ``--json`` document."""
 
     ok: bool = True
+    exit_code: int = 0
     committed: bool = False
     why_not: str | None = None
     """Why nothing was committed: ``--dry-run``, the manual policy, or the error."""
@@ -72,11 +73,13 @@ def run(
         outcome = asyncio.run(_run(target, code=code, sql=sql, bind=bind, dry_run=dry_run, filename=filename))
     if outcome.error is not None:
         outcome.error = target.redact(outcome.error)
+    if outcome.traceback is not None:
+        outcome.traceback = target.redact(outcome.traceback)
     if json_output:
         render.json_document(_as_json(outcome, dry_run))
     else:
         _print(outcome, show_traceback)
-    raise typer.Exit(0 if outcome.ok else 1)
+    raise typer.Exit(outcome.exit_code)
 
 
 async def _run(
@@ -95,16 +98,19 @@ async def _run(
                     namespace, _ = workspace.namespace()
                     value = await execute(code or "", namespace, filename, keep_result=True)
                 _keep_result(outcome, value)  # read rows before the commit expires or closes them
-            except Exception as exc:
+            except SystemExit as leave:  # exit() and exit(0) end the code normally; anything else fails it
+                exit_code, message = exit_status(leave)
+                if exit_code != 0:
+                    await settle_all(sessions, commit=False)
+                    reason = message or f"the code called exit({exit_code})"
+                    return _failed(outcome, f"{reason} (rolled back)", exit_code)
+            except Exception as exc:  # the user's code or SQL failed: roll back and report
                 await settle_all(sessions, commit=False)
-                outcome.ok, outcome.why_not = False, "error"
-                outcome.error = f"{describe_error(exc)} (rolled back)"
                 outcome.traceback = user_traceback(exc, filename)
-                return outcome
+                return _failed(outcome, f"{describe_error(exc)} (rolled back)")
             commit = not dry_run and plugin.config.transaction.should_commit(SUCCESS_STATUS)
             if (failure := await settle_all(sessions, commit)) is not None:
-                outcome.ok, outcome.why_not, outcome.error = False, "error", str(failure)
-                return outcome
+                return _failed(outcome, str(failure))
             outcome.committed = commit
             outcome.why_not = None if commit else "--dry-run" if dry_run else "the transaction policy is manual"
             return outcome
@@ -112,6 +118,11 @@ async def _run(
             changed = workspace.rows_affected
             outcome.rows_affected = {key: changed[key] for key in plugin.router.keys if changed[key]}
             await workspace.close()
+
+
+def _failed(outcome: Outcome, error: str, exit_code: int = 1) -> Outcome:
+    outcome.ok, outcome.exit_code, outcome.why_not, outcome.error = False, exit_code, "error", error
+    return outcome
 
 
 async def _execute_sql(session: Any, sql: str) -> Result[Any]:

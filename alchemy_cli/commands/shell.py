@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from alchemy_cli import render, repl
-from alchemy_cli.execution import execute, user_traceback
+from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from alchemy_cli.workspace import Mode, Workspace
 
@@ -40,7 +40,7 @@ async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, so
         namespace, renamed = workspace.namespace()
         try:
             if source is not None:
-                return await _script(source, namespace)
+                return await _script(source, namespace, target)
             _greet(workspace, renamed)
             prompt = target.app_path + ("" if mode == "normal" else f" [{mode}]")
             if plain or not repl.ptpython_can_run():
@@ -53,15 +53,18 @@ async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, so
             await workspace.close()
 
 
-async def _script(source: str, namespace: dict[str, Any]) -> int:
+async def _script(source: str, namespace: dict[str, Any], target: Target) -> int:
     """``-c CODE`` or piped stdin: run it; on an exception print its traceback and return 1."""
     namespace["exit"] = namespace["quit"] = repl.Leave()
     try:
         await execute(source, namespace, SCRIPT)
     except SystemExit as leave:
-        return leave.code if isinstance(leave.code, int) else 0
+        code, message = exit_status(leave)
+        if message is not None:
+            sys.stderr.write(target.redact(message) + "\n")
+        return code
     except Exception as exc:
-        sys.stderr.write(user_traceback(exc, SCRIPT))
+        sys.stderr.write(target.redact(user_traceback(exc, SCRIPT)))
         return 1
     return 0
 

@@ -49,7 +49,7 @@ def test_command_help(flag: str, litestar: Callable[..., Invocation], tmp_path: 
         (["db", "nope"], "No such command 'nope'"),
         (["db", "check", "--timeout", "0"], "should be greater than or equal to 0.1"),
         (["db", "check", "--timeout", "soon"], "unable to parse string as a number"),
-        (["db", "check", "--bind", "nope"], "'nope' is not a configured bind (configured: 'default')"),
+        (["db", "check", "--bind", "nope"], "bind 'nope' is not configured (configured: 'default')"),
     ],
 )
 def test_usage_errors_exit_2_with_usage(

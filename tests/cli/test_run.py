@@ -167,3 +167,34 @@ def test_manual_policy_never_commits(
     )
     assert by_hand.exit_code == 0
     assert sqlite3.connect(path).execute("select count(*) from customers").fetchone() == (1,)
+
+
+def test_exit_means_what_it_means_in_python(
+    litestar: Callable[..., Invocation], new_db: Callable[[str], Database]
+) -> None:
+    shop = new_db("sqlite")
+    binds = {"default": create_tables(shop, ShopBase)}
+    ends_early = litestar("db", "run", f"{ADD_ADA}\nexit()\nraise RuntimeError('never reached')", binds=binds)
+    fails = litestar("db", "run", "session.add(Customer(name='bo', email='b'))\nawait session.flush()\nexit(3)",
+                     binds=binds)  # fmt: skip
+    says_why = litestar("db", "shell", "-c", "raise SystemExit('no customers to import')", binds=binds)
+
+    assert (ends_early.exit_code, ends_early.stdout) == (0, "committed (rows affected: default 1)\n")
+    assert (fails.exit_code, fails.stderr) == (3, "Error: the code called exit(3) (rolled back)\n")
+    assert (says_why.exit_code, says_why.stderr) == (1, "no customers to import\n")
+    assert names(shop) == ["ada"]
+
+
+@pytest.mark.postgresql
+def test_tracebacks_never_show_a_bind_password(
+    litestar: Callable[..., Invocation], new_db: Callable[[str], Database]
+) -> None:
+    password = "in-a-traceback-0"
+    binds = {"default": new_db("postgresql").url(password=password).render_as_string(hide_password=False)}
+    leak = "raise RuntimeError(default_engine.url.render_as_string(hide_password=False))"
+    run = litestar("db", "run", "--traceback", leak, binds=binds, models="")
+    shell = litestar("db", "shell", "-c", leak, binds=binds, models="")
+
+    assert run.exit_code == shell.exit_code == 1
+    assert "RuntimeError: postgresql+asyncpg://postgres:***@" in shell.stderr
+    assert password not in run.output + shell.output

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import select
 
-from plugin import CommitConflictError, TransactionPolicy
+from plugin import BindKeyError, CommitConflictError, TransactionPolicy
 from tests.databases import KINDS
 from tests.plugin.models import Account, AuditEntry, make_plugin
 
@@ -62,3 +62,13 @@ async def test_manual_policy_never_commits_for_you(new_db: Callable[[str], Datab
             session.add(Account(name="committed by hand"))
             await session.commit()
     assert db.fetch("select name from accounts") == [("committed by hand",)]
+
+
+async def test_an_unknown_bind_names_the_configured_ones(new_db: Callable[[str], Database]) -> None:
+    plugin = make_plugin({"default": new_db("sqlite"), "logs": new_db("sqlite")})
+    async with plugin.lifespan():
+        with pytest.raises(BindKeyError) as raised:
+            plugin.session("audit")
+        with pytest.raises(BindKeyError, match=r"^bind 'audit' is not configured"):
+            plugin.transaction("audit")
+    assert str(raised.value) == "bind 'audit' is not configured (configured: 'default', 'logs')"
