@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from plugin.binds import UnknownBindKey
 from plugin.exceptions import mask_url
 
 if TYPE_CHECKING:
@@ -81,18 +82,16 @@ def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[Model
                 tables=len(tables_by_bind[key]),
             )
         )
-    unknown = {problem.name: problem for problem in router.unknown_keys() if problem.kind == "model"}
     models = []
     for mapper in router.mappers():
-        name = mapper.class_.__name__
-        problem = unknown.get(name)
+        name, key = mapper.class_.__name__, router.requested_key(mapper)
         models.append(
             ModelFacts(
                 model=name,
                 module=mapper.class_.__module__,
-                bind=problem.key if problem else router.key_for_mapper(mapper),
+                bind=key,
                 table=getattr(mapper.local_table, "fullname", None),
-                error=problem.describe(router.keys) if problem else None,
+                error=None if key in router.keys else UnknownBindKey("model", name, key).describe(router.keys),
             )
         )
     return binds, models

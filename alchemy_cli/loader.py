@@ -58,10 +58,10 @@ def load_target(obj: object) -> Target:
     """Resolve Litestar's CLI context object into the app and its :class:`SQLAlchemyPlugin`."""
     from litestar.cli._utils import LitestarEnv
 
+    # Litestar's root command loads the app before any subcommand runs; ``obj`` is a loader only when
+    # that first attempt found no app. An app that raises while it is imported fails there, in Litestar.
     try:
         env = obj if isinstance(obj, LitestarEnv) else obj() if callable(obj) else None
-    except AlchemyError as exc:
-        fail(f"the app could not be loaded: {exc}")
     except Exception as exc:
         fail(
             f"the app could not be loaded ({type(exc).__name__}: {exc}); pass --app module.path:app or set LITESTAR_APP"

@@ -5,10 +5,11 @@ Run it::
     litestar --app examples.app:app run            # serves on http://127.0.0.1:8000
     litestar --app examples.app:app db binds       # what points where
 
-``NoteController`` only asks for ``db_session``: ``Note`` rows land in ``app.db`` and ``AuditEntry``
-rows (``__bind_key__ = "logs"``) in ``logs.db``, in one request transaction. The ``audit`` provider uses
-``logs_db_session``, the session pinned to the ``logs`` bind. Data lives in ``examples/data/`` unless
-``EXAMPLE_DATA_DIR`` says otherwise.
+``NoteController`` works through the routed ``db_session``: ``Note`` rows land in ``app.db``, and
+``AuditEntry`` rows (``__bind_key__ = "logs"``) would land in ``logs.db``. The ``audit`` provider writes
+them through ``logs_db_session``, the session pinned to the ``logs`` bind. The plugin settles a
+request's sessions together: both commit, in bind order, or neither does when the status says roll
+back. Data lives in ``examples/data/`` unless ``EXAMPLE_DATA_DIR`` says otherwise.
 """
 
 from __future__ import annotations

@@ -97,6 +97,10 @@ class BindRouter:
             return self.key_for_clause(clause)
         return self.default
 
+    def requested_key(self, mapper: Mapper[Any]) -> str:
+        """The bind key a model asks for, configured or not (``__bind_key__``, MetaData, else default)."""
+        return _mapper_key(mapper) or self.default
+
     def key_for_mapper(self, mapper: Any) -> str:
         """The bind key of a mapped class (or its mapper)."""
         try:
@@ -104,7 +108,7 @@ class BindRouter:
         except KeyError:
             pass
         resolved: Mapper[Any] = inspect(mapper).mapper
-        key = _mapper_key(resolved) or self.default
+        key = self.requested_key(resolved)
         if key not in self.keys:
             raise BindKeyError(UnknownBindKey("model", resolved.class_.__name__, key).describe(self.keys))
         self._by_mapper[mapper] = key
@@ -191,7 +195,7 @@ class BindRouter:
         """Mapped classes grouped by bind key, in bind order; models with unknown keys are left out."""
         grouped: dict[str, list[Mapper[Any]]] = {key: [] for key in self.keys}
         for mapper in self.mappers():
-            grouped.get(_mapper_key(mapper) or self.default, []).append(mapper)
+            grouped.get(self.requested_key(mapper), []).append(mapper)
         return grouped
 
     def tables_by_bind(self) -> dict[str, list[Table]]:

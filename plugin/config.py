@@ -116,7 +116,8 @@ class _SQLAlchemyConfig:
     """Commit requests that touched several binds with two-phase commit (PostgreSQL, MariaDB/MySQL), so
     that all binds commit or none does. Without it binds commit one after another in config order."""
     create_all: bool = False
-    """Create missing tables on every bind at startup (only the tables routed to that bind)."""
+    """Create missing tables on every bind at startup (only the tables routed to that bind). Needs
+    ``base``, so that only your models' tables are created."""
     map_integrity_errors: bool = True
     """Answer an ``IntegrityError`` raised in a handler (say, by an explicit ``flush()``) with 409 Conflict,
     as a failed commit is answered. An app's own exception handler for ``IntegrityError`` wins."""
@@ -139,6 +140,11 @@ class _SQLAlchemyConfig:
             raise ConfigurationError(
                 f"default_bind={self.default_bind!r} is not one of the configured binds "
                 f"({', '.join(map(repr, normalised))}); add it to binds= or set default_bind= to one of them"
+            )
+        if self.create_all and self.base is None:
+            raise ConfigurationError(
+                "create_all=True needs base=: without it every mapped class in the process (other libraries' "
+                "models included) would get its table created; pass your declarative base(s), e.g. base=Base"
             )
         for name in ("session_key", "engine_key"):
             value = getattr(self, name)

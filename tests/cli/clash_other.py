@@ -11,4 +11,5 @@ class OtherBase(DeclarativeBase):
 
 class Customer(OtherBase):
     __tablename__ = "other_customers"
+    __bind_key__ = "elsewhere"  # not configured: only this Customer is in error
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -106,3 +106,21 @@ def test_models_with_an_unconfigured_bind_key_are_marked(litestar: Callable[...,
         "error": "model 'ArchivedOrder' has __bind_key__ = 'archive', which is not a configured bind "
         "(configured: 'default'); add 'archive' to binds= or fix the model",
     }
+
+
+@pytest.mark.anyio
+async def test_models_of_the_same_name_are_judged_each_on_its_own(tmp_path: Path) -> None:
+    from litestar import Litestar
+
+    from alchemy_cli.inspection import describe
+    from alchemy_cli.loader import engines_started
+    from plugin import SQLAlchemyPlugin
+    from tests.cli import clash
+
+    plugin = SQLAlchemyPlugin(config=clash.config(tmp_path))
+    Litestar(plugins=[plugin])
+    async with engines_started(plugin):
+        _, models = describe(plugin)
+
+    customers = [(m.module, m.bind, m.error is None) for m in models if m.model == "Customer"]
+    assert customers == [("tests.cli.clash", "default", True), ("tests.cli.clash_other", "elsewhere", False)]

@@ -241,6 +241,12 @@ def test_unknown_driver_name(no_secret_leaks: list[Any]) -> None:
             {"session_key": "db-session"},
             "session_key='db-session' is not a Python identifier; dependency keys must be",
         ),
+        (
+            {"default": "sqlite+aiosqlite://"},
+            {"create_all": True},
+            "create_all=True needs base=: without it every mapped class in the process (other libraries' models "
+            "included) would get its table created; pass your declarative base(s), e.g. base=Base",
+        ),
     ],
 )
 def test_structural_config_errors(
