@@ -133,5 +133,5 @@ class SessionFactory:
 
     def __call__(self, bind: str | None = None) -> AsyncRoutingSession | RoutingSession:
         """A new, not yet initialised session: routed (``bind=None``) or pinned to one bind."""
-        options = self._options[bind if bind is None else self._router.require(bind)]
+        options = self.options(bind)
         return AsyncRoutingSession(**options) if self._is_async else RoutingSession(**options)

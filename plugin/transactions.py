@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -102,6 +104,7 @@ def _fail(
     committed: list[str],
     stage: str,
     failed: str | None = None,
+    note: str = "",
 ) -> CommitError:
     """Roll back every session, log at ERROR naming the binds, and build the error to raise.
 
@@ -119,7 +122,7 @@ def _fail(
     where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}"
     message = (
         f"{stage} failed on {where}: {describe_error(exc)}; "
-        f"committed: {quote_keys(committed)}; rolled back: {quote_keys(rolled_back)}"
+        f"committed: {quote_keys(committed)}; rolled back: {quote_keys(rolled_back)}{note}"
     )
     logger.error(message)
     return kind(message, committed=tuple(committed), failed=failed)
@@ -196,16 +199,21 @@ def _commit_each(active: Sequence[Session], binds: list[str]) -> None:
 def _commit_in_bind_order(active: Sequence[Session], touched: list[tuple[str, Session, Any]]) -> None:
     binds = _keys(touched)
     committed: list[str] = []
-    for key, session, engine in touched:
-        dbapi_connection = session.connection(bind_arguments={"bind": engine}).connection.dbapi_connection
-        try:
-            assert dbapi_connection is not None
-            dbapi_connection.commit()
-        except Exception as exc:
-            error = _wrapped(exc, engine)
-            raise _fail(active, error, binds=binds, committed=committed, failed=key, stage="commit") from exc
-        if key not in committed:
-            committed.append(key)
+    # A bind counts as committed once all its connections have (two sessions can each hold one).
+    for key, group in groupby(touched, key=itemgetter(0)):
+        connections = list(group)
+        for done, (_, session, engine) in enumerate(connections):
+            dbapi_connection = session.connection(bind_arguments={"bind": engine}).connection.dbapi_connection
+            try:
+                assert dbapi_connection is not None
+                dbapi_connection.commit()
+            except Exception as exc:
+                note = f" (bind {key!r} had committed {done} of its {len(connections)} connections)" if done else ""
+                error = _wrapped(exc, engine)
+                raise _fail(
+                    active, error, binds=binds, committed=committed, failed=key, stage="commit", note=note
+                ) from exc
+        committed.append(key)
     try:
         for session in active:
             session.commit()

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin.transactions import close_all, settle_all
 from tests.databases import KINDS, REQUIRE_SERVERS
 
 if TYPE_CHECKING:
@@ -260,3 +261,28 @@ async def test_one_bind_failing_at_commit_itself(kind: str, new_db: Callable[[st
         response = await client.post("/write/dangling/default-only")
     assert response.status_code == 409
     assert refs(default, "entries") == []
+
+
+@pytest.mark.postgresql
+async def test_a_bind_half_committed_across_two_sessions_is_reported_as_such(
+    new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two sessions hold a connection each on the logs bind; the second one's COMMIT fails."""
+    default, logs = new_db("postgresql"), new_db("postgresql")
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(
+        binds={"default": engine_for(default), "logs": engine_for(logs)}, base=LedgerBase, create_all=True
+    ))  # fmt: skip
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with plugin.lifespan():
+        routed, pinned = plugin.sessions(), plugin.sessions("logs")  # settled in this order
+        routed.add(LogEntry(ref="routed", parent_id=None))
+        pinned.add(LogEntry(ref="pinned", parent_id=999))
+        error = await settle_all([routed, pinned], commit=True)
+        await close_all([routed, pinned])
+
+    assert error is not None
+    assert error.committed == ()
+    assert refs(logs, "log_entries") == ["routed"]  # the first connection had committed
+    [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
+    assert message.startswith("commit failed on bind 'logs': IntegrityError")
+    assert message.endswith("committed: (none); rolled back: 'logs' (bind 'logs' had committed 1 of its 2 connections)")
