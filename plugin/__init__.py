@@ -21,6 +21,7 @@ from plugin.exceptions import (
     BindKeyError,
     CommitConflictError,
     CommitError,
+    ConcurrentSessionError,
     ConfigurationError,
     DriverMismatchError,
     DriverNotInstalledError,
@@ -28,8 +29,8 @@ from plugin.exceptions import (
     LifecycleError,
 )
 from plugin.plugin import SQLAlchemyPlugin
+from plugin.policy import TransactionPolicy
 from plugin.sessions import AsyncRoutingSession, RoutingSession
-from plugin.transactions import TransactionPolicy
 
 __all__ = (
     "BIND_KEY",
@@ -40,6 +41,7 @@ __all__ = (
     "BindRouter",
     "CommitConflictError",
     "CommitError",
+    "ConcurrentSessionError",
     "ConfigurationError",
     "DriverMismatchError",
     "DriverNotInstalledError",

@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, registry
 from sqlalchemy.sql.schema import MetaData
 
 from plugin.exceptions import ConfigurationError, DuplicateKeyError, mask_url
-from plugin.transactions import TransactionPolicy
+from plugin.policy import TransactionPolicy
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -118,6 +118,9 @@ class _SQLAlchemyConfig:
     create_all: bool = False
     """Create missing tables on every bind at startup (only the tables routed to that bind). Needs
     ``base``, so that only your models' tables are created."""
+    shutdown_timeout: float = 5.0
+    """Seconds each engine gets at shutdown to close its connections. Connections still open then (a
+    server that stopped answering) are abandoned with a WARNING, so the process can exit."""
     map_integrity_errors: bool = True
     """Answer an ``IntegrityError`` raised in a handler (say, by an explicit ``flush()``) with 409 Conflict,
     as a failed commit is answered. An app's own exception handler for ``IntegrityError`` wins."""
@@ -146,6 +149,8 @@ class _SQLAlchemyConfig:
                 "create_all=True needs base=: without it every mapped class in the process (other libraries' "
                 "models included) would get its table created; pass your declarative base(s), e.g. base=Base"
             )
+        if not isinstance(self.shutdown_timeout, (int, float)) or self.shutdown_timeout <= 0:
+            raise ConfigurationError(f"shutdown_timeout={self.shutdown_timeout!r} must be a positive number of seconds")
         for name in ("session_key", "engine_key"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.isidentifier():

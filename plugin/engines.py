@@ -7,9 +7,12 @@ for apps started twice, as tests do); using it in the wrong state raises a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+import anyio
 from sqlalchemy import create_engine
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -65,6 +68,7 @@ class EngineRegistry:
         self._config = config
         self._engines: dict[str, AnyEngine] = {}
         self._sync: dict[str, Engine] = {}
+        self._keys: dict[Engine, str] = {}
         self.state: Literal["unopened", "open", "closed"] = "unopened"
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -88,6 +92,9 @@ class EngineRegistry:
             raise
         self._engines = engines
         self._sync = {k: e.sync_engine if isinstance(e, AsyncEngine) else e for k, e in engines.items()}
+        self._keys = {}
+        for key, sync in self._sync.items():
+            self._keys.setdefault(sync, key)
         self.state = "open"
 
     def _create(self, key: str, bind: BindConfig) -> AnyEngine:
@@ -127,30 +134,62 @@ class EngineRegistry:
         return create_engine(url, **options)
 
     def _detach(self) -> dict[str, AnyEngine]:
-        engines, self._engines, self._sync = self._engines, {}, {}
+        engines, self._engines, self._sync, self._keys = self._engines, {}, {}, {}
         self.state = "closed"
         return engines
 
+    def _abandoned(self, key: str) -> None:
+        logger.warning(
+            "bind %r: its connections did not close within %g s at shutdown (is the server answering?); "
+            "they were abandoned",
+            key,
+            self._config.shutdown_timeout,
+        )
+
     async def dispose(self) -> None:
-        """Dispose every engine, even when one of them fails to; then the registry is ``closed``."""
-        for key, engine in self._detach().items():
+        """Dispose every engine at once, each within ``shutdown_timeout``; then the registry is ``closed``.
+
+        A connection that does not close in time (a server that stopped answering) is abandoned with a
+        WARNING, so that a stalled database cannot keep the process from exiting.
+        """
+
+        async def dispose_one(key: str, engine: AnyEngine) -> None:
             try:
-                if isinstance(engine, AsyncEngine):
-                    await engine.dispose()
-                else:
-                    engine.dispose()
+                with anyio.fail_after(self._config.shutdown_timeout):
+                    if isinstance(engine, AsyncEngine):
+                        await engine.dispose()
+                    else:
+                        await anyio.to_thread.run_sync(engine.dispose, abandon_on_cancel=True)
+            except TimeoutError:
+                self._abandoned(key)
             except Exception:
                 logger.exception("disposing the engine of bind %r failed", key)
+
+        await asyncio.gather(*(dispose_one(key, engine) for key, engine in self._detach().items()))
 
     def dispose_sync(self) -> None:
         """:meth:`dispose` for sync configs, callable without an event loop (sync scripts)."""
         if self._config.is_async:
             raise LifecycleError("this config is async; dispose its engines with `await registry.dispose()`")
         for key, engine in self._detach().items():
-            try:
-                engine.sync_engine.dispose() if isinstance(engine, AsyncEngine) else engine.dispose()
-            except Exception:
-                logger.exception("disposing the engine of bind %r failed", key)
+            sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+            outcome: list[BaseException | None] = []
+
+            def dispose(sync: Engine = sync, outcome: list[BaseException | None] = outcome) -> None:
+                try:
+                    sync.dispose()
+                except BaseException as exc:
+                    outcome.append(exc)
+                else:
+                    outcome.append(None)
+
+            worker = threading.Thread(target=dispose, name=f"dispose-{key}", daemon=True)
+            worker.start()
+            worker.join(self._config.shutdown_timeout)
+            if not outcome:
+                self._abandoned(key)
+            elif outcome[0] is not None:
+                logger.error("disposing the engine of bind %r failed", key, exc_info=outcome[0])
 
     # -- lookups -------------------------------------------------------------------------------------
 
@@ -170,6 +209,13 @@ class EngineRegistry:
             return self._engines[key]
         except KeyError:
             raise self._lookup_error(key) from None
+
+    def bind_of(self, engine: Engine) -> str:
+        """The bind key of a started (sync) engine: the reverse of :meth:`sync_engine`."""
+        try:
+            return self._keys[engine]
+        except KeyError:
+            raise LifecycleError(f"engine {mask_url(engine.url)} is not one of this plugin's started engines") from None
 
     def sync_engine(self, key: str) -> Engine:
         """The sync ``Engine`` behind bind ``key`` (what a ``Session`` binds to)."""

@@ -8,7 +8,9 @@
     │   ├── DuplicateKeyError         two binds or dependencies would share one key
     │   ├── DriverNotInstalledError   the URL names a driver whose package is missing
     │   └── DriverMismatchError       an async driver in a sync config, or the reverse
-    ├── LifecycleError                engines used before startup or after shutdown
+    ├── LifecycleError                engines used before startup or after shutdown; a write after
+    │                                 the request's transaction was settled
+    ├── ConcurrentSessionError        one session used by two tasks at once
     └── CommitError                   a commit failed; the request gets an error response
         └── CommitConflictError       ... because of an integrity error (HTTP 409)
 
@@ -33,6 +35,7 @@ __all__ = (
     "BindKeyError",
     "CommitConflictError",
     "CommitError",
+    "ConcurrentSessionError",
     "ConfigurationError",
     "DriverMismatchError",
     "DriverNotInstalledError",
@@ -102,24 +105,39 @@ class DriverMismatchError(ConfigurationError):
 
 
 class LifecycleError(AlchemyError):
-    """Engines were used before startup, after shutdown, or started twice."""
+    """Engines were used before startup, after shutdown, or started twice; or a session wrote after its
+    request's transaction was settled."""
+
+
+class ConcurrentSessionError(AlchemyError):
+    """A session was used by a second task while another task was using it (``asyncio.gather``)."""
 
 
 class CommitError(AlchemyError, HTTPException):
     """Committing the request's transaction failed; nothing more of it will be committed.
 
     Raised through Litestar's exception handling, so an app can map it (by this class, or by its status
-    code) like any other exception. ``committed`` lists binds that had already committed when the failure
-    happened (only possible without two-phase commit), ``failed`` the bind whose commit failed.
+    code) like any other exception. ``committed`` lists the binds whose commit is known to have gone
+    through, ``failed`` the bind whose commit failed, and ``unknown`` the binds whose outcome could not be
+    learnt (the connection died before the server's answer arrived; with two-phase commit: a prepared
+    transaction that could not be resolved, named with its statement in the ERROR log).
     """
 
     status_code = HTTP_500_INTERNAL_SERVER_ERROR
 
-    def __init__(self, message: str, *, committed: tuple[str, ...] = (), failed: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        committed: tuple[str, ...] = (),
+        failed: str | None = None,
+        unknown: tuple[str, ...] = (),
+    ) -> None:
         HTTPException.__init__(self, detail=self.public_detail())
         self.message = message
         self.committed = committed
         self.failed = failed
+        self.unknown = unknown
 
     @classmethod
     def public_detail(cls) -> str:

@@ -7,30 +7,46 @@ microseconds, and many requests declare a session (often through another depende
 it. Until first use a session is a bare object holding its arguments; afterwards it is an ordinary
 session of its class.
 
+A session records the connections its transaction really began (SQLAlchemy's ``after_begin`` event),
+by bind, so that :func:`~plugin.transactions.settle` commits exactly those: asking ``get_bind()`` for a
+dialect takes no connection and does not make a bind count as used.
+
 Explicit routing: ``session.execute(text("..."), bind_arguments={"bind_key": "logs"})``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union
+import asyncio
+import functools
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.sql.elements import TextClause
+
+from plugin.exceptions import ConcurrentSessionError, LifecycleError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Connection, Engine, RootTransaction
+    from sqlalchemy.orm import ORMExecuteState
     from sqlalchemy.sql.expression import ClauseElement
 
     from plugin.binds import BindRouter
     from plugin.config import _SQLAlchemyConfig
     from plugin.engines import EngineRegistry
 
-__all__ = ("AsyncRoutingSession", "RoutingSession", "SessionFactory", "is_started")
+__all__ = ("AsyncRoutingSession", "BoundConnection", "RoutingSession", "SessionFactory", "is_started", "mark_settled")
 
 Target = Union["Engine", "Connection"]
+
+AFTER_SETTLE = (
+    "{what} after this request's transaction was settled (the response had started): it would never be "
+    "committed. Do background work in a transaction of its own: `async with plugin.transaction() as "
+    "session:` (`with` in sync apps)"
+)
 
 
 def is_started(session: Session | AsyncSession) -> bool:
@@ -38,22 +54,52 @@ def is_started(session: Session | AsyncSession) -> bool:
     return "_deferred" not in session.__dict__
 
 
+def mark_settled(session: Session | AsyncSession) -> None:
+    """Note that the unit of work ``session`` belongs to was settled: later writes through it raise."""
+    if isinstance(session, AsyncRoutingSession):
+        if is_started(session):
+            session.sync_session.settled = True  # type: ignore[attr-defined]
+        else:
+            session.__dict__["_settled"] = True  # passed on to its sync session if it is ever used
+    elif isinstance(session, RoutingSession):
+        session.settled = True
+
+
+class BoundConnection(NamedTuple):
+    """A connection a session's transaction began on one bind, and the transaction it owns there."""
+
+    bind: str
+    connection: Connection
+    transaction: RootTransaction | None
+    """The root transaction the session began; ``None`` when it joined a transaction it does not own
+    (a sandbox's held connection, where the session only has a savepoint)."""
+
+
 class RoutingSession(Session):
     """A ``Session`` that routes every statement to its bind (see :mod:`plugin.binds`).
 
-    It records which binds it has handed connections for, so that :func:`~plugin.transactions.settle`
-    can commit them in bind order.
+    It records the connections its transaction began, by bind, so that
+    :func:`~plugin.transactions.settle` can commit them in bind order.
     """
 
     router: BindRouter
     targets: Callable[[str], Target]
+    bind_of: Callable[[Engine], str]
     pinned: str | None
-    _touched: dict[str, Target]
+    settled = False
+    """Set once a request's (or unit of work's) transaction was settled: a later write raises."""
+    _begun: list[BoundConnection]
 
     def __init__(
-        self, *, router: BindRouter, targets: Callable[[str], Target], pinned: str | None = None, **options: Any
+        self,
+        *,
+        router: BindRouter,
+        targets: Callable[[str], Target],
+        bind_of: Callable[[Engine], str],
+        pinned: str | None = None,
+        **options: Any,
     ) -> None:
-        self.__dict__["_deferred"] = (router, targets, pinned, options)
+        self.__dict__["_deferred"] = (router, targets, bind_of, pinned, options)
 
     if not TYPE_CHECKING:
 
@@ -61,8 +107,8 @@ class RoutingSession(Session):
             deferred = self.__dict__.pop("_deferred", None)
             if deferred is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            self.router, self.targets, self.pinned, options = deferred
-            self._touched = {}
+            self.router, self.targets, self.bind_of, self.pinned, options = deferred
+            self._begun = []
             Session.__init__(self, **options)
             return getattr(self, name)
 
@@ -79,25 +125,100 @@ class RoutingSession(Session):
         """The engine (or connection) of the statement's bind: ``bind_key`` argument, pinned bind, or route."""
         if bind is not None:
             return bind  # type: ignore[no-any-return]
-        key = kw.get("bind_key") or self.pinned or self.router.key_for(mapper, clause)
-        target = self.targets(key)
-        self._touched[key] = target
-        return target
+        return self.targets(kw.get("bind_key") or self.pinned or self.router.key_for(mapper, clause))
 
-    def touched_binds(self) -> list[tuple[str, Target]]:
-        """Binds used in the current transaction, in bind order."""
-        touched = self.__dict__.get("_touched") or {}
-        return [(key, touched[key]) for key in self.router.keys if key in touched] if touched else []
+    def bound_connections(self) -> list[BoundConnection]:
+        """The connections of the current transaction, in bind order (empty when none was taken)."""
+        begun = self.__dict__.get("_begun")
+        if not begun:
+            return []
+        order = {key: index for index, key in enumerate(self.router.keys)}
+        return sorted(begun, key=lambda bound: order[bound.bind])
+
+
+@event.listens_for(RoutingSession, "after_begin")
+def _record_connection(session: RoutingSession, transaction: SessionTransaction, connection: Connection) -> None:
+    # At this point a connection the session began itself has no savepoint yet; one it joined with
+    # join_transaction_mode="create_savepoint" (a sandbox) already has the session's savepoint.
+    owned = connection.get_nested_transaction() is None
+    root = connection.get_transaction() if owned else None
+    session._begun.append(BoundConnection(session.bind_of(connection.engine), connection, root))
 
 
 @event.listens_for(RoutingSession, "after_transaction_end")
-def _forget_binds(session: RoutingSession, transaction: SessionTransaction) -> None:
+def _forget_connections(session: RoutingSession, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
-        session._touched.clear()
+        session._begun.clear()
+
+
+@event.listens_for(RoutingSession, "before_flush")
+def _refuse_flush_after_settle(session: RoutingSession, _context: Any, _instances: Any) -> None:
+    if session.settled:
+        raise LifecycleError(AFTER_SETTLE.format(what="a flush"))
+
+
+_WRITES = ("insert", "update", "delete", "merge", "replace", "upsert", "create", "alter", "drop", "truncate")
+
+
+@event.listens_for(RoutingSession, "do_orm_execute")
+def _refuse_writes_after_settle(state: ORMExecuteState) -> None:
+    if not state.session.settled:  # type: ignore[attr-defined]
+        return
+    statement = state.statement
+    if isinstance(statement, TextClause):
+        words = statement.text.split(None, 1)
+        writes = bool(words) and words[0].lower() in _WRITES
+    else:
+        writes = state.is_insert or state.is_update or state.is_delete
+    if writes:
+        raise LifecycleError(AFTER_SETTLE.format(what="a write statement"))
+
+
+# -- one task at a time ------------------------------------------------------------------------------
+
+_OPERATIONS = (
+    "execute", "scalar", "scalars", "get", "get_one", "stream", "stream_scalars", "delete", "delete_all",
+    "merge", "merge_all", "flush", "refresh", "run_sync", "connection", "commit", "rollback", "reset",
+)  # fmt: skip
+
+
+def _one_task_at_a_time(name: str) -> Callable[..., Any]:
+    operation = getattr(AsyncSession, name)
+
+    @functools.wraps(operation)
+    async def guarded(self: AsyncRoutingSession, *args: Any, **kwargs: Any) -> Any:
+        task = asyncio.current_task()
+        state = self.__dict__
+        user = state.get("_user")
+        if user is not None and user is not task:
+            state["_concurrent"] = True
+            raise ConcurrentSessionError(
+                f"session.{name}() was called while another task was using the same session: an "
+                "AsyncSession is not safe for concurrent use (asyncio.gather, create_task). Run the "
+                "operations one after another, or give each task its own session "
+                "(`async with plugin.session() as session:`); this request will not be committed"
+            )
+        if user is not None:  # the same task, inside one of its own operations (scalars() calls execute())
+            return await operation(self, *args, **kwargs)
+        state["_user"] = task
+        try:
+            return await operation(self, *args, **kwargs)
+        finally:
+            state["_user"] = None
+            for waiter in state.pop("_waiters", ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    return guarded
 
 
 class AsyncRoutingSession(AsyncSession):
-    """The ``AsyncSession`` of a :class:`RoutingSession`; what ``db_session`` is in async apps."""
+    """The ``AsyncSession`` of a :class:`RoutingSession`; what ``db_session`` is in async apps.
+
+    Its operations check that only one task uses it at a time: a second task gets a
+    :class:`~plugin.exceptions.ConcurrentSessionError`, and the unit of work it belongs to is not
+    committed. (The check costs one extra frame per operation, a few hundred nanoseconds.)
+    """
 
     sync_session_class = RoutingSession
 
@@ -111,7 +232,26 @@ class AsyncRoutingSession(AsyncSession):
             if options is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
             AsyncSession.__init__(self, **options)
+            if self.__dict__.pop("_settled", False):
+                self.sync_session.settled = True
             return getattr(self, name)
+
+    @property
+    def used_concurrently(self) -> bool:
+        """Whether a second task tried to use the session while another one was (see the class docs)."""
+        return bool(self.__dict__.get("_concurrent"))
+
+    async def until_idle(self) -> None:
+        """Wait until no other task is inside one of this session's operations."""
+        state = self.__dict__
+        while (user := state.get("_user")) is not None and user is not asyncio.current_task():
+            waiter = asyncio.get_running_loop().create_future()
+            state.setdefault("_waiters", []).append(waiter)
+            await waiter
+
+
+for _name in _OPERATIONS:
+    setattr(AsyncRoutingSession, _name, _one_task_at_a_time(_name))
 
 
 class SessionFactory:
@@ -120,7 +260,15 @@ class SessionFactory:
     def __init__(self, config: _SQLAlchemyConfig, registry: EngineRegistry, router: BindRouter) -> None:
         self._is_async = config.is_async
         self._router = router
-        common = {"router": router, "targets": registry.sync_engine, "twophase": config.two_phase}
+        common = {
+            "router": router,
+            "targets": registry.sync_engine,
+            "bind_of": registry.bind_of,
+            "twophase": config.two_phase,
+            # Objects stay readable after the commit (a streaming body, a response serialised later);
+            # advanced-alchemy's default too. A bind's session_options may turn it back on.
+            "expire_on_commit": False,
+        }
         binds = config.bind_configs
         self._options: dict[str | None, dict[str, Any]] = {
             None: {**common, **binds[config.default_bind].session_options},

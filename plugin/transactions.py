@@ -1,273 +1,391 @@
-"""The transaction policy and the one routine that commits or rolls back a session.
+"""Settling a unit of work: flush, commit in bind order or in two phases, recover, and say what happened.
 
-:class:`TransactionPolicy` decides *whether* to commit, from a final HTTP status (requests) or from
-success (scripts, ``litestar db run``). :func:`settle` does it: commit in a fixed bind order (or with
-two-phase commit), roll back on any failure, log the failure naming the binds, and raise a
-:class:`~plugin.exceptions.CommitError` that Litestar turns into a 409 or 500 response.
+:func:`settle` commits or rolls back a unit of work's sessions (a request's, a script's) as one
+transaction, and whatever goes wrong, the ERROR log and the :class:`~plugin.exceptions.CommitError` it
+raises say which binds committed, which failed, and which have an unknown outcome:
 
-``settle`` is written once, for the sync ``Session``: async sessions run it through
-``AsyncSession.run_sync`` (a greenlet), sync sessions in a worker thread.
+1. Every session flushes first, so that an integrity error leaves all of them uncommitted.
+2. With two-phase commit, every connection prepares (in bind order) before any commits. A failed
+   PREPARE rolls back everything, by xid from a fresh connection where a connection died (its PREPARE
+   may have reached the server). Once all prepared, the decision is *commit*: a failed
+   ``COMMIT PREPARED`` / ``XA COMMIT`` is retried by xid on a fresh connection. A prepared transaction
+   that cannot be finished is logged with the exact statement that finishes it.
+3. Otherwise each connection commits in bind order (default bind first, then config order) through its
+   own SQLAlchemy ``Transaction``, so a dead connection is invalidated by SQLAlchemy rather than pooled.
+   A COMMIT whose answer never arrived has an unknown outcome, and is reported as such.
+
+``settle`` is written once, for the sync ``Session``: :func:`settle_all` runs it for async sessions
+in SQLAlchemy's greenlet and for sync sessions in a worker thread, and runs it to its end even when the
+calling task is cancelled meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from itertools import groupby
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from plugin.exceptions import CommitConflictError, CommitError, ConfigurationError, describe_error, quote_keys
-from plugin.sessions import RoutingSession, is_started
+from plugin import twophase
+from plugin._sqlalchemy import replace_finished_transaction
+from plugin.exceptions import CommitConflictError, CommitError, describe_error, quote_keys
+from plugin.policy import SUCCESS_STATUS, TransactionPolicy
+from plugin.sessions import AsyncRoutingSession, BoundConnection, RoutingSession, is_started, mark_settled
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence, Set
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
-    from sqlalchemy.engine import Connection
-
-__all__ = ("TransactionPolicy", "close_all", "settle", "settle_all", "unit_of_work", "unit_of_work_sync")
+__all__ = (
+    "SUCCESS_STATUS",
+    "TransactionPolicy",
+    "close_all",
+    "settle",
+    "settle_all",
+    "unit_of_work",
+    "unit_of_work_sync",
+)
 
 logger = logging.getLogger("plugin.transactions")
 
-SUCCESS_STATUS = 200
-"""The status a successful unit of work outside HTTP (a script, ``db run``) is judged by."""
+T = TypeVar("T")
 
 
-def _statuses(value: Iterable[int]) -> frozenset[int]:
-    statuses = frozenset(value)
-    if bad := sorted(s for s in statuses if not (isinstance(s, int) and 100 <= s <= 599)):
-        raise ConfigurationError(f"{bad} are not HTTP status codes; use integers from 100 to 599")
-    return statuses
+def _lost(exc: BaseException) -> bool:
+    """Whether the connection died under the statement, so the server's answer never arrived."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-@dataclass(frozen=True)
-class TransactionPolicy:
-    """When a unit of work commits. One object serves requests and ``litestar db run``.
+class _Ledger:
+    """What happened to each bind of a unit of work, for the log line and the error."""
 
-    Example::
+    def __init__(self, bound: Sequence[BoundConnection]) -> None:
+        self.binds = list(dict.fromkeys(b.bind for b in bound))
+        self._total = {key: sum(b.bind == key for b in bound) for key in self.binds}
+        self._remaining = dict(self._total)
+        self.committed: list[str] = []
+        self.unknown: list[str] = []
 
-        TransactionPolicy(commit_on_redirect=True, rollback_statuses={207})
-    """
+    def done(self, bound: BoundConnection) -> None:
+        """One connection of a bind committed; the bind counts once all of its connections have."""
+        self._remaining[bound.bind] -= 1
+        if self._remaining[bound.bind] == 0:
+            self.committed.append(bound.bind)
 
-    mode: Literal["autocommit", "manual"] = "autocommit"
-    """``autocommit``: commit on success, roll back otherwise. ``manual``: never commit; the handler
-    commits itself and whatever it left open is rolled back."""
-    commit_on_redirect: bool = False
-    """Also commit when the final status is 3xx."""
-    commit_statuses: Set[int] = frozenset()
-    """Extra statuses that commit (e.g. ``{422}`` for an API that stores failed attempts)."""
-    rollback_statuses: Set[int] = frozenset()
-    """Statuses that roll back even though they would commit (e.g. ``{202}``)."""
+    def lost(self, bound: BoundConnection) -> None:
+        if bound.bind not in self.unknown:
+            self.unknown.append(bound.bind)
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("autocommit", "manual"):
-            raise ConfigurationError(f"transaction mode {self.mode!r} is unknown; use 'autocommit' or 'manual'")
-        commit, rollback = _statuses(self.commit_statuses), _statuses(self.rollback_statuses)
-        if overlap := sorted(commit & rollback):
-            raise ConfigurationError(
-                f"status {', '.join(map(str, overlap))} is in both commit_statuses and rollback_statuses; "
-                "keep each status in one of them"
-            )
-        object.__setattr__(self, "commit_statuses", commit)
-        object.__setattr__(self, "rollback_statuses", rollback)
+    def partly(self, key: str) -> str:
+        """A note for a bind whose connections (one per session) did not all commit, or ``""``."""
+        done = self._total[key] - self._remaining[key]
+        return f" (bind {key!r} had committed {done} of its {self._total[key]} connections)" if done else ""
 
-    def should_commit(self, status: int) -> bool:
-        """Whether a unit of work that ended with ``status`` (and did not raise) commits."""
-        if self.mode == "manual" or status in self.rollback_statuses:
-            return False
-        return (
-            200 <= status < 300 or (self.commit_on_redirect and 300 <= status < 400) or status in self.commit_statuses
-        )
+    @property
+    def rolled_back(self) -> list[str]:
+        return [k for k in self.binds if k not in self.committed and k not in self.unknown]
 
 
-def _wrapped(exc: Exception, target: Engine | Connection) -> Exception:
-    """A driver's own exception as SQLAlchemy's (``IntegrityError`` & co.), as SQLAlchemy would raise it."""
-    dbapi_error = getattr(target.dialect.loaded_dbapi, "Error", None)
-    if isinstance(dbapi_error, type) and isinstance(exc, dbapi_error):
-        return DBAPIError.instance(None, None, exc, dbapi_error, dialect=target.dialect)
-    return exc
+def _roll_back(session: Session) -> None:
+    """Roll ``session`` back; if even that fails, log it and drop its connections rather than pool them."""
+    try:
+        session.rollback()
+    except Exception:
+        logger.warning("rolling back a session failed; invalidating its connections", exc_info=True)
+        try:
+            session.invalidate()
+        except Exception:
+            logger.exception("invalidating a session's connections failed")
 
 
 def _fail(
     sessions: Sequence[Session],
     exc: BaseException,
+    ledger: _Ledger,
     *,
-    binds: list[str],
-    committed: list[str],
     stage: str,
     failed: str | None = None,
     note: str = "",
 ) -> CommitError:
-    """Roll back every session, log at ERROR naming the binds, and build the error to raise.
-
-    ``failed`` is the bind whose commit failed when known; a unit of work on one bind always knows it.
-    """
-    if failed is None and len(binds) == 1:
-        failed = binds[0]
+    """Roll back every session, log at ERROR what happened to each bind, and build the error to raise."""
+    if failed is None and len(ledger.binds) == 1:
+        failed = ledger.binds[0]
     for session in sessions:
-        try:
-            session.rollback()
-        except Exception:  # the connection may be gone; closing the session will discard it
-            logger.warning("rollback after a failed commit also failed", exc_info=True)
-    kind = CommitConflictError if isinstance(exc, IntegrityError) else CommitError
-    rolled_back = [key for key in binds if key not in committed]
+        _roll_back(session)
+    kind = CommitConflictError if isinstance(exc, IntegrityError) and not ledger.unknown else CommitError
+    binds = ledger.binds
     where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}"
+    unknown = (
+        f"; outcome unknown: {quote_keys(ledger.unknown)} (the connection was lost before the server answered)"
+        if ledger.unknown
+        else ""
+    )
     message = (
-        f"{stage} failed on {where}: {describe_error(exc)}; "
-        f"committed: {quote_keys(committed)}; rolled back: {quote_keys(rolled_back)}{note}"
+        f"{stage} failed on {where}: {describe_error(exc)}; committed: {quote_keys(ledger.committed)}"
+        f"{unknown}; rolled back: {quote_keys(ledger.rolled_back)}{note}"
     )
     logger.error(message)
-    return kind(message, committed=tuple(committed), failed=failed)
+    return kind(message, committed=tuple(ledger.committed), failed=failed, unknown=tuple(ledger.unknown))
 
 
-def _connections(sessions: Sequence[Session]) -> list[tuple[str, Session, Any]] | None:
-    """Every (bind, session, engine-or-connection) the sessions used, in bind order (None: not routed)."""
-    routing = [session for session in sessions if isinstance(session, RoutingSession)]
-    if not routing or len(routing) != len(sessions):
+def _bound(sessions: Sequence[Session]) -> list[BoundConnection] | None:
+    """Every connection the sessions' transactions began, in bind order (None: not routing sessions)."""
+    if not all(isinstance(session, RoutingSession) for session in sessions):
         return None
-    order = {key: index for index, key in enumerate(routing[0].router.keys)}
-    used = [(key, session, target) for session in routing for key, target in session.touched_binds()]
-    return sorted(used, key=lambda item: order[item[0]])
+    bound = [b for session in sessions for b in session.bound_connections()]  # type: ignore[attr-defined]
+    order = {key: index for index, key in enumerate(sessions[0].router.keys)} if sessions else {}  # type: ignore[attr-defined]
+    return sorted(bound, key=lambda b: order[b.bind])
 
 
-def _keys(touched: list[tuple[str, Session, Any]] | None) -> list[str]:
-    return list(dict.fromkeys(key for key, _, _ in touched or []))
-
-
-def settle(sessions: Sequence[Session], commit: bool) -> None:
+def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
     """Commit or roll back a unit of work (a request's sessions, a script's) as one transaction.
 
-    Raises :class:`CommitError` when the commit fails, after rolling every session back. The sessions
-    stay usable, and must still be closed by the caller.
-
-    1. Every session flushes first, so that an integrity error leaves all of them uncommitted.
-    2. With two-phase commit, every session is prepared before any commits: all or nothing.
-    3. Otherwise every connection commits in bind order (default bind first, then config order), across
-       sessions; a failure rolls back what has not committed yet, and the error says which binds had.
-       Each DBAPI connection is committed directly (SQLAlchemy commits a session's connections in no fixed
-       order); ``Session.commit()`` then does its bookkeeping (events, expiry), its own COMMIT finding
-       nothing left to do. Writes a ``before_commit`` listener adds at that point commit in SQLAlchemy's
-       order.
+    Returns the binds that committed. Raises :class:`CommitError` when the commit fails, after rolling
+    every session back; the sessions must still be closed by the caller. A rollback that fails is
+    logged and its connections invalidated; it never raises.
     """
     active = [session for session in sessions if session.in_transaction()]
     if not active:
-        return
+        return []
     if not commit:
         for session in active:
-            session.rollback()
-        return
+            _roll_back(session)
+        return []
     for session in active:
         try:
             session.flush()
         except Exception as exc:  # the failing statement was routed before it failed: its bind is known
-            raise _fail(active, exc, binds=_keys(_connections(active)), committed=[], stage="flush") from exc
-    touched = _connections(active)
-    if all(session.twophase for session in active) and (touched is None or len(touched) > 1):
-        _commit_two_phase(active, _keys(touched))
-    elif touched is None or len(touched) < 2 or not all(isinstance(t, Engine) for _, _, t in touched):
-        _commit_each(active, _keys(touched))  # one connection (or a sandbox's own): nothing to order
+            raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
+    bound = _bound(active)  # the flush may have begun connections on more binds
+    if bound is None or len(bound) < 2 or any(b.transaction is None for b in bound):
+        return _commit_each(active, bound)  # one connection (or a sandbox's savepoints): nothing to order
+    ledger = _Ledger(bound)
+    if all(session.twophase for session in active):
+        _commit_two_phase(active, bound, ledger)
     else:
-        _commit_in_bind_order(active, touched)
+        _commit_in_bind_order(active, bound, ledger)
+    return ledger.committed
 
 
-def _commit_two_phase(active: Sequence[Session], binds: list[str]) -> None:
-    try:
-        for session in active:
-            session.prepare()
-        for session in active:
-            session.commit()
-    except Exception as exc:
-        raise _fail(active, exc, binds=binds, committed=[], stage="two-phase commit") from exc
-
-
-def _commit_each(active: Sequence[Session], binds: list[str]) -> None:
+def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None) -> list[str]:
+    ledger = _Ledger(bound or [])
     try:
         for session in active:
             session.commit()
     except Exception as exc:
-        raise _fail(active, exc, binds=binds, committed=[], stage="commit") from exc
+        if _lost(exc):
+            for b in bound or []:
+                ledger.lost(b)
+        raise _fail(active, exc, ledger, stage="commit") from exc
+    return ledger.binds
 
 
-def _commit_in_bind_order(active: Sequence[Session], touched: list[tuple[str, Session, Any]]) -> None:
-    binds = _keys(touched)
-    committed: list[str] = []
-    # A bind counts as committed once all its connections have (two sessions can each hold one).
-    for key, group in groupby(touched, key=itemgetter(0)):
-        connections = list(group)
-        for done, (_, session, engine) in enumerate(connections):
-            dbapi_connection = session.connection(bind_arguments={"bind": engine}).connection.dbapi_connection
+def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection], ledger: _Ledger) -> None:
+    sessions_of = {id(b.connection): s for s in active for b in s.bound_connections()}  # type: ignore[attr-defined]
+    for b in bound:
+        assert b.transaction is not None
+        try:
+            b.transaction.commit()  # SQLAlchemy's own COMMIT: a disconnect invalidates the connection
+        except Exception as exc:
+            if _lost(exc):
+                ledger.lost(b)
+            raise _fail(active, exc, ledger, stage="commit", failed=b.bind, note=ledger.partly(b.bind)) from exc
+        replace_finished_transaction(sessions_of[id(b.connection)], b.connection)
+        ledger.done(b)
+    try:
+        for session in active:  # before_commit/after_commit events and expiry; the binds are committed
+            session.commit()
+    except Exception as exc:
+        raise _fail(active, exc, ledger, stage="commit (after every bind committed)") from exc
+
+
+def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], ledger: _Ledger) -> None:
+    for index, b in enumerate(bound):
+        assert b.transaction is not None
+        try:
+            b.transaction.prepare()  # type: ignore[attr-defined]
+        except Exception as exc:
+            # The decision is rollback. A PREPARE whose answer was lost may still have prepared it.
+            _finish_all(bound[: index + 1], "rollback", ledger)
+            raise _fail(active, exc, ledger, stage="two-phase commit (prepare)", failed=b.bind) from exc
+    # Every bind prepared: the decision is commit, and every bind is driven to it.
+    errors: list[tuple[BoundConnection, Exception]] = []
+    for b in bound:
+        assert b.transaction is not None
+        try:
+            b.transaction.commit()
+            ledger.done(b)
+        except Exception as exc:
+            errors.append((b, exc))
+    if errors:
+        _finish_all([b for b, _ in errors], "commit", ledger)
+        failed, first = errors[0]
+        raise _fail(active, first, ledger, stage="two-phase commit (commit prepared)", failed=failed.bind) from first
+    for b in bound:
+        replace_finished_transaction(_session_of(active, b), b.connection)
+    # The sessions' own commit() still runs the before_commit/after_commit events and expiry; each now
+    # holds a fresh, empty transaction per connection, which must not be prepared (twophase is a public
+    # Session attribute).
+    for session in active:
+        session.twophase = False
+        try:
+            session.commit()
+        finally:
+            session.twophase = True
+
+
+def _session_of(active: Sequence[Session], bound: BoundConnection) -> Session:
+    return next(s for s in active if any(b.connection is bound.connection for b in s.bound_connections()))  # type: ignore[attr-defined]
+
+
+def _finish_all(bound: Sequence[BoundConnection], decision: twophase.Decision, ledger: _Ledger) -> None:
+    """Drive each connection's transaction to ``decision``: on its own connection while it lives, else by
+    xid from a fresh one; log at ERROR what could not be finished, with the statement that finishes it."""
+    for b in bound:
+        assert b.transaction is not None
+        xid: str = b.transaction.xid  # type: ignore[attr-defined]
+        if decision == "rollback" and b.transaction.is_active:
             try:
-                assert dbapi_connection is not None
-                dbapi_connection.commit()
-            except Exception as exc:
-                note = f" (bind {key!r} had committed {done} of its {len(connections)} connections)" if done else ""
-                error = _wrapped(exc, engine)
-                raise _fail(
-                    active, error, binds=binds, committed=committed, failed=key, stage="commit", note=note
-                ) from exc
-        committed.append(key)
+                b.transaction.rollback()  # ROLLBACK PREPARED (or a plain ROLLBACK) on its own connection
+            except Exception:
+                logger.warning("rolling back bind %r on its own connection failed; retrying by xid", b.bind)
+            else:
+                if not b.connection.invalidated:  # SQLAlchemy skips the ROLLBACK on a connection it knows dead
+                    continue
+        engine = b.connection.engine
+        try:
+            finished = twophase.finish(engine, xid, decision)
+        except Exception as exc:
+            ledger.lost(b)
+            logger.error(
+                "bind %r: the prepared transaction %s could not be finished (%s); the decision was to %s it: "
+                "run %s on that database (%s); `litestar db check` lists it until then",
+                b.bind, xid, describe_error(exc), decision, twophase.resolution(engine, xid, decision),
+                engine.url.render_as_string(hide_password=True),
+            )  # fmt: skip
+            continue
+        if decision == "commit":
+            # Either the retry committed it now (finished), or it is no longer prepared because the
+            # COMMIT PREPARED whose answer was lost did commit it (nobody else finishes this plugin's xids).
+            ledger.done(b)
+        elif finished:
+            logger.warning("bind %r: rolled back the prepared transaction %s from a fresh connection", b.bind, xid)
+
+
+async def _to_the_end(work: Awaitable[T]) -> tuple[T, bool]:
+    """Await ``work`` to its end even if the calling task is cancelled meanwhile.
+
+    Returns the result and whether a cancellation arrived (the caller re-raises it after reporting).
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+
+
+async def _settle_now(active: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
+    async_sessions = [session.sync_session for session in active if isinstance(session, AsyncSession)]
+    sync_sessions = [session for session in active if isinstance(session, Session)]
+    committed: list[str] = []
     try:
-        for session in active:
-            session.commit()
-    except Exception as exc:
-        stage = "commit (after every bind committed)"
-        raise _fail(active, exc, binds=binds, committed=committed, stage=stage) from exc
+        if async_sessions:
+            committed += await greenlet_spawn(settle, async_sessions, commit)
+        if sync_sessions:
+            committed += await anyio.to_thread.run_sync(settle, sync_sessions, commit)
+    except CommitError as exc:
+        return list(exc.committed), exc
+    return committed, None
+
+
+def _misused(sessions: Sequence[AsyncSession | Session]) -> CommitError | None:
+    misused = [s for s in sessions if isinstance(s, AsyncRoutingSession) and s.used_concurrently]
+    if not misused:
+        return None
+    message = (
+        "not committed: a session of this unit of work was used by several tasks at once (asyncio.gather, "
+        "create_task), which SQLAlchemy sessions do not support; rolled back every bind"
+    )
+    logger.error(message)
+    return CommitError(message)
 
 
 async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> CommitError | None:
-    """:func:`settle` a unit of work's used sessions, from async code; returns the error, if any.
+    """:func:`settle` a unit of work's used sessions from async code; returns the error, if any.
 
     Async sessions are settled together in one of SQLAlchemy's greenlets, sync sessions in a worker
-    thread.
+    thread. Settling runs to its end even if the calling task is cancelled: then what was committed is
+    logged at WARNING (nobody is left to receive a response), and the cancellation is re-raised. Every
+    session is marked settled: a later flush through it raises :class:`~plugin.exceptions.LifecycleError`.
     """
     active = [session for session in sessions if is_started(session) and session.in_transaction()]
-    async_sessions = [session.sync_session for session in active if isinstance(session, AsyncSession)]
-    sync_sessions = [session for session in active if isinstance(session, Session)]
     try:
-        if async_sessions:
-            await greenlet_spawn(settle, async_sessions, commit)
-        if sync_sessions:
-            await anyio.to_thread.run_sync(settle, sync_sessions, commit)
-    except CommitError as exc:
-        return exc
-    return None
+        if not active:
+            return None
+        for session in active:
+            if isinstance(session, AsyncRoutingSession):
+                await session.until_idle()
+        if (misuse := _misused(active)) is not None:
+            commit = False
+        (committed, error), cancelled = await _to_the_end(_settle_now(active, commit))
+    finally:
+        for session in sessions:
+            mark_settled(session)
+    if cancelled:
+        outcome = f"committed: {quote_keys(committed)}" if commit else "rolled back"
+        if error is not None:
+            outcome = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
+        logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", outcome)
+        raise asyncio.CancelledError
+    return misuse or error
 
 
 async def _in_session(session: AsyncSession | Session, function: Callable[..., None], *args: Any) -> None:
     """Run sync session code: in SQLAlchemy's greenlet for async sessions, in a thread for sync ones."""
     if isinstance(session, AsyncSession):
-        await session.run_sync(function, *args)
+        await greenlet_spawn(function, session.sync_session, *args)
     else:
         await anyio.to_thread.run_sync(function, session, *args)
 
 
+async def _close(session: AsyncSession | Session) -> None:
+    if isinstance(session, AsyncRoutingSession):
+        await session.until_idle()
+    try:
+        await _in_session(session, Session.close)
+    except Exception:
+        # The connection is unusable (e.g. cancelled mid-query); drop it rather than pool it.
+        logger.warning("closing a session failed; invalidating its connections", exc_info=True)
+        try:
+            await _in_session(session, Session.invalidate)
+        except Exception:
+            logger.exception("invalidating a session's connections failed")
+
+
 async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
-    """Close every used session (rolling back what is open), shielded from cancellation."""
+    """Close every used session (rolling back what is open), to the end even when cancelled meanwhile."""
+    holding = []
     for session in sessions:
         if not is_started(session):
             continue
         if not session.in_transaction():
             # Holds no connection: closing is bookkeeping (no I/O), so no greenlet or thread is needed.
             (session.sync_session if isinstance(session, AsyncSession) else session).close()
-            continue
-        with anyio.CancelScope(shield=True):
-            try:
-                await _in_session(session, Session.close)
-            except Exception:
-                # The connection is unusable (e.g. cancelled mid-query); drop it rather than pool it.
-                logger.warning("closing a session failed; invalidating its connections", exc_info=True)
-                try:
-                    await _in_session(session, Session.invalidate)
-                except Exception:
-                    logger.exception("invalidating a session's connections failed")
+        else:
+            holding.append(session)
+    if holding:
+        _, cancelled = await _to_the_end(asyncio.gather(*(_close(session) for session in holding)))
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 @asynccontextmanager
@@ -304,5 +422,6 @@ def unit_of_work_sync(session: Session, policy: TransactionPolicy, *, dry_run: b
         if is_started(session):
             settle([session], not dry_run and policy.should_commit(SUCCESS_STATUS))
     finally:
+        mark_settled(session)
         if is_started(session):
             session.close()

@@ -15,6 +15,7 @@ from plugin.exceptions import DuplicateKeyError, LifecycleError
 from plugin.middleware import TransactionMiddleware, conflict_response, current_request_sessions, mark_raised
 from plugin.schema import create_all, create_all_sync
 from plugin.sessions import AsyncRoutingSession, RoutingSession
+from plugin.twophase import require_two_phase, require_two_phase_sync
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,7 +90,11 @@ def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
     if config.map_integrity_errors:
         app_config.exception_handlers.setdefault(IntegrityError, conflict_response)
     app_config.after_exception.append(mark_raised)
-    app_config.lifespan.append(lambda _app: lifespan(plugin))
+    # Litestar leaves its lifespan managers *before* it drains event listeners and runs on_shutdown
+    # hooks, so the engines start in a lifespan manager but are disposed by an on_shutdown hook added
+    # last: hooks and listeners the app registered can still use the database at shutdown.
+    app_config.lifespan.append(lambda _app: _Lifespan(plugin, dispose_at_exit=False))
+    app_config.on_shutdown.append(plugin.engines.dispose)
     for name, value in SIGNATURE_NAMESPACE.items():
         app_config.signature_namespace.setdefault(name, value)
     return app_config
@@ -101,8 +106,9 @@ class _Lifespan:
     ``async with`` for any config; plain ``with`` for sync configs (sync scripts).
     """
 
-    def __init__(self, plugin: SQLAlchemyPlugin[Any]) -> None:
+    def __init__(self, plugin: SQLAlchemyPlugin[Any], *, dispose_at_exit: bool = True) -> None:
         self._plugin = plugin
+        self._dispose_at_exit = dispose_at_exit
 
     # start() comes before each try: when it refuses (the engines are already running), there is nothing
     # of ours to undo, and disposing would shut down the running app's engines.
@@ -112,6 +118,8 @@ class _Lifespan:
         plugin.engines.start()
         try:
             plugin.router.validate()
+            if plugin.config.two_phase:
+                await require_two_phase(plugin.engines)
             if plugin.config.create_all:
                 await create_all(plugin.engines, plugin.router)
         except BaseException:
@@ -120,7 +128,8 @@ class _Lifespan:
         return plugin
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._plugin.engines.dispose()
+        if self._dispose_at_exit:
+            await self._plugin.engines.dispose()
 
     def __enter__(self) -> SQLAlchemyPlugin[Any]:
         plugin = self._plugin
@@ -129,6 +138,8 @@ class _Lifespan:
         plugin.engines.start()
         try:
             plugin.router.validate()
+            if plugin.config.two_phase:
+                require_two_phase_sync(plugin.engines)
             if plugin.config.create_all:
                 create_all_sync(plugin.engines, plugin.router)
         except BaseException:
@@ -137,7 +148,8 @@ class _Lifespan:
         return plugin
 
     def __exit__(self, *exc_info: object) -> None:
-        self._plugin.engines.dispose_sync()
+        if self._dispose_at_exit:
+            self._plugin.engines.dispose_sync()
 
 
 def lifespan(plugin: SQLAlchemyPlugin[Any]) -> _Lifespan:

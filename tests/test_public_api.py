@@ -15,6 +15,7 @@ def test_plugin_exports() -> None:
         "BindRouter",
         "CommitConflictError",
         "CommitError",
+        "ConcurrentSessionError",
         "ConfigurationError",
         "DriverMismatchError",
         "DriverNotInstalledError",

@@ -165,7 +165,7 @@ async def test_two_phase_keeps_neither_write(
     assert refs(logs, "log_entries") == ["both"]
     assert default.fetch("select count(*) from pg_prepared_xacts") == [(0,)]  # nothing left in doubt
     [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
-    assert message.startswith("two-phase commit failed on binds 'default', 'logs': IntegrityError")
+    assert message.startswith("two-phase commit (prepare) failed on bind 'logs': IntegrityError")
     assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
 
 
@@ -251,7 +251,7 @@ async def test_two_phase_spans_the_sessions_of_a_request(
     assert refs(logs, "log_entries") == []
     assert default.fetch("select count(*) from pg_prepared_xacts") == [(0,)]
     [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
-    assert message.startswith("two-phase commit failed on binds 'default', 'logs': IntegrityError")
+    assert message.startswith("two-phase commit (prepare) failed on bind 'logs': IntegrityError")
 
 
 @pytest.mark.parametrize("kind", KINDS[:2])
