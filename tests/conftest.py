@@ -5,11 +5,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.databases import Database, new_database
+from tests.databases import MARIADB_URL, REQUIRE_SERVERS, Database, new_database, require_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
+
+    from tests.faults import FaultProxy, PrivateCluster
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +44,54 @@ def new_db(tmp_path: Path) -> Iterator[Callable[[str], Database]]:
     yield make
     for database in created:
         database.drop()
+
+
+@pytest.fixture(scope="session")
+def private_cluster() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of this session's own (tests/faults/cluster.py), running; tests may stop,
+    restart or kill it and terminate its backends. Skipped (failed under REQUIRE_DB_SERVERS=1) when this
+    machine cannot build one."""
+    from tests.faults import PrivateCluster, cluster_problem
+
+    if problem := cluster_problem():
+        if REQUIRE_SERVERS:
+            pytest.fail(f"REQUIRE_DB_SERVERS=1 but no private PostgreSQL cluster: {problem}")
+        pytest.skip(problem)
+    with PrivateCluster.leased() as cluster:
+        cluster.start()
+        yield cluster
+
+
+@pytest.fixture
+def cluster_db(private_cluster: PrivateCluster) -> Iterator[Callable[[], str]]:
+    """Factory of fresh databases in the private cluster (``name = cluster_db()``), dropped after the
+    test; the cluster is started again first if the test left it down."""
+    created: list[str] = []
+
+    def make() -> str:
+        created.append(private_cluster.create_database())
+        return created[-1]
+
+    yield make
+    private_cluster.start()
+    for name in created:
+        private_cluster.drop_database(name)
+
+
+@pytest.fixture
+def fault_proxy(private_cluster: PrivateCluster) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the private cluster: ``private_cluster.url(name, port=fault_proxy.port)``."""
+    from tests.faults import FaultProxy
+
+    with FaultProxy.leased(private_cluster.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def mariadb_fault_proxy() -> Iterator[FaultProxy]:
+    """A fault proxy in front of the MariaDB test server (it only cuts or holds this test's own traffic)."""
+    from tests.faults import FaultProxy
+
+    require_server("mariadb")
+    with FaultProxy.leased(MARIADB_URL.port or 3306, protocol="mysql") as proxy:
+        yield proxy
