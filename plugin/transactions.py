@@ -224,8 +224,18 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
             errors.append((b, exc))
     if errors:
         _finish_all([b for b, _ in errors], "commit", ledger)
-        failed, first = errors[0]
-        raise _fail(active, first, ledger, stage="two-phase commit (commit prepared)", failed=failed.bind) from first
+        if ledger.unknown:
+            failed, first = next((b, e) for b, e in errors if b.bind in ledger.unknown)
+            raise _fail(
+                active, first, ledger, stage="two-phase commit (commit prepared)", failed=failed.bind
+            ) from first
+        for b, error in errors:
+            logger.warning(
+                "bind %r: COMMIT PREPARED failed (%s); committed by xid from a fresh connection",
+                b.bind,
+                describe_error(error),
+            )
+            b.connection.rollback()  # forget the failed attempt (no SQL: SQLAlchemy knows it is inactive)
     for b in bound:
         replace_finished_transaction(_session_of(active, b), b.connection)
     # The sessions' own commit() still runs the before_commit/after_commit events and expiry; each now
