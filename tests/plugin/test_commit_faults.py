@@ -1,0 +1,190 @@
+"""A request's commit when the connection dies, the answer is lost, the task is cancelled or the server
+freezes at shutdown: a private PostgreSQL cluster behind a fault proxy (tests/faults/).
+
+The client, the log and ``CommitError`` must say what really happened; no dead connection goes back to
+the pool; settling runs to its end; shutdown is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from litestar import Litestar, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.testing import AsyncTestClient
+from sqlalchemy import String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from tests.faults import COMMIT
+from tests.plugin import asgi
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tests.faults import FaultProxy, PrivateCluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgresql]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(20))
+
+
+class Audit(Base):
+    __tablename__ = "audits"
+    __bind_key__ = "logs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(20))
+
+
+@post("/orders/{ref:str}")
+async def place(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add_all([Order(ref=ref), Audit(ref=ref)])
+
+
+@get("/audits")
+async def count_audits(logs_db_session: NamedDependency[AsyncSession]) -> int:
+    return int(await logs_db_session.scalar(select(func.count()).select_from(Audit)) or 0)
+
+
+def one_connection(url: str) -> BindConfig:
+    """A pool of exactly one connection: a dead one put back would fail the very next request."""
+    return BindConfig(url=url, engine_options={"pool_size": 1, "max_overflow": 0})
+
+
+def app_for(
+    cluster: PrivateCluster, proxy: FaultProxy, orders: str, logs: str, **options: Any
+) -> tuple[Litestar, SQLAlchemyPlugin[Any]]:
+    binds = {
+        "default": one_connection(cluster.url(orders, port=proxy.port)),
+        "logs": one_connection(cluster.url(logs, port=proxy.port)),
+    }
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True, **options))
+    return Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None), plugin
+
+
+def refs(cluster: PrivateCluster, database: str, table: str) -> list[str]:
+    return [ref for (ref,) in cluster.execute(f"select ref from {table} order by id", database=database)]
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level and r.name.startswith("plugin")]
+
+
+@pytest.fixture
+def dbs(cluster_db: Callable[[], str]) -> tuple[str, str]:
+    return cluster_db(), cluster_db()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_connection_lost_at_commit_is_not_pooled_and_its_outcome_is_unknown(
+    when: str,
+    private_cluster: PrivateCluster,
+    fault_proxy: FaultProxy,
+    dbs: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    orders, logs = dbs
+    app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with AsyncTestClient(app) as client:
+        # The second bind's COMMIT: cut before the server sees it, or after it ran (the answer is lost).
+        rule = fault_proxy.drop_on(COMMIT, when=when, database=logs)  # type: ignore[arg-type]
+        response = await client.post("/orders/cut")
+        assert rule.fired
+        assert response.status_code == 500
+        # The next, unrelated request gets a working connection from the one-connection pool.
+        assert (await client.get("/audits")).status_code == 200
+        assert (await client.post("/orders/next")).status_code == 201
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+
+    assert refs(private_cluster, orders, "orders") == ["cut", "next"]
+    assert refs(private_cluster, logs, "audits") == (["cut", "next"] if when == "after" else ["next"])
+    [message] = messages(caplog, logging.ERROR)
+    assert message.startswith("commit failed on bind 'logs': ")
+    assert message.endswith(
+        "committed: 'default'; outcome unknown: 'logs' (the connection was lost before the server answered); "
+        "rolled back: (none)"
+    )
+
+
+async def test_a_request_cancelled_while_its_binds_commit_settles_them_all_and_says_so(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    orders, logs = dbs
+    app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        # Hold the second bind's COMMIT until released, so the cancellation lands between the two.
+        rule = fault_proxy.stall_on(COMMIT, when="before", database=logs)
+        sent: list[dict[str, Any]] = []
+        task = asyncio.create_task(asgi.http(app, "POST", "/orders/cancelled", on_send=sent.append))
+        assert await rule.wait_async()
+        task.cancel()  # a timeout middleware, or the server giving up on the request
+        await asyncio.sleep(0.2)
+        fault_proxy.release()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sent == []  # nobody is left to receive a response
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+
+    assert refs(private_cluster, orders, "orders") == ["cancelled"]
+    assert refs(private_cluster, logs, "audits") == ["cancelled"]
+    assert messages(caplog, logging.WARNING) == [
+        "the task was cancelled while its transaction was being settled; settled anyway: "
+        "committed: 'default', 'logs'"
+    ]
+
+
+@contextlib.contextmanager
+def frozen(cluster: PrivateCluster) -> Iterator[None]:
+    """Stop every process of the cluster (SIGSTOP): a server that stopped answering without closing."""
+    data = Path(f"/var/lib/postgresql/15/{cluster.name}")
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False)
+    pids = [postmaster, *(int(pid) for pid in children.stdout.split())]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def test_shutdown_is_bounded_when_the_server_stops_answering(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    orders, logs = dbs
+    app, plugin = app_for(private_cluster, fault_proxy, orders, logs, shutdown_timeout=1.0)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    with contextlib.ExitStack() as frozen_later:
+        async with app.lifespan():
+            assert (await asgi.http(app, "POST", "/orders/pooled")).status == 201  # leaves pooled connections
+            frozen_later.enter_context(frozen(private_cluster))
+            started = anyio.current_time()
+        # Leaving the lifespan disposed the engines: bounded although no connection could close cleanly.
+        elapsed = anyio.current_time() - started
+    assert elapsed < 10, f"shutdown took {elapsed:.1f} s"
+    assert plugin.engines.state == "closed"
+    warnings = messages(caplog, logging.WARNING)
+    assert "bind 'default': its connections did not close within 1 s at shutdown" in " ".join(warnings)
