@@ -149,8 +149,7 @@ async def test_a_request_cancelled_while_its_binds_commit_settles_them_all_and_s
     assert refs(private_cluster, orders, "orders") == ["cancelled"]
     assert refs(private_cluster, logs, "audits") == ["cancelled"]
     assert messages(caplog, logging.WARNING) == [
-        "the task was cancelled while its transaction was being settled; settled anyway: "
-        "committed: 'default', 'logs'"
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default', 'logs'"
     ]
 
 

@@ -60,6 +60,10 @@ def app_for(default: str, logs: str) -> tuple[Litestar, SQLAlchemyPlugin[Any]]:
     return Litestar(route_handlers=[place], plugins=[plugin], logging_config=None), plugin
 
 
+def proxied(cluster: PrivateCluster, proxy: FaultProxy, *databases: str) -> list[str]:
+    return [cluster.url(database, port=proxy.port) for database in databases]
+
+
 def refs(cluster: PrivateCluster, database: str, table: str) -> list[str]:
     return [ref for (ref,) in cluster.execute(f"select ref from {table} order by id", database=database)]
 
@@ -77,7 +81,7 @@ async def test_a_lost_answer_to_prepare_rolls_back_every_bind_by_xid(
     private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     orders, logs = two_dbs
-    app, _ = app_for(private_cluster.url(orders, port=fault_proxy.port), private_cluster.url(logs, port=fault_proxy.port))
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
     caplog.set_level(logging.WARNING, logger="plugin")
     async with AsyncTestClient(app) as client:
         # The logs server prepares the transaction, but its answer never reaches the app.
@@ -99,7 +103,7 @@ async def test_a_lost_answer_to_commit_prepared_is_finished_by_xid_and_the_clien
     private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     orders, logs = two_dbs
-    app, _ = app_for(private_cluster.url(orders, port=fault_proxy.port), private_cluster.url(logs, port=fault_proxy.port))
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
     caplog.set_level(logging.WARNING, logger="plugin")
     async with AsyncTestClient(app) as client:
         # The first bind to commit loses its connection before the server sees COMMIT PREPARED.
@@ -120,7 +124,7 @@ async def test_a_commit_prepared_that_ran_but_whose_answer_was_lost_counts_as_co
     private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str]
 ) -> None:
     orders, logs = two_dbs
-    app, _ = app_for(private_cluster.url(orders, port=fault_proxy.port), private_cluster.url(logs, port=fault_proxy.port))
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
     async with AsyncTestClient(app) as client:
         rule = fault_proxy.drop_on(COMMIT_PREPARED, when="after", database=logs)
         assert (await client.post("/orders/done")).status_code == 201
@@ -135,9 +139,7 @@ async def test_a_prepared_transaction_that_cannot_be_finished_is_logged_with_its
     private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     orders, logs = two_dbs
-    app, plugin = app_for(
-        private_cluster.url(orders, port=fault_proxy.port), private_cluster.url(logs, port=fault_proxy.port)
-    )
+    app, plugin = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
     caplog.set_level(logging.WARNING, logger="plugin")
     async with AsyncTestClient(app) as client:
         # Every COMMIT PREPARED on the logs database is cut before the server sees it: the retry too.
@@ -166,7 +168,7 @@ async def test_commit_error_lists_what_really_committed(
     private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str]
 ) -> None:
     orders, logs = two_dbs
-    _, plugin = app_for(private_cluster.url(orders, port=fault_proxy.port), private_cluster.url(logs, port=fault_proxy.port))
+    _, plugin = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
     async with plugin.lifespan():
         fault_proxy.drop_on(COMMIT_PREPARED, when="before", database=logs, times=None)
         with pytest.raises(CommitError) as raised:

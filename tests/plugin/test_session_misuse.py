@@ -1,0 +1,276 @@
+"""Ways a handler can misuse its session, and what the plugin promises then.
+
+- one session used by several tasks at once: that request fails with a clear error, and every connection
+  goes back to the pool;
+- a write after the request's transaction was settled (a background task, an ``after_response`` hook, a
+  streaming body): it raises instead of vanishing;
+- objects loaded by the handler stay readable after the commit (a streaming body reads them);
+- asking ``get_bind()`` for a dialect does not make a bind count as used;
+- a rollback that fails after a 4xx: the client still gets the 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from litestar import Litestar, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import Stream
+from litestar.testing import AsyncTestClient
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.pool import NullPool
+
+from plugin import ConcurrentSessionError, LifecycleError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from tests.databases import KINDS
+from tests.plugin import asgi
+from tests.plugin.models import Account, AuditEntry, Base, logs_metadata, make_plugin
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from tests.databases import Database
+
+pytestmark = pytest.mark.anyio
+
+
+def caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    if exc is None:
+        return False
+    if isinstance(exc, kind):
+        return True
+    return caused_by(exc.__cause__, kind) or any(caused_by(e, kind) for e in getattr(exc, "exceptions", ()))
+
+
+async def raised_by(request: Awaitable[Any]) -> BaseException:
+    """The exception a request ended with (after its response started, Litestar wraps it)."""
+    try:
+        await request
+    except Exception as exc:
+        return exc
+    pytest.fail("the request ended without an error")
+
+
+def checked_out(plugin: SQLAlchemyPlugin[Any]) -> dict[str, int]:
+    return {key: plugin.engines.sync_engine(key).pool.checkedout() for key in plugin.router.keys}
+
+
+def names(db: Database) -> list[str]:
+    return [name for (name,) in db.fetch("select name from accounts order by name")]
+
+
+def messages(db: Database) -> list[str]:
+    return [message for (message,) in db.fetch("select message from audit_entries order by id")]
+
+
+# -- several tasks on one session ---------------------------------------------------------------------
+
+
+@post("/gather/{name:str}")
+async def gather(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+    await asyncio.gather(*(db_session.execute(select(Account.id)) for _ in range(4)))
+
+
+@post("/gather-quietly/{name:str}")
+async def gather_quietly(
+    name: FromPath[str], request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> dict[str, str]:
+    db_session.add(Account(name=name))
+    try:
+        await asyncio.gather(*(db_session.execute(select(Account.id)) for _ in range(4)))
+    except ConcurrentSessionError as exc:  # swallowed: the request must still not commit
+        request.app.state.swallowed = str(exc)
+    return {"saved": name}
+
+
+@post("/ok/{name:str}")
+async def ok(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add_all([Account(name=name), AuditEntry(message=name)])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_session_on_several_tasks_fails_the_request_and_leaks_nothing(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[gather, gather_quietly, ok], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.ERROR)
+    async with app.lifespan():
+        statuses = await asyncio.gather(*(asgi.http(app, "POST", f"/gather/g{n}") for n in range(20)))
+        assert {exchange.status for exchange in statuses} == {500}
+        quiet = await asgi.http(app, "POST", "/gather-quietly/quiet")
+        assert quiet.status == 500  # the handler swallowed the error; the request still fails
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+        if kind == "postgresql":
+            idle = db.fetch(
+                f"select count(*) from pg_stat_activity where datname = '{db.name}' and state = 'idle in transaction'"
+            )
+            assert idle == [(0,)]
+        assert (await asgi.http(app, "POST", "/ok/later")).status == 201  # every later write still works
+    assert names(db) == ["later"]
+    assert app.state.swallowed == (
+        "session.execute() was called while another task was using the same session: an AsyncSession is not "
+        "safe for concurrent use (asyncio.gather, create_task). Run the operations one after another, or give "
+        "each task its own session (`async with plugin.session() as session:`); this request will not be committed"
+    )
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "not committed: a session of this unit of work was used by several tasks at once" in logged
+
+
+# -- writes after the transaction was settled ---------------------------------------------------------
+
+
+@post("/background/{name:str}")
+async def background(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> Response[None]:
+    db_session.add(Account(name=name))
+
+    async def audit_later() -> None:
+        db_session.add(AuditEntry(message=f"{name} (background)"))
+        await db_session.flush()
+
+    return Response(None, status_code=201, background=BackgroundTask(audit_later))
+
+
+async def audit_after_response(request: Request[Any, Any, Any]) -> None:
+    session: AsyncSession = request.state.session
+    await session.execute(text("insert into audit_entries (message) values ('after response')"))
+
+
+@post("/after-response/{name:str}", after_response=audit_after_response)
+async def after_response(
+    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
+) -> None:
+    request.state.session = logs_db_session
+    logs_db_session.add(AuditEntry(message=name))
+
+
+@get("/streamed-write")
+async def streamed_write(db_session: NamedDependency[AsyncSession]) -> Stream:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"writing\n"
+        db_session.add(AuditEntry(message="from the body"))
+        await db_session.commit()
+        yield b"done\n"
+
+    return Stream(body())
+
+
+@pytest.mark.parametrize("kind", KINDS[:2])
+async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishing(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    db, logs = new_db(kind), new_db(kind)
+    plugin = make_plugin({"default": db, "logs": logs})
+    app = Litestar(route_handlers=[background, after_response, streamed_write], plugins=[plugin], logging_config=None)
+    async with app.lifespan():
+        for path in ("/background/ada", "/after-response/bob"):
+            sent: list[dict[str, Any]] = []
+            error = await raised_by(asgi.http(app, "POST", path, on_send=sent.append))
+            assert caused_by(error, LifecycleError), path
+            assert next(m["status"] for m in sent if m["type"] == "http.response.start") == 201
+        error = await raised_by(asgi.http(app, "GET", "/streamed-write"))
+        assert caused_by(error, LifecycleError)
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+    assert names(db) == ["ada"]
+    assert messages(logs) == ["bob"]  # only what the handlers themselves wrote, committed with their requests
+    while not isinstance(error, LifecycleError):
+        error = error.__cause__ or error.exceptions[0]  # type: ignore[attr-defined]
+    assert str(error) == (
+        "a flush after this request's transaction was settled (the response had started): it would never be "
+        "committed. Do background work in a transaction of its own: `async with plugin.transaction() as "
+        "session:` (`with` in sync apps)"
+    )
+
+
+# -- objects stay readable after the commit -----------------------------------------------------------
+
+
+@get("/accounts/{name:str}/stream")
+async def stream_account(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> Stream:
+    account = (await db_session.scalars(select(Account).where(Account.name == name))).one()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"name="
+        yield account.name.encode()  # after the commit: the attribute must not need a new query
+
+    return Stream(body())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_streaming_body_reads_objects_the_handler_loaded(kind: str, new_db: Callable[[str], Database]) -> None:
+    db = new_db(kind)
+    db.execute("create table accounts (id integer primary key, name varchar(40) unique)")
+    db.execute("insert into accounts (id, name) values (1, 'ada')")
+    plugin = make_plugin({"default": db, "logs": new_db(kind)}, create_all=False)
+    app = Litestar(route_handlers=[stream_account], plugins=[plugin], logging_config=None)
+    async with AsyncTestClient(app) as client:
+        response = await client.get("/accounts/ada/stream")
+    assert (response.status_code, response.text) == (200, "name=ada")
+
+
+# -- get_bind() without a connection ------------------------------------------------------------------
+
+
+@post("/dialect-then-write/{name:str}")
+async def dialect_then_write(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> dict[str, str]:
+    # What advanced-alchemy's repositories do in their constructor: ask for the bind, take no connection.
+    dialect = db_session.get_bind(AuditEntry).dialect.name
+    db_session.add(Account(name=name))
+    return {"logs dialect": dialect}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_asking_get_bind_for_a_dialect_does_not_make_a_down_bind_count(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    db = new_db(kind)
+    Account.__table__.create(create_engine(db.url(sync=True), poolclass=NullPool))
+    # The logs bind points at a port where nothing listens: any connection to it would fail.
+    binds = {"default": db.url(), "logs": "postgresql+asyncpg://nobody@127.0.0.1:9/down"}
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=(Base, logs_metadata)))
+    app = Litestar(route_handlers=[dialect_then_write], plugins=[plugin], logging_config=None)
+    async with AsyncTestClient(app) as client:
+        response = await client.post("/dialect-then-write/ada")
+    assert (response.status_code, response.json()) == (201, {"logs dialect": "postgresql"})
+    assert names(db) == ["ada"]
+
+
+# -- a rollback that fails ----------------------------------------------------------------------------
+
+
+@post("/rejected/{name:str}")
+async def rejected(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> Response[dict[str, str]]:
+    db_session.add(Account(name=name))
+    await db_session.flush()
+    return Response({"error": "rejected"}, status_code=422)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_failing_rollback_after_a_4xx_still_answers_the_4xx(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[rejected, ok], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        engine = plugin.engines.sync_engine("default")
+
+        def broken_rollback(_connection: Any) -> None:
+            event.remove(engine, "rollback", broken_rollback)
+            raise ConnectionResetError("the server went away during ROLLBACK")
+
+        event.listen(engine, "rollback", broken_rollback)
+        exchange = await asgi.http(app, "POST", "/rejected/ada")
+        assert (exchange.status, exchange.json()) == (422, {"error": "rejected"})
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+        assert (await asgi.http(app, "POST", "/ok/bob")).status == 201
+    assert names(db) == ["bob"]
+    assert "rolling back a session failed; invalidating its connections" in [r.getMessage() for r in caplog.records]
