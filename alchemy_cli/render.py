@@ -91,6 +91,9 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
             schema = f"[red]missing {escape(', '.join(missing))}[/]"
         else:
             schema = f"{check.tables} table{'s' if check.tables != 1 else ''} match the models"
+        if check.prepared:
+            left = "; ".join(f"{p.xid} (finish with {p.commit} or {p.rollback})" for p in check.prepared)
+            schema += f"\n[red]prepared transactions left: {escape(left)}[/]"
         table.add_row(
             escape(check.bind),
             "[green]ok[/]" if check.ok else "[bold red]FAIL[/]",

@@ -20,6 +20,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plugin.exceptions import describe_error, mask_url
+from plugin.twophase import resolution, stale_prepared
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from plugin.binds import BindRouter, UnknownBindKey
     from plugin.engines import EngineRegistry
 
-__all__ = ("BindCheck", "CheckReport", "check_binds")
+__all__ = ("BindCheck", "CheckReport", "PreparedTransaction", "check_binds")
 
 T = TypeVar("T")
 
@@ -56,6 +57,18 @@ class BindCheck:
     """``table.column`` for each mapped column the database lacks."""
     error: str | None = None
     """Why the bind could not be checked (refused, timed out, ...)."""
+    prepared: tuple[PreparedTransaction, ...] = ()
+    """Two-phase transactions left prepared on the server for longer than a few seconds."""
+
+
+@dataclass(frozen=True)
+class PreparedTransaction:
+    """A prepared (two-phase) transaction nobody finished, and the statements that would finish it."""
+
+    xid: str
+    commit: str
+    """E.g. ``COMMIT PREPARED '_sa_...'`` (PostgreSQL) or ``XA COMMIT '_sa_...'`` (MariaDB/MySQL)."""
+    rollback: str
 
 
 @dataclass(frozen=True)
@@ -70,8 +83,8 @@ class CheckReport:
         return all(check.ok for check in self.binds) and not self.unknown_bind_keys
 
 
-Probe = tuple[float, str, list[str], list[str]]
-"""Round trip (ms), server, missing tables, missing ``table.column``s."""
+Probe = tuple[float, str, list[str], list[str], list[PreparedTransaction]]
+"""Round trip (ms), server, missing tables, missing ``table.column``s, prepared transactions left."""
 
 
 def _server(dialect: Dialect) -> str:
@@ -82,8 +95,19 @@ def _server(dialect: Dialect) -> str:
     return f"{name} {'.'.join(str(part) for part in version)}" if version else name
 
 
+def _left_prepared(connection: Connection) -> list[PreparedTransaction]:
+    if connection.dialect.name not in ("postgresql", "mysql", "mariadb"):
+        return []  # SQLite has no two-phase commit
+    engine = connection.engine
+    return [
+        PreparedTransaction(xid, resolution(engine, xid, "commit"), resolution(engine, xid, "rollback"))
+        for xid in stale_prepared(connection)
+    ]
+
+
 def _probe(connection: Connection, tables: Sequence[Table]) -> Probe:
-    """Round trip, server, and what the database lacks of ``tables`` (runs on a sync connection)."""
+    """Round trip, server, what the database lacks of ``tables``, and prepared transactions left behind
+    (runs on a sync connection)."""
     started = time.perf_counter()
     connection.execute(text("select 1")).scalar()
     latency = (time.perf_counter() - started) * 1000
@@ -96,12 +120,10 @@ def _probe(connection: Connection, tables: Sequence[Table]) -> Probe:
             continue
         present = {column["name"].lower() for column in inspector.get_columns(table.name, schema=table.schema)}
         missing_columns += [f"{table.fullname}.{c.name}" for c in table.columns if c.name.lower() not in present]
-    return latency, _server(connection.dialect), missing_tables, missing_columns
+    return latency, _server(connection.dialect), missing_tables, missing_columns, _left_prepared(connection)
 
 
-def _probe_sync_engine(
-    engine: Engine, tables: Sequence[Table]
-) -> tuple[float, tuple[float, str, list[str], list[str]]]:
+def _probe_sync_engine(engine: Engine, tables: Sequence[Table]) -> tuple[float, Probe]:
     started = time.perf_counter()
     with engine.connect() as connection:
         connected = (time.perf_counter() - started) * 1000
@@ -146,17 +168,18 @@ async def _check(key: str, engine: AsyncEngine | Engine, tables: Sequence[Table]
         return BindCheck(key, url, error=f"no answer within {timeout:g} s (timed out)")
     except Exception as exc:
         return BindCheck(key, url, error=describe_error(exc))
-    latency, server, missing_tables, missing_columns = probe
+    latency, server, missing_tables, missing_columns, prepared = probe
     return BindCheck(
         key,
         url,
-        ok=not missing_tables and not missing_columns,
+        ok=not missing_tables and not missing_columns and not prepared,
         connect_ms=connect_ms,
         latency_ms=latency,
         server=server,
         tables=len(tables),
         missing_tables=tuple(missing_tables),
         missing_columns=tuple(missing_columns),
+        prepared=tuple(prepared),
     )
 
 

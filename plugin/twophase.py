@@ -93,12 +93,13 @@ def finish(engine: Engine, xid: str, decision: Decision) -> bool:
         return True
 
 
-def stale_prepared(connection: Connection, older_than: float = STALE_AFTER) -> list[str]:
-    """Prepared transactions that have been waiting longer than ``older_than`` seconds.
+def stale_prepared(connection: Connection, older_than: float | None = None) -> list[str]:
+    """Prepared transactions that have been waiting longer than ``older_than`` (:data:`STALE_AFTER`) seconds.
 
     PostgreSQL records when each was prepared. XA RECOVER does not, so on MariaDB/MySQL the list is
     read twice, ``min(older_than, 2)`` seconds apart, and what was there both times is reported.
     """
+    older_than = STALE_AFTER if older_than is None else older_than
     if _is_postgresql(connection):
         rows = connection.execute(
             text(

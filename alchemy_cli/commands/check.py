@@ -56,6 +56,9 @@ def _as_json(app_path: str, timeout: float, report: CheckReport) -> dict[str, An
                 "tables": c.tables,
                 "missing_tables": list(c.missing_tables),
                 "missing_columns": list(c.missing_columns),
+                "prepared_transactions": [
+                    {"xid": p.xid, "commit": p.commit, "rollback": p.rollback} for p in c.prepared
+                ],
                 "error": c.error,
             }
             for c in report.binds

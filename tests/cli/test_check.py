@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.cli.apps import LogsBase, MetricsBase, ShopBase
-from tests.cli.helpers import create_tables
+from tests.cli.helpers import create_tables, flat
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -151,3 +151,50 @@ def test_healthy_sqlite_passes(litestar: Callable[..., Invocation], new_db: Call
     result = litestar("db", "check", binds={"default": create_tables(new_db("sqlite"), ShopBase)})
     assert result.exit_code == 0
     assert result.stdout.strip().endswith("all checks passed")
+
+
+@pytest.mark.postgresql
+@pytest.mark.mariadb
+def test_prepared_transactions_left_behind_fail_the_check_with_their_statements(
+    litestar: Callable[..., Invocation], new_db: Callable[[str], Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plugin.twophase
+
+    monkeypatch.setattr(plugin.twophase, "STALE_AFTER", 0.5)
+    pg, maria = new_db("postgresql"), new_db("mariadb")
+    binds = {"default": create_tables(pg, ShopBase), "logs": create_tables(maria, LogsBase)}
+    # A transaction prepared and then abandoned on each server (its connection closed).
+    pg.execute("create table held (n int)")
+    maria.execute("create table held (n int)")
+    connection = pg.connect()
+    connection.autocommit = False
+    connection.cursor().execute("insert into held values (1)")
+    connection.cursor().execute("prepare transaction 'left_pg'")
+    connection.close()
+    connection = maria.connect()
+    for statement in ("xa start 'left_maria'", "insert into held values (1)", "xa end 'left_maria'"):
+        connection.cursor().execute(statement)
+    connection.cursor().execute("xa prepare 'left_maria'")
+    connection.close()
+    try:
+        time.sleep(0.6)
+        result = litestar("db", "check", binds=binds, models="shop,logs")
+        document = litestar("db", "check", "--json", binds=binds, models="shop,logs").json()
+    finally:
+        pg.execute("rollback prepared 'left_pg'")
+        maria.execute("xa rollback 'left_maria'")
+
+    assert result.exit_code == 1
+    text = flat(result.stdout)
+    assert (
+        "prepared transactions left: left_pg (finish with COMMIT PREPARED 'left_pg' or ROLLBACK PREPARED 'left_pg')"
+    ) in text
+    assert "left_maria (finish with XA COMMIT 'left_maria' or XA ROLLBACK 'left_maria')" in text
+    default, logs = document["binds"]
+    assert (default["ok"], logs["ok"]) == (False, False)
+    assert default["prepared_transactions"] == [
+        {"xid": "left_pg", "commit": "COMMIT PREPARED 'left_pg'", "rollback": "ROLLBACK PREPARED 'left_pg'"}
+    ]
+    assert {"xid": "left_maria", "commit": "XA COMMIT 'left_maria'", "rollback": "XA ROLLBACK 'left_maria'"} in logs[
+        "prepared_transactions"
+    ]
