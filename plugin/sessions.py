@@ -43,8 +43,8 @@ __all__ = ("AsyncRoutingSession", "BoundConnection", "RoutingSession", "SessionF
 Target = Union["Engine", "Connection"]
 
 AFTER_SETTLE = (
-    "{what} after this request's transaction was settled (the response had started): it would never be "
-    "committed. Do background work in a transaction of its own: `async with plugin.transaction() as "
+    "{what} after this session's transaction was settled (its request's response had started, or its "
+    "plugin.transaction() block had ended): it would never be committed. Do background work in a transaction of its own: `async with plugin.transaction() as "
     "session:` (`with` in sync apps)"
 )
 
