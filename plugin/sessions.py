@@ -145,6 +145,15 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
     session._begun.append(BoundConnection(session.bind_of(connection.engine), connection, root))
 
 
+@event.listens_for(RoutingSession, "do_orm_execute")
+def _route_by_statement(state: ORMExecuteState) -> None:
+    # For ORM compound selects (union, except, intersect of ORM selects) SQLAlchemy hands get_bind neither
+    # a mapper nor the statement; without this the default bind would answer. ORM selects and DML already
+    # carry it (setdefault leaves theirs). SQLAlchemy builds this execute state for the settle guard
+    # below anyway; this listener adds one call.
+    state.bind_arguments.setdefault("clause", state.statement)
+
+
 @event.listens_for(RoutingSession, "after_transaction_end")
 def _forget_connections(session: RoutingSession, transaction: SessionTransaction) -> None:
     if transaction.parent is None:

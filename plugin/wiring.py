@@ -6,34 +6,25 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import Provide
-from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
 
 from plugin.exceptions import DuplicateKeyError, LifecycleError
 from plugin.middleware import TransactionMiddleware, conflict_response, current_request_sessions, mark_raised
 from plugin.schema import create_all, create_all_sync
-from plugin.sessions import AsyncRoutingSession, RoutingSession
 from plugin.twophase import require_two_phase, require_two_phase_sync
+from plugin.typenames import lendable_names
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from litestar.config.app import AppConfig
+    from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.orm import Session
 
     from plugin.plugin import SQLAlchemyPlugin
 
 __all__ = ("lifespan", "register")
-
-SIGNATURE_NAMESPACE = {
-    "AsyncSession": AsyncSession,
-    "Session": Session,
-    "AsyncEngine": AsyncEngine,
-    "Engine": Engine,
-    "AsyncRoutingSession": AsyncRoutingSession,
-    "RoutingSession": RoutingSession,
-}
 
 
 def _session_provider(plugin: SQLAlchemyPlugin[Any], bind: str | None) -> Callable[[], AsyncSession | Session]:
@@ -95,7 +86,7 @@ def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
     # last: hooks and listeners the app registered can still use the database at shutdown.
     app_config.lifespan.append(lambda _app: _Lifespan(plugin, dispose_at_exit=False))
     app_config.on_shutdown.append(plugin.engines.dispose)
-    for name, value in SIGNATURE_NAMESPACE.items():
+    for name, value in lendable_names(app_config).items():  # never one the user's own module defines
         app_config.signature_namespace.setdefault(name, value)
     return app_config
 
