@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.sql.expression import ColumnClause, TableClause
+from sqlalchemy.sql.expression import ColumnClause, Select, TableClause
 from sqlalchemy.sql.visitors import iterate
 
 from plugin._sqlalchemy import structure_key
@@ -47,15 +47,17 @@ def statement_tables(statement: ClauseElement) -> list[TableClause]:
     """Every table ``statement`` reads or writes, in the order first met."""
     found: dict[TableClause, None] = {}
     _collect(statement, found)
-    try:
-        compile_state = statement.compile().compile_state
-    except SQLAlchemyError:
-        # Constructs the generic compiler cannot render (dialect-only syntax) are still walked above;
-        # only ORM-added joins would be missed, and those always compile.
-        compile_state = None
-    compiled = getattr(compile_state, "statement", None)
-    if compiled is not None and compiled is not statement:
-        _collect(compiled, found)
+    if isinstance(statement, Select):
+        # The ORM adds tables when it compiles a SELECT (joins along relationships, eager joins,
+        # inheritance); its compiled form names them. DML is not compiled here: ORM bulk DML compiles
+        # only inside its own execution.
+        try:
+            compile_state = statement.compile().compile_state
+        except SQLAlchemyError:  # dialect-only syntax the generic compiler refuses: the walk above stands
+            compile_state = None
+        compiled = getattr(compile_state, "statement", None)
+        if compiled is not None and compiled is not statement:
+            _collect(compiled, found)
     return list(found)
 
 

@@ -15,12 +15,12 @@ handler's ``signature_namespace``), and Litestar says so at startup rather than 
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Router
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
-from litestar.utils import unwrap_partial
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -44,17 +44,23 @@ SIGNATURE_NAMESPACE: Mapping[str, Any] = {
 }
 
 
+def _module_of(function: Any) -> str:
+    while isinstance(function, partial):
+        function = function.func
+    return str(getattr(function, "__module__", ""))
+
+
 def _provider_modules(dependencies: Mapping[str, Any] | None) -> Iterator[str]:
     for provider in (dependencies or {}).values():
         function = provider.dependency if isinstance(provider, Provide) else provider
-        yield getattr(unwrap_partial(function), "__module__", "")
+        yield _module_of(function)
 
 
 def _modules(layer: Any) -> Iterator[str]:
     """Modules of every handler and provider function reachable from ``layer``."""
     yield from _provider_modules(getattr(layer, "dependencies", None))
     if isinstance(layer, BaseRouteHandler):
-        yield getattr(unwrap_partial(layer.fn), "__module__", "")
+        yield _module_of(layer.fn)
     elif isinstance(layer, Router):
         for route in layer.routes:
             for handler in getattr(route, "route_handlers", ()):
