@@ -204,7 +204,9 @@ class BindRouter:
             if getattr(m.local_table, "metadata", None) is metadata:
                 sharing.setdefault(self.requested_key(m), []).append(m)
         if len(sharing) > 1:
-            binds = "; ".join(f"{key!r} ({_names(ms)})" for key, ms in sharing.items())
+            order = {key: index for index, key in enumerate(self.keys)}
+            ordered = sorted(sharing.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+            binds = "; ".join(f"{key!r} ({_names(ms)})" for key, ms in ordered)
             raise BindConflictError(
                 f"table {table.name!r} is not mapped and its MetaData is shared by models of several binds "
                 f"({binds}), so its bind cannot be told; give it a MetaData of its own with "
