@@ -181,6 +181,9 @@ class BindRouter:
         if also is not None and also not in mappers:
             mappers.append(also)
         owners = [m for m in mappers if table in m.tables]
+        if not owners and self._sources is not None:
+            # A model left out of base= still routes by its own key, as it would with base=None.
+            owners = [m for reg in registries() for m in reg.mappers if table in m.tables]
         if owners:
             keys = {self.requested_key(m) for m in owners}
             if len(keys) > 1:

@@ -91,3 +91,9 @@ def test_unknown_keys_are_listed_not_routed() -> None:
         ("model", "Report", "reports"),
     ]
     assert [m.class_.__name__ for m in r.models_by_bind()["default"]] == ["Account"]
+
+
+def test_a_model_outside_base_still_routes_by_its_own_key() -> None:
+    r = BindRouter(("default", "logs", "metrics"), "default", (Base,))  # MetricsBase left out
+    assert r.key_for(clause=select(Metric)) == "metrics"
+    assert r.key_for(Metric, clause=select(Metric.value)) == "metrics"
