@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
-from plugin import CrossBindError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import CrossBindError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
 from tests.plugin.routing_models import SCHEMAS, Account, DefaultBase, MyBase, PgBase
 
 if TYPE_CHECKING:
@@ -322,3 +322,25 @@ async def test_a_statement_over_tables_of_two_binds_is_refused_before_it_is_sent
     assert messages["joined eager load"].startswith(
         "one statement uses tables of different binds ('accounts' on bind 'default'; 'authors' on bind 'pg')"
     )
+
+
+def test_a_sync_app_routes_compound_selects_by_their_tables(new_db: Callable[[str], Database]) -> None:
+    """The same routing on a sync config: a union of a logs model reads the logs database."""
+    from tests.plugin.models import Account, AuditEntry, Base, logs_metadata
+
+    default, logs = new_db("sqlite"), new_db("sqlite")
+    default.execute("create table audit_entries (id integer primary key, message varchar(80))")
+    default.execute("insert into audit_entries values (1, 'default row')")
+    config = SQLAlchemySyncConfig(
+        binds={"default": default.url(sync=True), "logs": logs.url(sync=True)},
+        base=(Base, logs_metadata),
+        create_all=True,
+    )
+    plugin = SQLAlchemyPlugin(config=config)
+    with plugin.lifespan():
+        logs.execute("insert into audit_entries values (1, 'logs row')")
+        with plugin.session() as session:
+            both = select(AuditEntry.message).union_all(select(AuditEntry.message))
+            assert session.scalars(both).all() == ["logs row", "logs row"]
+            with pytest.raises(CrossBindError):
+                session.execute(select(AuditEntry.message).union_all(select(Account.name)))
