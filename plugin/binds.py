@@ -191,19 +191,19 @@ class BindRouter:
             return self._configured(keys.pop(), "model", owners[0].class_.__name__)
         if (key := _metadata_key(table)) is not None:
             return self._configured(key, "table", table.name)
+        # `==`, not `is`: tables found in a statement may be SQLAlchemy's annotated copies (equal, not same)
         linked = {
-            key: mapper
+            self.requested_key(side)
             for m in mappers
             for rel in m.relationships
             if rel.secondary is not None and rel.secondary == table
-            for mapper in (rel.parent, rel.mapper)
-            for key in (self.requested_key(mapper),)
+            for side in (rel.parent, rel.mapper)
         }
         if len(linked) == 1:
-            return self.require(next(iter(linked)))
+            return self.require(linked.pop())
         metadata = getattr(table, "metadata", None)
         sharing: dict[str, list[Mapper[Any]]] = {}
-        for m in mappers:
+        for m in mappers if metadata is not None else ():  # a lightweight table() has no MetaData
             if getattr(m.local_table, "metadata", None) is metadata:
                 sharing.setdefault(self.requested_key(m), []).append(m)
         if len(sharing) > 1:

@@ -97,3 +97,9 @@ def test_a_model_outside_base_still_routes_by_its_own_key() -> None:
     r = BindRouter(("default", "logs", "metrics"), "default", (Base,))  # MetricsBase left out
     assert r.key_for(clause=select(Metric)) == "metrics"
     assert r.key_for(Metric, clause=select(Metric.value)) == "metrics"
+
+
+def test_a_lightweight_table_goes_to_the_default_bind() -> None:
+    from sqlalchemy import column, table
+
+    assert router("logs").key_for(clause=select(table("accounts", column("id")))) == "default"
