@@ -16,6 +16,7 @@ at runtime where you need it then), and handlers registered after the app is bui
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 from plugin.sessions import AsyncRoutingSession, RoutingSession
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
 
     from litestar.config.app import AppConfig
 
@@ -51,8 +52,10 @@ def _module_of(function: Any) -> str:
     return str(getattr(function, "__module__", ""))
 
 
-def _provider_modules(dependencies: Mapping[str, Any] | None) -> Iterator[str]:
-    for provider in (dependencies or {}).values():
+def _provider_modules(dependencies: Any) -> Iterator[str]:
+    if not isinstance(dependencies, Mapping):  # None, or a Controller class's unset slot
+        return
+    for provider in dependencies.values():
         yield _module_of(provider.dependency if isinstance(provider, Provide) else provider)
 
 

@@ -152,3 +152,20 @@ def test_type_checking_names_still_resolve_next_to_user_types(tmp_path: Path) ->
 
     assert (body.status_code, body.text) == (201, "tests.plugin.user_types.Session for bob")
     assert names.json() == {"db_session": "RoutingSession", "db_engine": "Engine"}
+
+
+async def test_user_types_in_routers_and_controllers_are_found_too(tmp_path: Path) -> None:
+    from litestar import Router
+
+    from tests.plugin.user_types import GarageController
+
+    config = SQLAlchemyAsyncConfig(binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db"}, base=())
+    app = Litestar(
+        [Router("/nested", route_handlers=[open_session]), GarageController], plugins=[SQLAlchemyPlugin(config=config)]
+    )
+    async with AsyncTestClient(app) as client:
+        session = await client.post("/nested/sessions", json={"user": "cy", "token": "t"})
+        engine = await client.post("/garage", json={"model": "V6", "horsepower": 300})
+
+    assert (session.status_code, session.json()["body"]) == (201, "Session")
+    assert (engine.status_code, engine.text) == (201, "Engine V6")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from litestar import post
+from litestar import Controller, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
@@ -47,3 +47,11 @@ async def add_engine(data: JSONBody[Engine], db_engine: NamedDependency[AsyncEng
 def open_plain_session(data: JSONBody[Session]) -> str:
     """For sync apps, where the dependencies are SQLAlchemy's sync ``Session`` and ``Engine``."""
     return f"{type(data).__module__}.{type(data).__qualname__} for {data.user}"
+
+
+class GarageController(Controller):
+    path = "/garage"
+
+    @post("/")
+    async def park(self, data: JSONBody[Engine]) -> str:
+        return f"{type(data).__qualname__} {data.model}"
