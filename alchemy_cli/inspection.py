@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from plugin.binds import UnknownBindKey
-from plugin.exceptions import mask_url
+from plugin.exceptions import BindConflictError, BindKeyError, mask_url
 
 if TYPE_CHECKING:
     from plugin import SQLAlchemyPlugin
@@ -45,10 +44,10 @@ class ModelFacts:
     model: str
     module: str
     bind: str
-    """The bind key the model asks for (configured or not)."""
+    """The bind the model routes to; when it cannot be routed, the key it asks for."""
     table: str | None
     error: str | None
-    """Set when ``bind`` is not a configured bind."""
+    """Why the model cannot be routed: its bind key is not configured, or its hierarchy spans binds."""
 
 
 def _pool(engine: Any) -> PoolFacts:
@@ -84,14 +83,17 @@ def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[Model
         )
     models = []
     for mapper in router.mappers():
-        name, key = mapper.class_.__name__, router.requested_key(mapper)
+        try:
+            key, error = router.key_for_mapper(mapper), None
+        except (BindKeyError, BindConflictError) as exc:  # the same rule routing uses, and its own words
+            key, error = router.requested_key(mapper), str(exc)
         models.append(
             ModelFacts(
-                model=name,
+                model=mapper.class_.__name__,
                 module=mapper.class_.__module__,
                 bind=key,
                 table=getattr(mapper.local_table, "fullname", None),
-                error=None if key in router.keys else UnknownBindKey("model", name, key).describe(router.keys),
+                error=error,
             )
         )
     return binds, models

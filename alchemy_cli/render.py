@@ -106,7 +106,9 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
     console.print(table)
     for problem in report.unknown_bind_keys:
         console.print(f"[bold red]FAIL[/] {escape(problem.describe([c.bind for c in report.binds]))}")
-    failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys)
+    for conflict in report.bind_conflicts:
+        console.print(f"[bold red]FAIL[/] {escape(conflict.message)}")
+    failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys) + len(report.bind_conflicts)
     console.print("[green]all checks passed[/]" if not failed else f"[bold red]{failed} check(s) failed[/]")
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect, Engine
     from sqlalchemy.sql.schema import Table
 
-    from plugin.binds import BindRouter, UnknownBindKey
+    from plugin.binds import BindConflict, BindRouter, UnknownBindKey
     from plugin.engines import EngineRegistry
 
 __all__ = ("BindCheck", "CheckReport", "PreparedTransaction", "check_binds")
@@ -73,14 +73,16 @@ class PreparedTransaction:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """Every bind checked, plus the models whose bind key is not configured."""
+    """Every bind checked, the models whose bind key is not configured, and tables whose bind cannot be told."""
 
     binds: tuple[BindCheck, ...]
     unknown_bind_keys: tuple[UnknownBindKey, ...] = field(default=())
+    bind_conflicts: tuple[BindConflict, ...] = field(default=())
+    """Class hierarchies spanning binds and unmapped tables on a MetaData shared by several binds."""
 
     @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.binds) and not self.unknown_bind_keys
+        return all(check.ok for check in self.binds) and not self.unknown_bind_keys and not self.bind_conflicts
 
 
 Probe = tuple[float, str, list[str], list[str], list[PreparedTransaction]]
@@ -190,4 +192,8 @@ async def check_binds(
     tables = router.tables_by_bind()
     selected = list(router.keys if keys is None else keys)
     checks = await asyncio.gather(*(_check(k, registry.engine(k), tables[k], timeout) for k in selected))
-    return CheckReport(binds=tuple(checks), unknown_bind_keys=tuple(router.unknown_keys()))
+    return CheckReport(
+        binds=tuple(checks),
+        unknown_bind_keys=tuple(router.unknown_keys()),
+        bind_conflicts=tuple(router.conflicts()),
+    )

@@ -5,12 +5,14 @@
     AlchemyError                      base of everything this package raises on purpose
     ├── ConfigurationError            the config cannot work; raised at app creation or startup
     │   ├── BindKeyError              a bind key that is not configured (model, table, lookup)
+    │   ├── BindConflictError         a table whose bind cannot be told (hierarchy or MetaData spans binds)
     │   ├── DuplicateKeyError         two binds or dependencies would share one key
     │   ├── DriverNotInstalledError   the URL names a driver whose package is missing
     │   └── DriverMismatchError       an async driver in a sync config, or the reverse
     ├── LifecycleError                engines used before startup or after shutdown; a write after
     │                                 the request's transaction was settled
     ├── ConcurrentSessionError        one session used by two tasks at once
+    ├── CrossBindError                one statement reads or writes tables of different binds
     └── CommitError                   a commit failed; the request gets an error response
         └── CommitConflictError       ... because of an integrity error (HTTP 409)
 
@@ -32,11 +34,13 @@ if TYPE_CHECKING:
 
 __all__ = (
     "AlchemyError",
+    "BindConflictError",
     "BindKeyError",
     "CommitConflictError",
     "CommitError",
     "ConcurrentSessionError",
     "ConfigurationError",
+    "CrossBindError",
     "DriverMismatchError",
     "DriverNotInstalledError",
     "DuplicateKeyError",
@@ -92,6 +96,11 @@ def unknown_binds(keys: Sequence[str], configured: Iterable[str]) -> BindKeyErro
     return BindKeyError(f"{subject} not configured (configured: {quote_keys(configured)})")
 
 
+class BindConflictError(ConfigurationError):
+    """A table whose bind cannot be told: a class hierarchy whose tables would span binds, or an unmapped
+    table on a ``MetaData`` shared by models of different binds. Raised at startup and when routing."""
+
+
 class DuplicateKeyError(ConfigurationError):
     """Two binds, or two dependencies, would be registered under the same key."""
 
@@ -111,6 +120,14 @@ class LifecycleError(AlchemyError):
 
 class ConcurrentSessionError(AlchemyError):
     """A session was used by a second task while another task was using it (``asyncio.gather``)."""
+
+
+class CrossBindError(AlchemyError):
+    """One statement reads or writes tables that live on different binds; no database has them all.
+
+    Raised by the routed session before anything is sent. Split the statement per bind, or name the bind
+    with ``bind_arguments={"bind_key": ...}`` (or use that bind's session) if its database has every table.
+    """
 
 
 class CommitError(AlchemyError, HTTPException):

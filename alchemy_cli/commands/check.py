@@ -64,4 +64,5 @@ def _as_json(app_path: str, timeout: float, report: CheckReport) -> dict[str, An
             for c in report.binds
         ],
         "unknown_bind_keys": [{"kind": p.kind, "name": p.name, "bind": p.key} for p in report.unknown_bind_keys],
+        "bind_conflicts": [{"kind": c.kind, "name": c.name, "message": c.message} for c in report.bind_conflicts],
     }

@@ -11,8 +11,8 @@ import json
 import os
 
 from litestar import Litestar
-from sqlalchemy import String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
 
@@ -60,7 +60,58 @@ class ArchivedOrder(ArchiveBase):
     id: Mapped[int] = mapped_column(primary_key=True)
 
 
-MODEL_SETS = {"shop": ShopBase, "logs": LogsBase, "metrics": MetricsBase, "archive": ArchiveBase}
+class TaggedBase(DeclarativeBase):
+    """advanced-alchemy's ``metadata_registry`` shape: one MetaData per bind, shared by its models, no key."""
+
+    metadata = MetaData()
+
+
+post_topics = Table(
+    "post_topics",
+    TaggedBase.metadata,
+    Column("post_id", ForeignKey("posts.id"), primary_key=True),
+    Column("topic_id", ForeignKey("topics.id"), primary_key=True),
+)
+
+
+class Post(TaggedBase):
+    __tablename__ = "posts"
+    __bind_key__ = "logs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    topics: Mapped[list[Topic]] = relationship(secondary=post_topics)
+
+
+class Topic(TaggedBase):
+    __tablename__ = "topics"
+    __bind_key__ = "logs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class MixedBase(DeclarativeBase):
+    """One MetaData shared by models of two binds, with a table no model maps: its bind cannot be told."""
+
+
+class Visit(MixedBase):
+    __tablename__ = "visits"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class VisitLog(MixedBase):
+    __tablename__ = "visit_log"
+    __bind_key__ = "logs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+scratch = Table("scratch", MixedBase.metadata, Column("id", Integer, primary_key=True))
+
+MODEL_SETS = {
+    "shop": ShopBase,
+    "logs": LogsBase,
+    "metrics": MetricsBase,
+    "archive": ArchiveBase,
+    "tagged": TaggedBase,
+    "mixed": MixedBase,
+}
 
 
 def create_app() -> Litestar:
