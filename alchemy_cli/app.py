@@ -19,6 +19,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click errors and help: an error stays one unbroken line (rich boxes wrap it at 80 columns,
+    # also when piped), and boolean flags are not shown as `--models <bool>`.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -46,11 +46,10 @@ class Target:
     plugin: SQLAlchemyPlugin[Any]
 
     def redact(self, text: str) -> str:
-        """``text`` with every configured bind password replaced by ``***`` (driver messages may echo them)."""
+        """``text`` with every secret of every bind replaced by ``***`` (driver messages may echo them)."""
         for bind in self.plugin.config.bind_configs.values():
-            password = bind.resolved_url.password
-            if password:
-                text = text.replace(str(password), "***")
+            for secret in bind.secrets():
+                text = text.replace(secret, "***")
         return text
 
 
