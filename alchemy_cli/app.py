@@ -122,6 +122,27 @@ def run(
     )
 
 
+@cli.command("console", context_settings={"ignore_unknown_options": True})
+def console(
+    ctx: typer.Context,
+    bind: Annotated[
+        str | None, typer.Option("--bind", "-b", help="Open this bind (default: the default bind).")
+    ] = None,
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Passed to the client as they are; put them after --.")
+    ] = None,
+) -> None:
+    """Open the database's own client for a bind: psql, mariadb (or mysql) or sqlite3.
+
+    Host, port, user and database come from the bind's URL; the password goes through the environment
+    (PGPASSWORD, MYSQL_PWD), never the command line. Exits with the client's exit code.
+    Example: litestar db console --bind logs -- -c 'select 1'
+    """
+    from alchemy_cli.commands import console as command
+
+    command.run(ctx.obj, bind=bind, args=args or [])
+
+
 def main(ctx: click.Context) -> None:
     """Run the typer app on the arguments Litestar's ``db`` command received."""
     cli(args=ctx.args, prog_name=ctx.command_path, obj=ctx.obj, standalone_mode=True)

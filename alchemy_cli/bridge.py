@@ -45,7 +45,16 @@ def _run(ctx: click.Context) -> None:
     main(ctx)
 
 
-db = click.Command(
+class _Unparsed(click.Command):
+    """Keeps every argument as typed, ``--`` included (click would drop the first ``--``, and with it the
+    line between ``db console``'s own options and the client's)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.args = list(args)
+        return ctx.args
+
+
+db = _Unparsed(
     "db",
     callback=_run,
     help="Your app's databases: list binds, check them, open a shell, run a transaction.",
