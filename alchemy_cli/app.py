@@ -26,6 +26,10 @@ cli = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of tables.")]
+YesOption = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Run destructive SQL (DROP, TRUNCATE, ALTER, DELETE without WHERE...) unasked."),
+]
 
 
 @cli.command("binds")
@@ -78,6 +82,7 @@ def shell(
         str | None, typer.Option("-c", "--command", help="Run this code and exit (no terminal needed).")
     ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="A plain asyncio console instead of ptpython.")] = False,
+    yes: YesOption = False,
 ) -> None:
     """An async Python shell on the app's bind-routed sessions (ptpython, top-level await).
 
@@ -88,7 +93,7 @@ def shell(
     from alchemy_cli.commands import shell as command_module
 
     command_module.run(
-        ctx.obj, sandbox=sandbox, read_only=read_only, echo=echo, bind=bind, command=command, plain=plain
+        ctx.obj, sandbox=sandbox, read_only=read_only, echo=echo, bind=bind, command=command, plain=plain, yes=yes
     )
 
 
@@ -102,6 +107,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Roll back at the end, whatever happens.")] = False,
     json_output: JsonOption = False,
     show_traceback: Annotated[bool, typer.Option("--traceback", help="On an error, also print the traceback.")] = False,
+    yes: YesOption = False,
 ) -> None:
     """Run one transaction and exit: success commits (as a 2xx request would), an error rolls back.
 
@@ -119,6 +125,7 @@ def run(
         dry_run=dry_run,
         json_output=json_output,
         show_traceback=show_traceback,
+        yes=yes,
     )
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from alchemy_cli.inspection import BindFacts, ModelFacts
     from plugin.checks import CheckReport
 
-__all__ = ("banner", "binds", "checks", "echo", "error", "json_document", "line", "note", "rows")
+__all__ = ("banner", "binds", "checks", "confirm", "echo", "error", "json_document", "line", "note", "rows")
 
 
 _PIPE_WIDTH = 100_000
@@ -162,3 +162,10 @@ def banner(heading: str, lines: Sequence[tuple[str, str]], notes: Sequence[str])
 def note(message: str) -> None:
     """A dim remark on stderr (what was rolled back, and why)."""
     _console(stderr=True, soft_wrap=True).print(f"[dim]{escape(message)}[/]")
+
+
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on the terminal (stderr); anything but yes is no."""
+    from rich.prompt import Confirm
+
+    return Confirm.ask(f"[bold yellow]{escape(question)}[/]", default=False, console=_console(stderr=True))

@@ -19,6 +19,7 @@ from sqlalchemy.engine import CursorResult, Result, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alchemy_cli import render
+from alchemy_cli.destructive import Confirmation
 from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from alchemy_cli.workspace import Workspace
@@ -58,6 +59,7 @@ def run(
     dry_run: bool,
     json_output: bool,
     show_traceback: bool,
+    yes: bool = False,
 ) -> None:
     if sum(source is not None for source in (code, file, sql)) != 1:
         raise typer.BadParameter("give exactly one of CODE, --file or --sql", param_hint="CODE")
@@ -69,8 +71,14 @@ def run(
             raise typer.BadParameter(f"cannot read {file}: {exc.strerror}", param_hint="'--file'") from None
     target = load_target(obj)
     require_binds(target, [bind] if bind else [])
+    # --dry-run rolls everything back, so it never needs a yes.
+    confirmation = Confirmation(assume_yes=yes or dry_run)
     with reported_errors():
-        outcome = asyncio.run(_run(target, code=code, sql=sql, bind=bind, dry_run=dry_run, filename=filename))
+        if sql is not None:
+            confirmation.check(sql, bind or target.plugin.config.default_bind)
+        outcome = asyncio.run(
+            _run(target, code=code, sql=sql, bind=bind, dry_run=dry_run, filename=filename, confirmation=confirmation)
+        )
     if outcome.error is not None:
         outcome.error = target.redact(outcome.error)
     if outcome.traceback is not None:
@@ -83,12 +91,20 @@ def run(
 
 
 async def _run(
-    target: Target, *, code: str | None, sql: str | None, bind: str | None, dry_run: bool, filename: str
+    target: Target,
+    *,
+    code: str | None,
+    sql: str | None,
+    bind: str | None,
+    dry_run: bool,
+    filename: str,
+    confirmation: Confirmation,
 ) -> Outcome:
     plugin = target.plugin
     outcome = Outcome()
     async with engines_started(plugin):
         workspace = Workspace(target, bind=bind)
+        workspace.confirmation = confirmation
         sessions = list(workspace.sessions.values())
         try:
             try:

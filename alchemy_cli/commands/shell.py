@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from alchemy_cli import render, repl
+from alchemy_cli.destructive import Confirmation
 from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from alchemy_cli.workspace import Mode, Workspace
@@ -20,7 +21,15 @@ SCRIPT = "<db shell>"
 
 
 def run(
-    obj: object, *, sandbox: bool, read_only: bool, echo: bool, bind: str | None, command: str | None, plain: bool
+    obj: object,
+    *,
+    sandbox: bool,
+    read_only: bool,
+    echo: bool,
+    bind: str | None,
+    command: str | None,
+    plain: bool,
+    yes: bool = False,
 ) -> None:
     if sandbox and read_only:
         raise typer.BadParameter("--sandbox and --read-only cannot be combined; pick one", param_hint="'--sandbox'")
@@ -30,13 +39,25 @@ def run(
     # Without a terminal on stdin, the input is a script (as with `python < script.py`).
     source = command if command is not None else (None if sys.stdin.isatty() else sys.stdin.read())
     with reported_errors():
-        code = asyncio.run(_shell(target, mode=mode, bind=bind, echo=echo, source=source, plain=plain))
+        code = asyncio.run(
+            _shell(target, mode=mode, bind=bind, echo=echo, source=source, plain=plain, confirmation=Confirmation(yes))
+        )
     raise typer.Exit(code)
 
 
-async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, source: str | None, plain: bool) -> int:
+async def _shell(
+    target: Target,
+    *,
+    mode: Mode,
+    bind: str | None,
+    echo: bool,
+    source: str | None,
+    plain: bool,
+    confirmation: Confirmation,
+) -> int:
     async with engines_started(target.plugin):
         workspace = Workspace(target, mode=mode, bind=bind, echo=echo)
+        workspace.confirmation = confirmation
         namespace, renamed = workspace.namespace()
         try:
             if source is not None:
