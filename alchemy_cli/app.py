@@ -26,6 +26,10 @@ cli = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of tables.")]
+TimeoutOption = Annotated[
+    float,
+    typer.Option("--timeout", "-t", min=0.1, help="Seconds a bind may take to complete a new connection."),
+]
 YesOption = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Run destructive SQL (DROP, TRUNCATE, ALTER, DELETE without WHERE...) unasked."),
@@ -83,6 +87,7 @@ def shell(
     ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="A plain asyncio console instead of ptpython.")] = False,
     yes: YesOption = False,
+    timeout: TimeoutOption = 10.0,
 ) -> None:
     """An async Python shell on the app's bind-routed sessions (ptpython, top-level await).
 
@@ -93,7 +98,15 @@ def shell(
     from alchemy_cli.commands import shell as command_module
 
     command_module.run(
-        ctx.obj, sandbox=sandbox, read_only=read_only, echo=echo, bind=bind, command=command, plain=plain, yes=yes
+        ctx.obj,
+        sandbox=sandbox,
+        read_only=read_only,
+        echo=echo,
+        bind=bind,
+        command=command,
+        plain=plain,
+        yes=yes,
+        timeout=timeout,
     )
 
 
@@ -108,6 +121,7 @@ def run(
     json_output: JsonOption = False,
     show_traceback: Annotated[bool, typer.Option("--traceback", help="On an error, also print the traceback.")] = False,
     yes: YesOption = False,
+    timeout: TimeoutOption = 10.0,
 ) -> None:
     """Run one transaction and exit: success commits (as a 2xx request would), an error rolls back.
 
@@ -126,6 +140,7 @@ def run(
         json_output=json_output,
         show_traceback=show_traceback,
         yes=yes,
+        timeout=timeout,
     )
 
 

@@ -84,18 +84,25 @@ def require_binds(target: Target, keys: list[str], option: str = "--bind") -> No
 
 
 @asynccontextmanager
-async def engines_started(plugin: SQLAlchemyPlugin[Any]) -> AsyncIterator[None]:
+async def engines_started(plugin: SQLAlchemyPlugin[Any], connect_timeout: float | None = None) -> AsyncIterator[None]:
     """Start the plugin's engines as the app's startup does (no create_all); dispose them all at exit.
 
-    Meanwhile the plugin's own loggers are muted: a command reports failures itself, in one line, and the
-    app's logging config would print the same failure again.
+    With ``connect_timeout``, every new connection must be made within that many seconds
+    (:mod:`alchemy_cli.timeouts`). Meanwhile the plugin's own loggers are muted: a command reports
+    failures itself, in one line, and the app's logging config would print the same failure again.
     """
+    from alchemy_cli.timeouts import connect_timeouts
+
     plugin.engines.start()
     plugin_logger = logging.getLogger("plugin")
     level = plugin_logger.level
     plugin_logger.setLevel(logging.CRITICAL + 1)  # children inherit it; `disabled` would not carry over
     try:
-        yield
+        if connect_timeout is None:
+            yield
+        else:
+            with connect_timeouts(plugin, connect_timeout):
+                yield
     finally:
         await plugin.engines.dispose()
         plugin_logger.setLevel(level)

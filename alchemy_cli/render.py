@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from alchemy_cli.inspection import BindFacts, ModelFacts
     from plugin.checks import CheckReport
@@ -148,13 +148,18 @@ def echo(statement: str, parameters: Any) -> None:
     _console(stderr=True, soft_wrap=True).print(f"[dim]{escape(shown)}[/]")
 
 
-def banner(heading: str, lines: Sequence[tuple[str, str]], notes: Sequence[str]) -> None:
-    """The shell's greeting: what is loaded, by bind, then notes (renamed models, how to leave)."""
+def banner(heading: str, lines: Sequence[tuple[str, str]], notes: Sequence[str], alert: Collection[str] = ()) -> None:
+    """The shell's greeting: what is loaded, by bind, then notes (renamed models, how to leave).
+
+    Lines named in ``alert`` (binds on other machines) are printed in bold red.
+    """
     console = _console()
     console.print(f"[bold]{escape(heading)}[/]")
     width = max(len(name) for name, _ in lines)
     for name, what in lines:
-        console.print(f"  [cyan]{escape(name.ljust(width))}[/]  {escape(what)}")
+        style = "bold red" if name in alert else "cyan"
+        text = f"[bold red]{escape(what)}[/]" if name in alert else escape(what)
+        console.print(f"  [{style}]{escape(name.ljust(width))}[/]  {text}")
     for note in notes:
         console.print(f"  [dim]{escape(note)}[/]")
 

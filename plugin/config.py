@@ -7,7 +7,7 @@ when the engines start (see :mod:`plugin.engines`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Union
@@ -25,10 +25,20 @@ from plugin.secrets import mask_url, masked_options, secret_values
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-__all__ = ("BindConfig", "BindTarget", "ModelSource", "SQLAlchemyAsyncConfig", "SQLAlchemySyncConfig")
+__all__ = (
+    "BindConfig",
+    "BindTarget",
+    "ModelSource",
+    "SQLAlchemyAsyncConfig",
+    "SQLAlchemySyncConfig",
+    "ShellContext",
+)
 
 ModelSource: TypeAlias = Union[type[DeclarativeBase], registry, MetaData]
 """Where models and tables come from: a declarative base, a ``registry`` or a ``MetaData``."""
+
+ShellContext: TypeAlias = Callable[[Mapping[str, Any]], Union[Mapping[str, Any], Awaitable[Mapping[str, Any]]]]
+"""``shell_context=``: preloaded names in, your extra names out (see ``_SQLAlchemyConfig.shell_context``)."""
 
 BindTarget: TypeAlias = Union[str, URL, "BindConfig", AsyncEngine, Engine]
 """What a bind may be given as: a URL (string or ``URL``), a :class:`BindConfig`, or a ready engine."""
@@ -136,6 +146,11 @@ class _SQLAlchemyConfig:
     map_integrity_errors: bool = True
     """Answer an ``IntegrityError`` raised in a handler (say, by an explicit ``flush()``) with 409 Conflict,
     as a failed commit is answered. An app's own exception handler for ``IntegrityError`` wins."""
+    shell_context: ShellContext | None = None
+    """Your own names for ``litestar db shell`` and ``db run`` (services, repositories, settings): a
+    function, plain or async, called with the names they preload (``session``, ``<bind>_session``, the
+    models, ...) once the engines are started, returning a mapping of extra names. The banner lists them;
+    on a clash the preloaded name is kept."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.binds, Mapping) or not self.binds:

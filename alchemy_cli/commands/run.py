@@ -22,6 +22,7 @@ from alchemy_cli import render
 from alchemy_cli.destructive import Confirmation
 from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
+from alchemy_cli.namespace import add_app_names
 from alchemy_cli.workspace import Workspace
 from plugin.exceptions import describe_error
 from plugin.transactions import SUCCESS_STATUS, settle_all
@@ -60,6 +61,7 @@ def run(
     json_output: bool,
     show_traceback: bool,
     yes: bool = False,
+    timeout: float = 10.0,
 ) -> None:
     if sum(source is not None for source in (code, file, sql)) != 1:
         raise typer.BadParameter("give exactly one of CODE, --file or --sql", param_hint="CODE")
@@ -77,7 +79,16 @@ def run(
         if sql is not None:
             confirmation.check(sql, bind or target.plugin.config.default_bind)
         outcome = asyncio.run(
-            _run(target, code=code, sql=sql, bind=bind, dry_run=dry_run, filename=filename, confirmation=confirmation)
+            _run(
+                target,
+                code=code,
+                sql=sql,
+                bind=bind,
+                dry_run=dry_run,
+                filename=filename,
+                confirmation=confirmation,
+                timeout=timeout,
+            )
         )
     if outcome.error is not None:
         outcome.error = target.redact(outcome.error)
@@ -99,10 +110,11 @@ async def _run(
     dry_run: bool,
     filename: str,
     confirmation: Confirmation,
+    timeout: float,
 ) -> Outcome:
     plugin = target.plugin
     outcome = Outcome()
-    async with engines_started(plugin):
+    async with engines_started(plugin, connect_timeout=timeout):
         workspace = Workspace(target, bind=bind)
         workspace.confirmation = confirmation
         sessions = list(workspace.sessions.values())
@@ -112,6 +124,7 @@ async def _run(
                     value = await _execute_sql(workspace.session, sql)
                 else:
                     namespace, _ = workspace.namespace()
+                    await add_app_names(target, namespace)
                     value = await execute(code or "", namespace, filename, keep_result=True)
                 _keep_result(outcome, value)  # read rows before the commit expires or closes them
             except SystemExit as leave:  # exit() and exit(0) end the code normally; anything else fails it
