@@ -68,9 +68,15 @@ def run(
     filename = str(file) if file is not None else "<db run>"
     if file is not None:
         try:
-            code = file.read_text()
+            code = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise typer.BadParameter(f"cannot read {file}: {exc.strerror}", param_hint="'--file'") from None
+        except UnicodeDecodeError:
+            code = "\0"  # reported below, with the other files that cannot be Python source
+        if "\0" in code:
+            raise typer.BadParameter(
+                f"{file} is not a Python source file (it is not UTF-8 text; a binary file?)", param_hint="'--file'"
+            )
     target = load_target(obj)
     require_binds(target, [bind] if bind else [])
     # --dry-run rolls everything back, so it never needs a yes.
