@@ -87,7 +87,11 @@ class BindConfig:
                 f"{'both' if self.url is not None else 'neither'}"
             )
         if isinstance(self.url, str):
-            object.__setattr__(self, "url", parse_url(self.url))
+            try:
+                object.__setattr__(self, "url", parse_url(self.url))
+            except ConfigurationError as exc:
+                # Made directly by the app, before any bind key is known: point at the BindConfig instead.
+                raise ConfigurationError(f"BindConfig(url=...): {exc}") from None
         object.__setattr__(self, "engine_options", MappingProxyType(dict(self.engine_options)))
         object.__setattr__(self, "session_options", MappingProxyType(dict(self.session_options)))
 
@@ -196,7 +200,7 @@ class _SQLAlchemyConfig:
             bind = target
         elif isinstance(target, (str, URL)):
             try:
-                bind = BindConfig(url=target)
+                bind = BindConfig(url=parse_url(target) if isinstance(target, str) else target)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"bind {key!r}: {exc}") from None
         elif isinstance(target, (AsyncEngine, Engine)):
