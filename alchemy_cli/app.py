@@ -28,7 +28,9 @@ cli = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of tables.")]
 TimeoutOption = Annotated[
     float,
-    typer.Option("--timeout", "-t", min=0.1, help="Seconds a bind may take to complete a new connection."),
+    typer.Option(
+        "--timeout", "-t", min=0.1, metavar="SECONDS", help="Seconds a bind may take to complete a new connection."
+    ),
 ]
 YesOption = Annotated[
     bool,
@@ -52,10 +54,13 @@ def binds(
 def check(
     ctx: typer.Context,
     bind: Annotated[
-        list[str] | None, typer.Option("--bind", "-b", help="Check only this bind (repeat for several).")
+        list[str] | None, typer.Option("--bind", "-b", metavar="KEY", help="Check only this bind (repeat for several).")
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", "-t", min=0.1, help="Seconds each bind may take to connect and answer.")
+        float,
+        typer.Option(
+            "--timeout", "-t", min=0.1, metavar="SECONDS", help="Seconds each bind may take to connect and answer."
+        ),
     ] = 5.0,
     json_output: JsonOption = False,
 ) -> None:
@@ -69,7 +74,10 @@ def check(
 
 
 BindOption = Annotated[
-    str | None, typer.Option("--bind", "-b", help="Make this bind's session the `session` (default: the routed one).")
+    str | None,
+    typer.Option(
+        "--bind", "-b", metavar="KEY", help="Make this bind's session the `session` (default: the routed one)."
+    ),
 ]
 
 
@@ -83,7 +91,7 @@ def shell(
     echo: Annotated[bool, typer.Option("--echo", help="Print each SQL statement as it runs.")] = False,
     bind: BindOption = None,
     command: Annotated[
-        str | None, typer.Option("-c", "--command", help="Run this code and exit (no terminal needed).")
+        str | None, typer.Option("-c", "--command", metavar="CODE", help="Run this code and exit (no terminal needed).")
     ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="A plain asyncio console instead of ptpython.")] = False,
     yes: YesOption = False,
@@ -113,9 +121,15 @@ def shell(
 @cli.command("run")
 def run(
     ctx: typer.Context,
-    code: Annotated[str | None, typer.Argument(help="Python to run (top-level await; the shell's names).")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Run this Python file instead.")] = None,
-    sql: Annotated[str | None, typer.Option("--sql", help="Run this SQL instead (on --bind, default bind).")] = None,
+    code: Annotated[
+        str | None, typer.Argument(metavar="CODE", help="Python to run (top-level await; the shell's names).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", metavar="FILE", help="Run this Python file instead.")
+    ] = None,
+    sql: Annotated[
+        str | None, typer.Option("--sql", metavar="SQL", help="Run this SQL instead (on --bind, default bind).")
+    ] = None,
     bind: BindOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Roll back at the end, whatever happens.")] = False,
     json_output: JsonOption = False,
@@ -148,10 +162,11 @@ def run(
 def console(
     ctx: typer.Context,
     bind: Annotated[
-        str | None, typer.Option("--bind", "-b", help="Open this bind (default: the default bind).")
+        str | None, typer.Option("--bind", "-b", metavar="KEY", help="Open this bind (default: the default bind).")
     ] = None,
     args: Annotated[
-        list[str] | None, typer.Argument(help="Passed to the client as they are; put them after --.")
+        list[str] | None,
+        typer.Argument(metavar="ARGS", help="Passed to the client as they are; put them after --."),
     ] = None,
 ) -> None:
     """Open the database's own client for a bind: psql, mariadb (or mysql) or sqlite3.
