@@ -19,14 +19,22 @@ import inspect
 import os
 import sys
 import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 if TYPE_CHECKING:
     from prompt_toolkit.input import Input
     from prompt_toolkit.output import Output
 
-__all__ = ("Leave", "history_file", "plain_shell", "ptpython_shell", "ptpython_can_run")
+__all__ = ("Leave", "Prompt", "history_file", "plain_shell", "ptpython_shell", "ptpython_can_run")
+
+Prompt = Union[str, Sequence[tuple[str, bool]]]
+"""The prompt before `` >>> ``: text, or (text, alert) parts; alert parts are shown in bold red."""
+
+
+def _parts(prompt: Prompt) -> list[tuple[str, bool]]:
+    return [(prompt, False)] if isinstance(prompt, str) else list(prompt)
 
 
 class Leave:
@@ -63,7 +71,7 @@ def ptpython_can_run() -> bool:
 async def ptpython_shell(
     namespace: dict[str, Any],
     *,
-    prompt: str,
+    prompt: Prompt,
     history: Path | None,
     input: Input | None = None,
     output: Output | None = None,
@@ -74,7 +82,8 @@ async def ptpython_shell(
 
     class ShellPrompt(PromptStyle):
         def in_prompt(self) -> Any:
-            return [("class:in", prompt), ("", " >>> ")]
+            parts = [("class:in bold ansired" if alert else "class:in", text) for text, alert in _parts(prompt)]
+            return [*parts, ("", " >>> ")]
 
         def in2_prompt(self, width: int) -> Any:
             return [("class:in", "...".rjust(width - 1)), ("", " ")]
@@ -119,7 +128,7 @@ class _AsyncConsole(code.InteractiveConsole):
             self.showtraceback()
 
 
-async def plain_shell(namespace: dict[str, Any], *, prompt: str, history: Path | None) -> None:
+async def plain_shell(namespace: dict[str, Any], *, prompt: Prompt, history: Path | None) -> None:
     """The plain console, until ``exit()`` or Ctrl-D."""
     loop = asyncio.get_running_loop()
     console = _AsyncConsole(namespace, loop)
@@ -130,7 +139,10 @@ async def plain_shell(namespace: dict[str, Any], *, prompt: str, history: Path |
         with contextlib.suppress(OSError):
             readline.read_history_file(history)
     previous = getattr(sys, "ps1", None), getattr(sys, "ps2", None)
-    sys.ps1, sys.ps2 = f"{prompt} >>> ", "... "
+    # Colour only on a terminal; \001 and \002 tell readline the escape codes take no width.
+    red, reset = ("\001\033[1;31m\002", "\001\033[0m\002") if sys.stdout.isatty() else ("", "")
+    text = "".join(f"{red}{part}{reset}" if alert else part for part, alert in _parts(prompt))
+    sys.ps1, sys.ps2 = f"{text} >>> ", "... "
     try:
         await loop.run_in_executor(None, lambda: console.interact(banner="", exitmsg=""))
     except SystemExit:

@@ -17,7 +17,7 @@
         └── CommitConflictError       ... because of an integrity error (HTTP 409)
 
 Every message says what happened, to what, and what to do. None contains a password: URLs are
-rendered with :func:`mask_url` before they reach a message.
+rendered with :func:`mask_url` (see :mod:`plugin.secrets`) before they reach a message.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_409_CONFLICT, HTTP_500_INTERNAL_SERVER_ERROR
 
+from plugin.secrets import mask_url
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-
-    from sqlalchemy.engine import URL
 
 __all__ = (
     "AlchemyError",
@@ -47,11 +47,6 @@ __all__ = (
     "LifecycleError",
     "mask_url",
 )
-
-
-def mask_url(url: URL) -> str:
-    """Render ``url`` for humans with its password replaced by ``***``."""
-    return url.render_as_string(hide_password=True)
 
 
 def describe_error(exc: BaseException) -> str:

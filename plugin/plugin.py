@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from litestar.plugins import InitPlugin
+from litestar.plugins import CLIPlugin, InitPlugin
 
 from plugin.binds import BindRouter
 from plugin.config import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig, _SQLAlchemyConfig
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
+    from click import Group
     from litestar.config.app import AppConfig
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
@@ -29,7 +30,7 @@ __all__ = ("SQLAlchemyPlugin",)
 ConfigT = TypeVar("ConfigT", bound=_SQLAlchemyConfig)
 
 
-class SQLAlchemyPlugin(InitPlugin, Generic[ConfigT]):
+class SQLAlchemyPlugin(InitPlugin, CLIPlugin, Generic[ConfigT]):
     """Engines per bind, a bind-routed session per request, and automatic commit/rollback.
 
     Example::
@@ -54,6 +55,12 @@ class SQLAlchemyPlugin(InitPlugin, Generic[ConfigT]):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Register providers, the transaction middleware, hooks and the lifespan on the app."""
         return register(self, app_config)
+
+    def on_cli_init(self, cli: Group) -> None:
+        """Keep ``litestar db`` ours when another plugin (advanced-alchemy) claims ``db`` as an alias."""
+        from alchemy_cli.coexistence import keep_db
+
+        keep_db(cli)
 
     def lifespan(self) -> _Lifespan:
         """Start the engines (and create tables if configured); dispose every engine at exit.

@@ -44,8 +44,8 @@ Target = Union["Engine", "Connection"]
 
 AFTER_SETTLE = (
     "{what} after this session's transaction was settled (its request's response had started, or its "
-    "plugin.transaction() block had ended): it would never be committed. Do background work in a transaction of its own: `async with plugin.transaction() as "
-    "session:` (`with` in sync apps)"
+    "plugin.transaction() block had ended): it would never be committed. Do background work in a "
+    "transaction of its own: `async with plugin.transaction() as session:` (`with` in sync apps)"
 )
 
 

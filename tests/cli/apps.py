@@ -2,16 +2,19 @@
 
 ``ALCHEMY_TEST_BINDS``: JSON ``{"key": "url", ...}``; ``ALCHEMY_TEST_MODELS``: comma-separated model sets
 (``shop``, ``logs``, ``metrics``, ``archive``); ``ALCHEMY_TEST_SYNC=1`` for a sync config;
-``ALCHEMY_TEST_POLICY=manual`` for the manual transaction policy.
+``ALCHEMY_TEST_POLICY=manual`` for the manual transaction policy; ``ALCHEMY_TEST_SHELL_CONTEXT`` names a
+``shell_context`` hook below (``plain``, ``async``, ``broken``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from litestar import Litestar
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
@@ -114,12 +117,38 @@ MODEL_SETS = {
 }
 
 
+class CustomerDirectory:
+    """A service of the app, built on the shell's session by the ``shell_context`` hooks."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    async def names(self) -> list[str]:
+        return list((await self.session.scalars(select(Customer.name).order_by(Customer.id))).all())
+
+
+def plain_hook(names: Mapping[str, Any]) -> dict[str, Any]:
+    return {"directory": CustomerDirectory(names["session"]), "settings": {"region": "eu"}, "select": "mine"}
+
+
+async def async_hook(names: Mapping[str, Any]) -> dict[str, Any]:
+    return {"directory": CustomerDirectory(names["session"])}
+
+
+def broken_hook(names: Mapping[str, Any]) -> dict[str, Any]:
+    raise RuntimeError("settings file missing")
+
+
+HOOKS = {"plain": plain_hook, "async": async_hook, "broken": broken_hook}
+
+
 def create_app() -> Litestar:
     binds = json.loads(os.environ["ALCHEMY_TEST_BINDS"])
     bases = tuple(MODEL_SETS[name] for name in os.environ.get("ALCHEMY_TEST_MODELS", "shop").split(",") if name)
     config_class = SQLAlchemySyncConfig if os.environ.get("ALCHEMY_TEST_SYNC") == "1" else SQLAlchemyAsyncConfig
     policy = TransactionPolicy(mode="manual" if os.environ.get("ALCHEMY_TEST_POLICY") == "manual" else "autocommit")
-    config = config_class(binds=binds, base=bases, transaction=policy)
+    hook = HOOKS.get(os.environ.get("ALCHEMY_TEST_SHELL_CONTEXT", ""))
+    config = config_class(binds=binds, base=bases, transaction=policy, shell_context=hook)
     return Litestar(plugins=[SQLAlchemyPlugin(config=config)])
 
 
