@@ -104,10 +104,31 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
         )
     console = _console()
     console.print(table)
+    _migration_states(console, report)
     for problem in report.unknown_bind_keys:
         console.print(f"[bold red]FAIL[/] {escape(problem.describe([c.bind for c in report.binds]))}")
     failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys)
     console.print("[green]all checks passed[/]" if not failed else f"[bold red]{failed} check(s) failed[/]")
+
+
+def _migration_states(console: Console, report: CheckReport) -> None:
+    """The ``db check`` migrations table: one row per bind that has migrations configured."""
+    states = [(check.bind, check.migrations) for check in report.binds if check.migrations is not None]
+    if not states:
+        return
+    table = Table(title="Migrations", title_justify="left")
+    for column in ("bind", "status", "target", "version table", "state"):
+        table.add_column(column)
+    for bind, state in states:
+        assert state is not None
+        table.add_row(
+            escape(bind),
+            "[green]ok[/]" if state.ok else "[bold red]FAIL[/]",
+            escape(state.target),
+            escape(state.version_table),
+            escape(state.summary()) if state.ok else f"[red]{escape(state.summary())}[/]",
+        )
+    console.print(table)
 
 
 def rows(columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, registry
 from sqlalchemy.sql.schema import MetaData
 
-from plugin.exceptions import ConfigurationError, DuplicateKeyError, mask_url
+from plugin.exceptions import ConfigurationError, DuplicateKeyError, mask_url, unknown_binds
+from plugin.migrations import Migrations
 from plugin.policy import TransactionPolicy
 
 if TYPE_CHECKING:
@@ -124,6 +125,10 @@ class _SQLAlchemyConfig:
     map_integrity_errors: bool = True
     """Answer an ``IntegrityError`` raised in a handler (say, by an explicit ``flush()``) with 409 Conflict,
     as a failed commit is answered. An app's own exception handler for ``IntegrityError`` wins."""
+    migrations: Migrations | Mapping[str, Migrations] | None = None
+    """Where each bind's Alembic migrations live, for ``db check`` and the health route (read only):
+    ``{"default": Migrations(...), "logs": Migrations(...)}``, or one ``Migrations`` for every bind
+    (Alembic's multidb template: one revision chain, a version table in each database)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.binds, Mapping) or not self.binds:
@@ -151,6 +156,7 @@ class _SQLAlchemyConfig:
             )
         if not isinstance(self.shutdown_timeout, (int, float)) or self.shutdown_timeout <= 0:
             raise ConfigurationError(f"shutdown_timeout={self.shutdown_timeout!r} must be a positive number of seconds")
+        object.__setattr__(self, "migrations", MappingProxyType(self._migrations(normalised)))
         for name in ("session_key", "engine_key"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.isidentifier():
@@ -187,6 +193,26 @@ class _SQLAlchemyConfig:
                 f"{'SQLAlchemySyncConfig' if self.is_async else 'SQLAlchemyAsyncConfig'} or the other engine kind"
             )
         return bind
+
+    def _migrations(self, binds: Mapping[str, BindConfig]) -> dict[str, Migrations]:
+        given = self.migrations
+        if given is None:
+            return {}
+        if isinstance(given, Migrations):
+            return dict.fromkeys(binds, given)
+        if not isinstance(given, Mapping) or not all(isinstance(m, Migrations) for m in given.values()):
+            raise ConfigurationError(
+                "migrations= takes a Migrations(...) for every bind, or a mapping of bind key to Migrations(...)"
+            )
+        if unknown := [key for key in given if key not in binds]:
+            raise ConfigurationError(f"migrations=: {unknown_binds(unknown, binds)}; fix the key or add the bind")
+        return dict(given)
+
+    @property
+    def migration_configs(self) -> Mapping[str, Migrations]:
+        """The binds that have migrations configured, each with its :class:`Migrations`."""
+        migrations: Mapping[str, Migrations] = self.migrations  # type: ignore[assignment]  # normalised
+        return migrations
 
     @property
     def bind_configs(self) -> Mapping[str, BindConfig]:

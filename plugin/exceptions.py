@@ -7,7 +7,8 @@
     │   ├── BindKeyError              a bind key that is not configured (model, table, lookup)
     │   ├── DuplicateKeyError         two binds or dependencies would share one key
     │   ├── DriverNotInstalledError   the URL names a driver whose package is missing
-    │   └── DriverMismatchError       an async driver in a sync config, or the reverse
+    │   ├── DriverMismatchError       an async driver in a sync config, or the reverse
+    │   └── MigrationsError           a bind's Alembic migrations cannot be read (db check, health)
     ├── LifecycleError                engines used before startup or after shutdown; a write after
     │                                 the request's transaction was settled
     ├── ConcurrentSessionError        one session used by two tasks at once
@@ -41,6 +42,7 @@ __all__ = (
     "DriverNotInstalledError",
     "DuplicateKeyError",
     "LifecycleError",
+    "MigrationsError",
     "mask_url",
 )
 
@@ -102,6 +104,10 @@ class DriverNotInstalledError(ConfigurationError):
 
 class DriverMismatchError(ConfigurationError):
     """An async driver in a sync config, or a sync driver in an async config."""
+
+
+class MigrationsError(ConfigurationError):
+    """A bind's migrations cannot be read: Alembic missing, no such folder or ini, a broken revision file."""
 
 
 class LifecycleError(AlchemyError):

@@ -2,7 +2,8 @@
 
 ``ALCHEMY_TEST_BINDS``: JSON ``{"key": "url", ...}``; ``ALCHEMY_TEST_MODELS``: comma-separated model sets
 (``shop``, ``logs``, ``metrics``, ``archive``); ``ALCHEMY_TEST_SYNC=1`` for a sync config;
-``ALCHEMY_TEST_POLICY=manual`` for the manual transaction policy.
+``ALCHEMY_TEST_POLICY=manual`` for the manual transaction policy; ``ALCHEMY_TEST_MIGRATIONS``: JSON
+``{"key": {Migrations fields}, ...}``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from litestar import Litestar
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
+from plugin import Migrations, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
 
 
 class ShopBase(DeclarativeBase):
@@ -68,7 +69,10 @@ def create_app() -> Litestar:
     bases = tuple(MODEL_SETS[name] for name in os.environ.get("ALCHEMY_TEST_MODELS", "shop").split(",") if name)
     config_class = SQLAlchemySyncConfig if os.environ.get("ALCHEMY_TEST_SYNC") == "1" else SQLAlchemyAsyncConfig
     policy = TransactionPolicy(mode="manual" if os.environ.get("ALCHEMY_TEST_POLICY") == "manual" else "autocommit")
-    config = config_class(binds=binds, base=bases, transaction=policy)
+    migrations = {
+        key: Migrations(**fields) for key, fields in json.loads(os.environ.get("ALCHEMY_TEST_MIGRATIONS", "{}")).items()
+    }
+    config = config_class(binds=binds, base=bases, transaction=policy, migrations=migrations)
     return Litestar(plugins=[SQLAlchemyPlugin(config=config)])
 
 

@@ -34,7 +34,8 @@ class Invocation:
 def litestar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Invocation]:
     """Run ``litestar <args>`` through Litestar's own root command, on the test app factory.
 
-    ``binds`` (key -> URL), ``models`` (model sets, see tests/cli/apps.py) and ``sync`` configure the app.
+    ``binds`` (key -> URL), ``models`` (model sets, see tests/cli/apps.py), ``sync`` and ``migrations``
+    (key -> ``Migrations`` fields) configure the app.
     """
 
     def invoke(
@@ -44,11 +45,13 @@ def litestar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Invocation]:
         sync: bool = False,
         app: str | None = None,
         input: str | None = None,
+        migrations: dict[str, dict[str, str]] | None = None,
     ) -> Invocation:
         monkeypatch.setenv("LITESTAR_APP", app or "tests.cli.apps:create_app")
         monkeypatch.setenv("ALCHEMY_TEST_BINDS", json.dumps(binds or {}))
         monkeypatch.setenv("ALCHEMY_TEST_MODELS", models)
         monkeypatch.setenv("ALCHEMY_TEST_SYNC", "1" if sync else "0")
+        monkeypatch.setenv("ALCHEMY_TEST_MIGRATIONS", json.dumps(migrations or {}))
         command = ["--app", app or "tests.cli.apps:create_app", *args]
         result: Result = CliRunner().invoke(litestar_group, command, input=input)
         if result.exception and not isinstance(result.exception, SystemExit):
