@@ -63,6 +63,7 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
         )
     console = _console()
     console.print(table)
+    _migration_locations(console, facts)
     if models is None:
         return
     listing = Table(title="Models", title_justify="left")
@@ -72,6 +73,27 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
         where = f"[red]✗ {escape(model.error)}[/]" if model.error else escape(model.table or "-")
         listing.add_row(escape(model.model), escape(model.module), escape(model.bind), where)
     console.print(listing)
+
+
+def _migration_locations(console: Console, facts: Sequence[BindFacts]) -> None:
+    """The ``db binds`` migrations table: where each bind's Alembic scripts live (when configured)."""
+    located = [(bind.key, bind.migrations) for bind in facts if bind.migrations is not None]
+    if not located:
+        return
+    table = Table(title="Migrations", title_justify="left")
+    for column in ("bind", "scripts", "target", "version table"):
+        table.add_column(column)
+    for key, where in located:
+        assert where is not None
+        scripts = escape(where["directory"]) if where["directory"] else f"[red]✗ {escape(where['error'])}[/]"
+        schema = where["version_table_schema"]
+        table.add_row(
+            escape(key),
+            scripts,
+            escape(where["target"]),
+            escape(f"{schema}.{where['version_table']}" if schema else where["version_table"]),
+        )
+    console.print(table)
 
 
 def _ms(value: float | None) -> str:

@@ -92,8 +92,11 @@ class _Runner:
                 scripts=self._scripts,
             )
         except Exception as exc:  # e.g. the engines are not started: unhealthy, and say why
-            return _Result(None, f"{type(exc).__name__}: {exc}", time.monotonic())
-        return _Result(report, None, time.monotonic())
+            result = _Result(None, f"{type(exc).__name__}: {exc}", time.monotonic())
+        else:
+            result = _Result(report, None, time.monotonic())
+        self._last = result  # here, not in the waiters: a run whose waiters all left still counts
+        return result
 
     async def result(self) -> _Result:
         last = self._last
@@ -103,9 +106,7 @@ class _Runner:
         if running is None or running.done() or running.get_loop() is not asyncio.get_running_loop():
             running = self._running = asyncio.ensure_future(self._run())
         # shield: a client that goes away must not cancel the run the other requests wait for.
-        result = await asyncio.shield(running)
-        self._last = result
-        return result
+        return await asyncio.shield(running)
 
 
 def _bind_body(check: BindCheck, pool: dict[str, Any] | None, *, schema: bool, migrations: bool) -> dict[str, Any]:

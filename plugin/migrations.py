@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from plugin.exceptions import MigrationsError
 
 if TYPE_CHECKING:
+    from alembic.config import Config
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection
 
-__all__ = ("MigrationState", "Migrations", "PendingRevision", "ScriptCache", "read_state")
+__all__ = ("MigrationState", "Migrations", "PendingRevision", "ScriptCache", "locate", "read_state")
 
 Status = Literal["at_head", "pending", "not_migrated", "unknown_revision", "several_heads", "error"]
 
@@ -163,12 +164,11 @@ class MigrationState:
         }
 
 
-def _load(migrations: Migrations) -> ScriptDirectory:
-    """Read the revision files of ``migrations`` (every file now, so that a broken one fails here)."""
+def _located(migrations: Migrations) -> tuple[Config, str, str]:
+    """The Alembic config, the script location as written, and the folder it names (absolute)."""
     try:
         from alembic.config import Config
-        from alembic.script import ScriptDirectory
-        from alembic.util import CommandError, coerce_resource_to_filename
+        from alembic.util import coerce_resource_to_filename
     except ImportError:
         raise MigrationsError(
             "migrations are configured but Alembic is not installed; pip install 'litestar-alchemy[alembic]'"
@@ -185,14 +185,32 @@ def _load(migrations: Migrations) -> ScriptDirectory:
             )
     else:
         config, location = Config(), migrations.script_location
+    directory = Path(coerce_resource_to_filename(str(location))).absolute()
+    if not directory.is_dir():
+        raise MigrationsError(
+            f"migrations folder {str(location)!r} does not exist; point script_location at the folder "
+            "that holds env.py and versions/"
+        )
+    return config, str(location), str(directory)
+
+
+def locate(migrations: Migrations) -> dict[str, Any]:
+    """Where the migrations live, the folder resolved (``db binds``); reads no revision file."""
+    try:
+        _, _, directory = _located(migrations)
+    except MigrationsError as exc:
+        return {**migrations.describe(), "directory": None, "error": str(exc)}
+    return {**migrations.describe(), "directory": directory, "error": None}
+
+
+def _load(migrations: Migrations) -> ScriptDirectory:
+    """Read the revision files of ``migrations`` (every file now, so that a broken one fails here)."""
+    config, location, directory = _located(migrations)
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     warned: list[warnings.WarningMessage] = []
     try:
-        directory = coerce_resource_to_filename(str(location))
-        if not Path(directory).is_dir():
-            raise MigrationsError(
-                f"migrations folder {str(location)!r} does not exist; point script_location at the folder "
-                "that holds env.py and versions/"
-            )
         # Built directly rather than with ScriptDirectory.from_config, which would also prepend the ini's
         # prepend_sys_path to sys.path: reading the state must not change the process.
         script = ScriptDirectory(
@@ -206,13 +224,11 @@ def _load(migrations: Migrations) -> ScriptDirectory:
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             script.get_heads()
-    except MigrationsError:
-        raise
     except CommandError as exc:
-        raise MigrationsError(f"the scripts in {str(location)!r} cannot be read: {exc}") from None
+        raise MigrationsError(f"the scripts in {location!r} cannot be read: {exc}") from None
     except Exception as exc:  # a revision file that does not import
         reason = " ".join(str(warned[0].message).split()) if warned else f"{type(exc).__name__}: {exc}"
-        raise MigrationsError(f"a revision file in {str(location)!r} failed to load ({reason})") from None
+        raise MigrationsError(f"a revision file in {location!r} failed to load ({reason})") from None
     return script
 
 
