@@ -19,6 +19,7 @@ Alembic is imported only here and only when a bind has migrations configured (it
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -164,15 +165,28 @@ class MigrationState:
         }
 
 
-def _located(migrations: Migrations) -> tuple[Config, str, str]:
-    """The Alembic config, the script location as written, and the folder it names (absolute)."""
+def _import_alembic() -> None:
+    """Import Alembic quietly: its import logs "setup plugin ..." at INFO seven times, which an app (or the
+    CLI) logging at INFO would print the first time migrations are read."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
-        from alembic.config import Config
-        from alembic.util import coerce_resource_to_filename
+        import alembic  # noqa: F401
     except ImportError:
         raise MigrationsError(
             "migrations are configured but Alembic is not installed; pip install 'litestar-alchemy[alembic]'"
         ) from None
+    finally:
+        logger.setLevel(level)
+
+
+def _located(migrations: Migrations) -> tuple[Config, str, str]:
+    """The Alembic config, the script location as written, and the folder it names (absolute)."""
+    _import_alembic()
+    from alembic.config import Config
+    from alembic.util import coerce_resource_to_filename
+
     if migrations.ini is not None:
         if not Path(migrations.ini).is_file():
             raise MigrationsError(f"alembic ini file {migrations.ini!r} does not exist; fix Migrations(ini=...)")

@@ -1,0 +1,81 @@
+"""Configuring migrations: one clear error per mistake; reading them changes nothing in the process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from plugin import ConfigurationError, Migrations, MigrationsError, SQLAlchemyAsyncConfig
+from plugin.migrations import ScriptCache
+from tests.alembic_scripts import build
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+BINDS = {"default": "sqlite+aiosqlite://", "logs": "sqlite+aiosqlite://"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "Migrations(...) needs exactly one of script_location= (the folder with env.py and versions/) or "
+             "ini= (an alembic.ini); it was given neither"),
+        ({"script_location": "m", "ini": "alembic.ini"}, "needs exactly one of script_location= "),
+        ({"script_location": "m", "version_table": ""}, "Migrations(version_table=...) cannot be empty"),
+    ],
+)  # fmt: skip
+def test_bad_migrations_are_one_clear_error(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(MigrationsError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        Migrations(**fields)
+
+
+def test_one_migrations_applies_to_every_bind() -> None:
+    shared = Migrations(ini="alembic.ini")
+    config = SQLAlchemyAsyncConfig(binds=BINDS, migrations=shared)
+    assert dict(config.migration_configs) == {"default": shared, "logs": shared}
+    assert dict(SQLAlchemyAsyncConfig(binds=BINDS).migration_configs) == {}
+
+
+@pytest.mark.parametrize(
+    ("migrations", "message"),
+    [
+        ({"archive": Migrations("m")}, "migrations=: bind 'archive' is not configured (configured: 'default', "
+                                       "'logs'); fix the key or add the bind"),
+        ({"logs": "migrations/logs"}, "migrations= takes a Migrations(...) for every bind, or a mapping of bind "
+                                      "key to Migrations(...)"),
+    ],
+)  # fmt: skip
+def test_migrations_for_unknown_binds_are_refused(migrations: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        SQLAlchemyAsyncConfig(binds=BINDS, migrations=migrations)
+    assert str(raised.value) == message
+
+
+def test_reading_scripts_leaves_sys_path_and_logging_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The multidb template's ini says prepend_sys_path = .; Alembic's import logs at INFO."""
+    scripts = build(tmp_path, "multidb", ["default"])
+    assert "prepend_sys_path = ." in (tmp_path / "alembic.ini").read_text()
+    path = list(sys.path)
+    alembic_modules = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "alembic"}
+    for name in alembic_modules:  # so that the import (and its logging) happens in this test
+        del sys.modules[name]
+    try:
+        with caplog.at_level(logging.INFO):
+            script = ScriptCache().get(scripts.migrations["default"])
+    finally:
+        sys.modules.update(alembic_modules)
+    assert script.get_heads() == ["m3"]
+    assert sys.path == path
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
+
+
+def test_scripts_are_read_once_per_cache(tmp_path: Path) -> None:
+    scripts = build(tmp_path, "per_bind", ["default"])
+    cache = ScriptCache()
+    first = cache.get(scripts.migrations["default"])
+    scripts.add_second_head("default")
+    assert cache.get(scripts.migrations["default"]) is first
+    assert len(ScriptCache().get(scripts.migrations["default"]).get_heads()) == 2
