@@ -21,7 +21,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plugin.exceptions import MigrationsError, describe_error, mask_url
-from plugin.migrations import ScriptCache, failed, read_state
+from plugin.migration_state import failed, read_state
+from plugin.migrations import ScriptCache
 from plugin.twophase import resolution, stale_prepared
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
     from plugin.binds import BindRouter, UnknownBindKey
     from plugin.engines import EngineRegistry
-    from plugin.migrations import Migrations, MigrationState
+    from plugin.migration_state import MigrationState
+    from plugin.migrations import Migrations
 
 __all__ = ("BindCheck", "CheckReport", "PreparedTransaction", "check_binds")
 
