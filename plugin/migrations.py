@@ -1,9 +1,8 @@
-"""Where each bind's Alembic migrations live, and how far each database is from their head (read only).
+"""Where each bind's Alembic migrations live, and loading their scripts (read only).
 
-This project inspects; Alembic migrates. The scripts are read through Alembic's own ``ScriptDirectory``
-and the version table with one ``SELECT`` on a connection the caller opened: neither ``env.py`` nor any
-``upgrade()`` runs. Loading the scripts imports each revision file, as
-every Alembic command does.
+This project inspects; Alembic migrates. The scripts are read through Alembic's own ``ScriptDirectory``;
+loading them imports each revision file, as every Alembic command does, but neither ``env.py`` nor any
+``upgrade()`` runs.
 
 Three layouts are supported, all configured per bind with :class:`Migrations`:
 
