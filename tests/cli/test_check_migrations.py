@@ -220,3 +220,26 @@ def test_broken_revision_file_is_named(
         f"a revision file in '{scripts.migrations['default'].script_location}' failed to load (Revision nope "
         "referenced from nope -> zz (head), is not present)"
     ) in flat(result.stdout)
+
+
+@pytest.mark.postgresql
+@pytest.mark.mariadb
+def test_sync_config_reads_the_same_state(
+    litestar: Callable[..., Invocation], databases: dict[str, Database], tmp_path: Path
+) -> None:
+    """Sync engines are checked in a thread; the state is read on that thread's connection."""
+    scripts = build(tmp_path / "scripts", "branches", list(databases))
+    scripts.stamp("default", databases["default"].url(sync=True), "default3")
+    scripts.stamp("pg", databases["pg"].url(sync=True), "pg1")
+    binds = {key: db.url(sync=True).render_as_string(hide_password=False) for key, db in databases.items()}
+
+    result = litestar("db", "check", binds=binds, models="", migrations=as_options(scripts), sync=True)
+
+    assert result.exit_code == 1
+    rows = migration_rows(result)
+    assert rows["default"] == "default ok default@head alembic_version at head (default3)"
+    assert rows["pg"] == "pg FAIL pg@head alembic_version 2 pending: pg2 (add a column), pg3 (add an index)"
+    assert rows["maria"] == (
+        "maria FAIL maria@head alembic_version no version table alembic_version (never migrated); "
+        "3 revision(s) to apply"
+    )

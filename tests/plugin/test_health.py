@@ -89,10 +89,12 @@ async def test_stopped_and_silent_servers_are_503_within_the_timeout(
     sync: bool, tmp_path: Path, refused_port: int, silent_port: int
 ) -> None:
     driver = "postgresql+psycopg" if sync else "postgresql+asyncpg"
+    maria = "mysql+pymysql" if sync else "mysql+asyncmy"
     binds = {
         "default": f"sqlite{'' if sync else '+aiosqlite'}:///{tmp_path}/ok.db",
         "stopped": f"{driver}://app:{PASSWORD}@127.0.0.1:{refused_port}/app",
         "hung": f"{driver}://app:{PASSWORD}@127.0.0.1:{silent_port}/app",
+        "hung_maria": f"{maria}://app:{PASSWORD}@127.0.0.1:{silent_port}/app",
     }
     app, _ = make_app(binds, sync=sync, timeout=1.0)
     async with AsyncTestClient(app) as client:
@@ -106,13 +108,14 @@ async def test_stopped_and_silent_servers_are_503_within_the_timeout(
     assert body["ok"] is False
     assert body["binds"]["default"]["ok"] is True
     assert body["binds"]["default"]["server"].startswith("SQLite")
-    assert body["binds"]["hung"] == {
-        **body["binds"]["hung"],
-        "ok": False,
-        "error": "no answer within 1 s (timed out)",
-        "server": None,
-        "latency_ms": None,
-    }
+    for hung in ("hung", "hung_maria"):
+        assert body["binds"][hung] == {
+            **body["binds"][hung],
+            "ok": False,
+            "error": "no answer within 1 s (timed out)",
+            "server": None,
+            "latency_ms": None,
+        }
     assert body["binds"]["stopped"]["ok"] is False
     refused = "Connection refused" if sync else "Connect call failed"
     assert refused in body["binds"]["stopped"]["error"]
@@ -157,6 +160,37 @@ async def test_concurrent_requests_share_one_run(tmp_path: Path, silent_port: in
     assert elapsed < 0.5 + 0.4
 
 
+async def test_a_request_that_goes_away_leaves_the_run_to_the_others(tmp_path: Path, silent_port: int) -> None:
+    binds = {
+        "default": f"sqlite+aiosqlite:///{tmp_path}/a.db",
+        "hung": f"postgresql+asyncpg://app@127.0.0.1:{silent_port}/app",
+    }
+    app, plugin = make_app(binds, timeout=0.5, cache_seconds=30)
+    async with app.lifespan():
+        statements = count_statements(plugin, "default")
+        leaving = asyncio.ensure_future(http(app, "GET", "/health/db"))
+        await asyncio.sleep(0.1)
+        leaving.cancel()  # what a server does when it gives up on a request
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        await asyncio.sleep(0.6)  # the run it started ends anyway, and is kept
+        later = await http(app, "GET", "/health/db")
+
+    assert later.status == 503
+    assert later.json()["binds"]["hung"]["error"] == "no answer within 0.5 s (timed out)"
+    assert later.json()["age_s"] > 0
+    assert len(statements) == 1  # one run, started by the request that left
+
+
+async def test_engines_not_started_is_503_with_the_reason(tmp_path: Path) -> None:
+    app, _ = make_app({"default": f"sqlite+aiosqlite:///{tmp_path}/a.db"})
+    exchange = await http(app, "GET", "/health/db")  # no lifespan: the engines never started
+
+    assert exchange.status == 503
+    assert exchange.json()["error"].startswith("LifecycleError: the engines are not started yet")
+    assert exchange.json()["binds"] == {}
+
+
 async def test_pool_figures_are_the_apps_own_and_current(tmp_path: Path) -> None:
     app, plugin = make_app({"default": f"sqlite+aiosqlite:///{tmp_path}/a.db"}, cache_seconds=30)
     async with AsyncTestClient(app) as client:
@@ -191,9 +225,11 @@ async def test_schema_and_migrations_on_request(tmp_path: Path, new_db: Callable
     scripts = build(tmp_path / "scripts", "per_bind", ["default"])
     scripts.stamp("default", db.url(sync=True), "default2")
     binds = {"default": str(db.url())}
-    app, _ = make_app(binds, schema=True, migrations=True, migrations_config=scripts.migrations)
+    app, plugin = make_app(binds, schema=True, migrations=True, migrations_config=scripts.migrations)
     plain, _ = make_app(binds, migrations_config=scripts.migrations)
     async with AsyncTestClient(app) as client:
+        checkouts: list[object] = []
+        event.listen(plugin.engines.sync_engine("default"), "checkout", lambda *a: checkouts.append(a))
         response = await client.get("/health/db")
     async with AsyncTestClient(plain) as client:
         connectivity_only = await client.get("/health/db")
@@ -203,6 +239,7 @@ async def test_schema_and_migrations_on_request(tmp_path: Path, new_db: Callable
     assert bind["schema"] == {"tables": 1, "missing_tables": ["customers"], "missing_columns": []}
     assert bind["migrations"]["status"] == "pending"
     assert [p["revision"] for p in bind["migrations"]["pending"]] == ["default3"]
+    assert len(checkouts) == 1  # schema and migrations read on the check's own connection
     assert connectivity_only.status_code == 200
 
 
