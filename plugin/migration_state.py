@@ -151,6 +151,6 @@ def evaluate(
         else []
     )
     pending.reverse()  # Alembic walks from the head down; people read oldest first
-    if not has_table:
+    if not has_table and heads:  # with no revision at all there is nothing to migrate yet
         return replace(base, status="not_migrated", pending=tuple(pending))
     return replace(base, status="pending" if pending else "at_head", current=current, pending=tuple(pending))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from plugin import ConfigurationError, Migrations, MigrationsError, SQLAlchemyAsyncConfig
+from plugin.migration_state import evaluate
 from plugin.migrations import ScriptCache
 from tests.alembic_scripts import build
 
@@ -79,3 +80,14 @@ def test_scripts_are_read_once_per_cache(tmp_path: Path) -> None:
     scripts.add_second_head("default")
     assert cache.get(scripts.migrations["default"]) is first
     assert len(ScriptCache().get(scripts.migrations["default"]).get_heads()) == 2
+
+
+def test_a_script_folder_without_revisions_is_at_head(tmp_path: Path) -> None:
+    """``alembic init`` done, no revision written yet: nothing to apply, with or without a version table."""
+    scripts = build(tmp_path, "per_bind", ["default"])
+    for revision in (tmp_path / "default" / "migrations" / "versions").glob("*.py"):
+        revision.unlink()
+    script = ScriptCache().get(scripts.migrations["default"])
+    for has_table in (False, True):
+        state = evaluate(scripts.migrations["default"], script, has_table=has_table, current=())
+        assert (state.status, state.summary()) == ("at_head", "at head (no revisions)")
