@@ -131,17 +131,16 @@ def evaluate(
     )
     if len(heads) > 1:
         return replace(base, status="several_heads", current=current)
-    known = set()
-    unknown = []
-    for revision in current:
-        try:
-            found = script.revision_map.get_revision(revision)
-        except Exception:  # Alembic raises ResolutionError (or a subclass) for an id it does not know
-            unknown.append(revision)
-            continue
-        # In the branch layout a version table may also carry other branches' revisions: not ours.
-        if found is not None and (migrations.branch is None or migrations.branch in found.branch_labels):
-            known.add(found.revision)
+    # Exact ids: Alembic's own lookup also accepts a unique prefix, which would take an unknown id for a
+    # known one that happens to start with it.
+    scripts = {s.revision: s for s in script.walk_revisions()}
+    unknown = [revision for revision in current if revision not in scripts]
+    # In the branch layout a version table may also carry other branches' revisions: not ours.
+    known = {
+        revision
+        for revision in current
+        if revision in scripts and (migrations.branch is None or migrations.branch in scripts[revision].branch_labels)
+    }
     if unknown:
         return replace(base, status="unknown_revision", current=current, unknown=tuple(unknown))
     lower = tuple(sorted(known)) or "base"

@@ -91,3 +91,11 @@ def test_a_script_folder_without_revisions_is_at_head(tmp_path: Path) -> None:
     for has_table in (False, True):
         state = evaluate(scripts.migrations["default"], script, has_table=has_table, current=())
         assert (state.status, state.summary()) == ("at_head", "at head (no revisions)")
+
+
+def test_an_unknown_id_that_prefixes_a_known_one_is_unknown(tmp_path: Path) -> None:
+    scripts = build(tmp_path, "per_bind", ["default"])
+    scripts._revision("default", "c0ffee", "a fourth change", "default3")
+    script = ScriptCache().get(scripts.migrations["default"])
+    state = evaluate(scripts.migrations["default"], script, has_table=True, current=("c0ff",))
+    assert (state.status, state.unknown) == ("unknown_revision", ("c0ff",))
