@@ -117,6 +117,8 @@ def _bind_body(check: BindCheck, pool: dict[str, Any] | None, *, schema: bool, m
         "server": check.server,
         "error": check.error,
         "pool": pool,
+        # Part of every check (they fail it), so always shown: a 503 must say why.
+        "prepared_transactions": [{"xid": p.xid, "commit": p.commit, "rollback": p.rollback} for p in check.prepared],
     }
     if schema:
         body["schema"] = {

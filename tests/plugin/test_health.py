@@ -78,6 +78,7 @@ async def test_all_binds_up_is_200_with_a_body_per_bind(new_db: Callable[[str], 
             "checked_out": 0,
             "overflow": 0,
         }
+        assert bind["prepared_transactions"] == []
         assert "schema" not in bind
         assert "migrations" not in bind
     assert PASSWORD not in response.text
