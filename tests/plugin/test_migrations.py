@@ -99,3 +99,12 @@ def test_an_unknown_id_that_prefixes_a_known_one_is_unknown(tmp_path: Path) -> N
     script = ScriptCache().get(scripts.migrations["default"])
     state = evaluate(scripts.migrations["default"], script, has_table=True, current=("c0ff",))
     assert (state.status, state.unknown) == ("unknown_revision", ("c0ff",))
+
+
+def test_without_alembic_the_message_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "alembic", None)  # what a missing package looks like to `import`
+    with pytest.raises(MigrationsError) as raised:
+        ScriptCache().get(Migrations(script_location=str(tmp_path)))
+    assert str(raised.value) == (
+        "migrations are configured but Alembic is not installed; pip install 'litestar-alchemy[alembic]'"
+    )
