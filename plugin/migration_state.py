@@ -54,6 +54,7 @@ class MigrationState:
 
     @property
     def ok(self) -> bool:
+        """Only "at head" passes; every other state fails ``db check`` and the health route."""
         return self.status == "at_head"
 
     def summary(self) -> str:

@@ -78,6 +78,7 @@ class Migrations:
 
     @property
     def qualified_version_table(self) -> str:
+        """``schema.table`` when a schema is configured, else the table's name."""
         return f"{self.version_table_schema}.{self.version_table}" if self.version_table_schema else self.version_table
 
     def describe(self) -> dict[str, Any]:
