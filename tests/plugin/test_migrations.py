@@ -108,3 +108,24 @@ def test_without_alembic_the_message_says_what_to_install(tmp_path: Path, monkey
     assert str(raised.value) == (
         "migrations are configured but Alembic is not installed; pip install 'litestar-alchemy[alembic]'"
     )
+
+
+def test_version_locations_come_from_the_ini(tmp_path: Path) -> None:
+    """A revision kept in a second folder named by the ini's version_locations is found through ini=."""
+    scripts = build(tmp_path, "per_bind", ["default"])
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    newest = next((tmp_path / "default" / "migrations" / "versions").glob("default3_*.py"))
+    newest.rename(extra / newest.name)
+    ini = tmp_path / "default" / "alembic.ini"
+    ini.write_text(
+        ini.read_text().replace(
+            "[alembic]\n", f"[alembic]\nversion_locations = %(here)s/migrations/versions:{extra}\n", 1
+        )
+    )
+
+    from_ini = ScriptCache().get(Migrations(ini=str(ini)))
+    folder_only = ScriptCache().get(scripts.migrations["default"])
+
+    assert from_ini.get_heads() == ["default3"]
+    assert folder_only.get_heads() == ["default2"]
