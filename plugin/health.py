@@ -172,11 +172,14 @@ def health_router(
                 pool = pool_figures(engine.pool) if engine is not None else None
                 binds[check.bind] = _bind_body(check, pool, schema=schema, migrations=migrations)
         ok = result.report is not None and result.report.ok
+        # Failures that belong to no bind (db check prints them under its table): a 503 must say why.
+        problems = [] if result.report is None else [p.describe(list(binds)) for p in result.report.unknown_bind_keys]
         body = {
             "ok": ok,
             "age_s": round(time.monotonic() - result.at, 3),
             "timeout_s": timeout,
             "error": result.error,
+            "problems": problems,
             "binds": binds,
         }
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)

@@ -63,6 +63,7 @@ async def test_all_binds_up_is_200_with_a_body_per_bind(new_db: Callable[[str], 
     body = response.json()
     assert body["ok"] is True
     assert body["error"] is None
+    assert body["problems"] == []
     assert list(body["binds"]) == ["default", "pg", "maria"]
     assert body["binds"]["default"]["server"].startswith("SQLite 3.")
     assert body["binds"]["pg"]["server"].startswith("PostgreSQL 15.")
