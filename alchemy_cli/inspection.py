@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from plugin.exceptions import BindConflictError, BindKeyError, mask_url
+from plugin.migrations import locate
 
 if TYPE_CHECKING:
     from plugin import SQLAlchemyPlugin
@@ -37,6 +38,8 @@ class BindFacts:
     engine_dependency: str
     models: int
     tables: int
+    migrations: dict[str, Any] | None = None
+    """Where the bind's Alembic migrations live (``None``: not configured)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[Model
     config, router = plugin.config, plugin.router
     models_by_bind = router.models_by_bind()
     tables_by_bind = router.tables_by_bind()
+    migrations = config.migration_configs
     binds = []
     for key in router.keys:
         engine = plugin.engines.engine(key)
@@ -79,6 +83,7 @@ def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[Model
                 engine_dependency=config.engine_key_for(key),
                 models=len(models_by_bind[key]),
                 tables=len(tables_by_bind[key]),
+                migrations=locate(migrations[key]) if key in migrations else None,
             )
         )
     models = []
@@ -116,6 +121,7 @@ def as_json(app_path: str, default_bind: str, binds: list[BindFacts], models: li
                 "dependencies": {"session": b.session_dependency, "engine": b.engine_dependency},
                 "models": b.models,
                 "tables": b.tables,
+                "migrations": b.migrations,
             }
             for b in binds
         ],

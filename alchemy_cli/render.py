@@ -83,6 +83,7 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
     console = _console()
     _title(console, f"Binds of {app_path}")
     console.print(table)
+    _migration_locations(console, facts)
     if models is None:
         return
     listing = Table()
@@ -93,6 +94,27 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
         listing.add_row(escape(model.model), escape(model.module), escape(model.bind), where)
     _title(console, "Models")
     console.print(listing)
+
+
+def _migration_locations(console: Console, facts: Sequence[BindFacts]) -> None:
+    """The ``db binds`` migrations table: where each bind's Alembic scripts live (when configured)."""
+    located = [(bind.key, bind.migrations) for bind in facts if bind.migrations is not None]
+    if not located:
+        return
+    table = Table(title="Migrations", title_justify="left")
+    for column in ("bind", "scripts", "target", "version table"):
+        table.add_column(column)
+    for key, where in located:
+        assert where is not None
+        scripts = escape(where["directory"]) if where["directory"] else f"[red]✗ {escape(where['error'])}[/]"
+        schema = where["version_table_schema"]
+        table.add_row(
+            escape(key),
+            scripts,
+            escape(where["target"]),
+            escape(f"{schema}.{where['version_table']}" if schema else where["version_table"]),
+        )
+    console.print(table)
 
 
 def _ms(value: float | None) -> str:
@@ -126,12 +148,33 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
     console = _console()
     _title(console, f"Database checks of {app_path} (timeout {timeout:g} s)")
     console.print(table)
+    _migration_states(console, report)
     for problem in report.unknown_bind_keys:
         console.print(f"[bold red]FAIL[/] {escape(problem.describe([c.bind for c in report.binds]))}")
     for conflict in report.bind_conflicts:
         console.print(f"[bold red]FAIL[/] {escape(conflict.message)}")
     failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys) + len(report.bind_conflicts)
     console.print("[green]all checks passed[/]" if not failed else f"[bold red]{plural(failed, 'check')} failed[/]")
+
+
+def _migration_states(console: Console, report: CheckReport) -> None:
+    """The ``db check`` migrations table: one row per bind that has migrations configured."""
+    states = [(check.bind, check.migrations) for check in report.binds if check.migrations is not None]
+    if not states:
+        return
+    table = Table(title="Migrations", title_justify="left")
+    for column in ("bind", "status", "target", "version table", "state"):
+        table.add_column(column)
+    for bind, state in states:
+        assert state is not None
+        table.add_row(
+            escape(bind),
+            "[green]ok[/]" if state.ok else "[bold red]FAIL[/]",
+            escape(state.target),
+            escape(state.version_table),
+            escape(state.summary()) if state.ok else f"[red]{escape(state.summary())}[/]",
+        )
+    console.print(table)
 
 
 def rows(columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:

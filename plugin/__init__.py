@@ -29,7 +29,9 @@ from plugin.exceptions import (
     DriverNotInstalledError,
     DuplicateKeyError,
     LifecycleError,
+    MigrationsError,
 )
+from plugin.migrations import Migrations
 from plugin.plugin import SQLAlchemyPlugin
 from plugin.policy import TransactionPolicy
 from plugin.sessions import AsyncRoutingSession, RoutingSession
@@ -52,6 +54,8 @@ __all__ = (
     "DuplicateKeyError",
     "EngineRegistry",
     "LifecycleError",
+    "Migrations",
+    "MigrationsError",
     "RoutingSession",
     "SQLAlchemyAsyncConfig",
     "SQLAlchemyPlugin",

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, registry
 from sqlalchemy.sql.schema import MetaData
 
-from plugin.exceptions import ConfigurationError, DuplicateKeyError
+from plugin.exceptions import ConfigurationError, DuplicateKeyError, unknown_binds
+from plugin.migrations import Migrations
 from plugin.policy import TransactionPolicy
 from plugin.secrets import mask_url, masked_options, secret_values
 
@@ -155,6 +156,10 @@ class _SQLAlchemyConfig:
     function, plain or async, called with the names they preload (``session``, ``<bind>_session``, the
     models, ...) once the engines are started, returning a mapping of extra names. The banner lists them;
     on a clash the preloaded name is kept."""
+    migrations: Migrations | Mapping[str, Migrations] | None = None
+    """Where each bind's Alembic migrations live, for ``db check`` and the health route (read only):
+    ``{"default": Migrations(...), "logs": Migrations(...)}``, or one ``Migrations`` for every bind
+    (Alembic's multidb template: one revision chain, a version table in each database)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.binds, Mapping) or not self.binds:
@@ -182,6 +187,7 @@ class _SQLAlchemyConfig:
             )
         if not isinstance(self.shutdown_timeout, (int, float)) or self.shutdown_timeout <= 0:
             raise ConfigurationError(f"shutdown_timeout={self.shutdown_timeout!r} must be a positive number of seconds")
+        object.__setattr__(self, "migrations", MappingProxyType(self._migrations(normalised)))
         for name in ("session_key", "engine_key"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.isidentifier():
@@ -218,6 +224,26 @@ class _SQLAlchemyConfig:
                 f"{'SQLAlchemySyncConfig' if self.is_async else 'SQLAlchemyAsyncConfig'} or the other engine kind"
             )
         return bind
+
+    def _migrations(self, binds: Mapping[str, BindConfig]) -> dict[str, Migrations]:
+        given = self.migrations
+        if given is None:
+            return {}
+        if isinstance(given, Migrations):
+            return dict.fromkeys(binds, given)
+        if not isinstance(given, Mapping) or not all(isinstance(m, Migrations) for m in given.values()):
+            raise ConfigurationError(
+                "migrations= takes a Migrations(...) for every bind, or a mapping of bind key to Migrations(...)"
+            )
+        if unknown := [key for key in given if key not in binds]:
+            raise ConfigurationError(f"migrations=: {unknown_binds(unknown, binds)}; fix the key or add the bind")
+        return dict(given)
+
+    @property
+    def migration_configs(self) -> Mapping[str, Migrations]:
+        """The binds that have migrations configured, each with its :class:`Migrations`."""
+        migrations: Mapping[str, Migrations] = self.migrations  # type: ignore[assignment]  # normalised
+        return migrations
 
     @property
     def bind_configs(self) -> Mapping[str, BindConfig]:

@@ -8,7 +8,8 @@
     │   ├── BindConflictError         a table whose bind cannot be told (hierarchy or MetaData spans binds)
     │   ├── DuplicateKeyError         two binds or dependencies would share one key
     │   ├── DriverNotInstalledError   the URL names a driver whose package is missing
-    │   └── DriverMismatchError       an async driver in a sync config, or the reverse
+    │   ├── DriverMismatchError       an async driver in a sync config, or the reverse
+    │   └── MigrationsError           a bind's Alembic migrations cannot be read (db check, health)
     ├── LifecycleError                engines used before startup or after shutdown; a write after
     │                                 the request's transaction was settled
     ├── ConcurrentSessionError        one session used by two tasks at once
@@ -45,6 +46,7 @@ __all__ = (
     "DriverNotInstalledError",
     "DuplicateKeyError",
     "LifecycleError",
+    "MigrationsError",
     "mask_url",
 )
 
@@ -106,6 +108,10 @@ class DriverNotInstalledError(ConfigurationError):
 
 class DriverMismatchError(ConfigurationError):
     """An async driver in a sync config, or a sync driver in an async config."""
+
+
+class MigrationsError(ConfigurationError):
+    """A bind's migrations cannot be read: Alembic missing, no such folder or ini, a broken revision file."""
 
 
 class LifecycleError(AlchemyError):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
     from click import Group
+    from litestar import Router
     from litestar.config.app import AppConfig
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
@@ -69,6 +70,35 @@ class SQLAlchemyPlugin(InitPlugin, CLIPlugin, Generic[ConfigT]):
         configs). Inside a running app the engines are already started: do not enter it again.
         """
         return lifespan(self)
+
+    def health_route(
+        self,
+        path: str = "/health/db",
+        *,
+        live_path: str | None = None,
+        timeout: float = 2.0,
+        cache_seconds: float = 2.0,
+        schema: bool = False,
+        migrations: bool = False,
+        include_in_schema: bool = False,
+    ) -> Router:
+        """Opt-in health routes for ``route_handlers=[...]``: readiness at ``path`` runs ``db check``'s
+        checks on every bind (200 or 503), liveness at ``<path>/live`` touches no database.
+
+        See :func:`plugin.health.health_router` for the options.
+        """
+        from plugin.health import health_router
+
+        return health_router(
+            self,
+            path,
+            live_path=live_path,
+            timeout=timeout,
+            cache_seconds=cache_seconds,
+            schema=schema,
+            migrations=migrations,
+            include_in_schema=include_in_schema,
+        )
 
     @overload
     def session(

@@ -24,6 +24,8 @@ def test_plugin_exports() -> None:
         "DuplicateKeyError",
         "EngineRegistry",
         "LifecycleError",
+        "Migrations",
+        "MigrationsError",
         "RoutingSession",
         "SQLAlchemyAsyncConfig",
         "SQLAlchemyPlugin",

@@ -3,7 +3,8 @@
 ``ALCHEMY_TEST_BINDS``: JSON ``{"key": "url", ...}``; ``ALCHEMY_TEST_MODELS``: comma-separated model sets
 (``shop``, ``logs``, ``metrics``, ``archive``); ``ALCHEMY_TEST_SYNC=1`` for a sync config;
 ``ALCHEMY_TEST_POLICY=manual`` for the manual transaction policy; ``ALCHEMY_TEST_SHELL_CONTEXT`` names a
-``shell_context`` hook below (``plain``, ``async``, ``broken``).
+``shell_context`` hook below (``plain``, ``async``, ``broken``); ``ALCHEMY_TEST_MIGRATIONS``: JSON
+``{"key": {Migrations fields}, ...}``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from litestar import Litestar
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
+from plugin import Migrations, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
 
 
 class ShopBase(DeclarativeBase):
@@ -148,7 +149,10 @@ def create_app() -> Litestar:
     config_class = SQLAlchemySyncConfig if os.environ.get("ALCHEMY_TEST_SYNC") == "1" else SQLAlchemyAsyncConfig
     policy = TransactionPolicy(mode="manual" if os.environ.get("ALCHEMY_TEST_POLICY") == "manual" else "autocommit")
     hook = HOOKS.get(os.environ.get("ALCHEMY_TEST_SHELL_CONTEXT", ""))
-    config = config_class(binds=binds, base=bases, transaction=policy, shell_context=hook)
+    migrations = {
+        key: Migrations(**fields) for key, fields in json.loads(os.environ.get("ALCHEMY_TEST_MIGRATIONS", "{}")).items()
+    }
+    config = config_class(binds=binds, base=bases, transaction=policy, shell_context=hook, migrations=migrations)
     return Litestar(plugins=[SQLAlchemyPlugin(config=config)])
 
 
