@@ -91,8 +91,6 @@ async def engines_started(plugin: SQLAlchemyPlugin[Any], connect_timeout: float 
     (:mod:`alchemy_cli.timeouts`). Meanwhile the plugin's own loggers are muted: a command reports
     failures itself, in one line, and the app's logging config would print the same failure again.
     """
-    from alchemy_cli.timeouts import connect_timeouts
-
     plugin.engines.start()
     plugin_logger = logging.getLogger("plugin")
     level = plugin_logger.level
@@ -101,6 +99,8 @@ async def engines_started(plugin: SQLAlchemyPlugin[Any], connect_timeout: float 
         if connect_timeout is None:
             yield
         else:
+            from alchemy_cli.timeouts import connect_timeouts  # only shell and run need it
+
             with connect_timeouts(plugin, connect_timeout):
                 yield
     finally:
