@@ -15,6 +15,7 @@ back. Data lives in ``examples/data/`` unless ``EXAMPLE_DATA_DIR`` says otherwis
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ from sqlalchemy import DateTime, ForeignKey, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import Migrations, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 
 DATA_DIR = Path(os.environ.get("EXAMPLE_DATA_DIR", Path(__file__).parent / "data"))
 
@@ -163,8 +164,12 @@ async def stats(db_session: NamedDependency[AsyncSession]) -> dict[str, int]:
     }
 
 
-def create_app(data_dir: Path = DATA_DIR) -> Litestar:
-    """The example app, with its databases in ``data_dir``."""
+def create_app(data_dir: Path = DATA_DIR, *, migrations: Mapping[str, Migrations] | None = None) -> Litestar:
+    """The example app, with its databases in ``data_dir``.
+
+    With ``migrations`` (see ``examples/migrating.py``), ``db check`` reports each bind's Alembic state
+    and the app serves the health routes at ``/health/db`` and ``/health/db/live``.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = SQLAlchemyAsyncConfig(
         binds={
@@ -174,8 +179,11 @@ def create_app(data_dir: Path = DATA_DIR) -> Litestar:
         default_bind="app",
         base=Base,
         create_all=True,
+        migrations=migrations,
     )
-    return Litestar(route_handlers=[NoteController, list_audit, stats], plugins=[SQLAlchemyPlugin(config=config)])
+    plugin = SQLAlchemyPlugin(config=config)
+    health = [plugin.health_route("/health/db", migrations=True)] if migrations else []
+    return Litestar(route_handlers=[NoteController, list_audit, stats, *health], plugins=[plugin])
 
 
 app = create_app()

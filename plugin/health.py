@@ -173,7 +173,12 @@ def health_router(
                 binds[check.bind] = _bind_body(check, pool, schema=schema, migrations=migrations)
         ok = result.report is not None and result.report.ok
         # Failures that belong to no bind (db check prints them under its table): a 503 must say why.
-        problems = [] if result.report is None else [p.describe(list(binds)) for p in result.report.unknown_bind_keys]
+        report = result.report
+        problems = (
+            [p.describe(list(binds)) for p in report.unknown_bind_keys] + [c.message for c in report.bind_conflicts]
+            if report
+            else []
+        )
         body = {
             "ok": ok,
             "age_s": round(time.monotonic() - result.at, 3),

@@ -64,7 +64,11 @@ class MigrationState:
         if self.status == "pending":
             return f"{len(self.pending)} pending: " + ", ".join(f"{p.revision} ({p.message})" for p in self.pending)
         if self.status == "not_migrated":
-            return f"no version table {self.version_table} (never migrated); {len(self.pending)} revision(s) to apply"
+            count = len(self.pending)
+            return (
+                f"no version table {self.version_table} (never migrated); "
+                f"{count} revision{'' if count == 1 else 's'} to apply"
+            )
         if self.status == "unknown_revision":
             return (
                 f"unknown revision {', '.join(self.unknown)} in {self.version_table}: the database is newer "

@@ -69,7 +69,7 @@ def arrange(state: str, scripts: Scripts, databases: dict[str, Database]) -> dic
             scripts.stamp(key, url, chain[0])
             expected[key] = f"2 pending: {chain[1]} (add a column), {chain[2]} (add an index)"
         elif state == "not_migrated":
-            expected[key] = "no version table alembic_version (never migrated); 3 revision(s) to apply"
+            expected[key] = "no version table alembic_version (never migrated); 3 revisions to apply"
         elif state == "newer":
             fourth = f"{chain[0][:-1]}4"
             scripts.stamp(key, url, fourth)
@@ -241,6 +241,5 @@ def test_sync_config_reads_the_same_state(
     assert rows["default"] == "default ok default@head alembic_version at head (default3)"
     assert rows["pg"] == "pg FAIL pg@head alembic_version 2 pending: pg2 (add a column), pg3 (add an index)"
     assert rows["maria"] == (
-        "maria FAIL maria@head alembic_version no version table alembic_version (never migrated); "
-        "3 revision(s) to apply"
+        "maria FAIL maria@head alembic_version no version table alembic_version (never migrated); 3 revisions to apply"
     )

@@ -10,6 +10,7 @@ import pytest
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 from sqlalchemy import event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from plugin import ConfigurationError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
 from tests.alembic_scripts import build
@@ -191,6 +192,37 @@ async def test_engines_not_started_is_503_with_the_reason(tmp_path: Path) -> Non
     assert exchange.status == 503
     assert exchange.json()["error"].startswith("LifecycleError: the engines are not started yet")
     assert exchange.json()["binds"] == {}
+
+
+async def test_a_failure_of_no_bind_is_named_in_problems(tmp_path: Path) -> None:
+    """A model imported after startup whose bind key is not configured fails db check, and the route."""
+
+    class LateBase(DeclarativeBase):
+        pass
+
+    plugin = SQLAlchemyPlugin(
+        config=SQLAlchemyAsyncConfig(binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db"}, base=LateBase)
+    )
+    app = Litestar([plugin.health_route()], plugins=[plugin])
+    try:
+        async with AsyncTestClient(app) as client:
+
+            class Late(LateBase):
+                __tablename__ = "late"
+                __bind_key__ = "reports"
+                id: Mapped[int] = mapped_column(primary_key=True)
+
+            response = await client.get("/health/db")
+    finally:
+        LateBase.registry.dispose()
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["binds"]["default"]["ok"] is True
+    assert body["problems"] == [
+        "model 'Late' has __bind_key__ = 'reports', which is not a configured bind (configured: 'default'); "
+        "add 'reports' to binds= or fix the model"
+    ]
 
 
 async def test_pool_figures_are_the_apps_own_and_current(tmp_path: Path) -> None:
