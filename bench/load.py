@@ -111,6 +111,9 @@ class Report:
     prepared_after: int = -1
     """Prepared transactions left in the two databases once the run has settled."""
     shutdown: str = "-"
+    log: Counter[str] = field(default_factory=Counter)
+    """The server's stderr: this plugin's ERROR and WARNING lines, and Python warnings."""
+    log_samples: list[str] = field(default_factory=list)
     rss_first_mib: float = 0.0
     rss_last_mib: float = 0.0
 
@@ -326,6 +329,7 @@ async def run(
         report.idle_in_transaction_after = databases.idle_in_transaction()
         server.stop()
         report.shutdown = f"{'killed after' if server.killed else 'exited in'} {server.shutdown_seconds:.1f} s"
+        report.log, report.log_samples = server.log()
         verify(report, outcomes, databases, log)
         _memory(report, server.rss)
         return report
@@ -358,6 +362,8 @@ def table(reports: list[Report]) -> str:
         ("server sessions idle in transaction", lambda r: r.idle_in_transaction_after),
         ("prepared transactions left", lambda r: r.prepared_after),
         ("server shutdown (SIGINT)", lambda r: r.shutdown),
+        ("server log: ERROR / WARNING / Python warnings",
+         lambda r: f"{r.log['ERROR']} / {r.log['WARNING']} / {r.log['python warning']}"),
         ("server RSS, first fifth -> last fifth", lambda r: f"{r.rss_first_mib:.1f} -> {r.rss_last_mib:.1f} MiB "
                                                               f"({r.rss_last_mib - r.rss_first_mib:+.1f})"),
     ]  # fmt: skip
@@ -415,6 +421,8 @@ async def main() -> int:
             print(f"transport error ({report.name}): {sample}")
         for sample in report.phantom_samples:
             print(f"phantom write ({report.name}): {sample}")
+        for sample in report.log_samples:
+            print(f"server log ({report.name}): {sample}")
     ours = [r for r in reports if r.plugin == "plugin"]
     return 0 if all(r.clean for r in ours) else 1
 

@@ -12,8 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +117,8 @@ class Server:
         command = [sys.executable, "-m", "uvicorn", "bench.load_app:create_app", "--factory", "--host", "127.0.0.1",
                    "--port", str(self.port), "--log-level", "critical", "--no-access-log", "--timeout-keep-alive",
                    "300"]  # fmt: skip
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env)
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115  (read after the server exits)
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=self.stderr)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.rss: list[tuple[float, int]] = []
         self.shutdown_seconds = 0.0
@@ -154,6 +157,22 @@ class Server:
                 if out == 0 or time.monotonic() > deadline:
                     return int(out)
                 await asyncio.sleep(0.2)
+
+    def log(self) -> tuple[Counter[str], list[str]]:
+        """The server's stderr so far: log lines and Python warnings counted by kind, and the distinct
+        ERROR and warning lines (first 10), tracebacks left out."""
+        self.stderr.seek(0)
+        counts: Counter[str] = Counter()
+        samples: list[str] = []
+        for line in self.stderr.read().splitlines():
+            level = line.split(" ", 1)[0]
+            kind = level if level in ("ERROR", "WARNING") else "python warning" if "Warning: " in line else None
+            if kind is None:
+                continue
+            counts[kind] += 1
+            if kind != "WARNING" and line not in samples and len(samples) < 10:
+                samples.append(line)
+        return counts, samples
 
     def stop(self) -> None:
         """SIGINT: uvicorn shuts down gracefully, so the app's lifespan disposes the engines."""
