@@ -117,7 +117,8 @@ class Server:
         command = [sys.executable, "-m", "uvicorn", "bench.load_app:create_app", "--factory", "--host", "127.0.0.1",
                    "--port", str(self.port), "--log-level", "critical", "--no-access-log", "--timeout-keep-alive",
                    "300"]  # fmt: skip
-        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115  (read after the server exits)
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115  (read and closed when the server stops)
+        self.stderr_text = ""
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=self.stderr)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.rss: list[tuple[float, int]] = []
@@ -159,12 +160,11 @@ class Server:
                 await asyncio.sleep(0.2)
 
     def log(self) -> tuple[Counter[str], list[str]]:
-        """The server's stderr so far: log lines and Python warnings counted by kind, and the distinct
+        """The server's stderr, once it has stopped: log lines and Python warnings counted by kind, and the distinct
         ERROR and warning lines (first 10), tracebacks left out."""
-        self.stderr.seek(0)
         counts: Counter[str] = Counter()
         samples: list[str] = []
-        for line in self.stderr.read().splitlines():
+        for line in self.stderr_text.splitlines():
             level = line.split(" ", 1)[0]
             kind = level if level in ("ERROR", "WARNING") else "python warning" if "Warning: " in line else None
             if kind is None:
@@ -185,3 +185,7 @@ class Server:
             self.process.kill()
             self.process.wait()
         self.shutdown_seconds = time.monotonic() - started
+        if not self.stderr.closed:
+            self.stderr.seek(0)
+            self.stderr_text = self.stderr.read()
+            self.stderr.close()
