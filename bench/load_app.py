@@ -3,6 +3,9 @@
 Configured from the environment (the suite sets it): ``LOAD_PLUGIN`` is ``plugin`` (this project) or
 ``advanced-alchemy``; ``LOAD_DEFAULT_URL`` and ``LOAD_LOGS_URL`` are the two databases. The handler code
 is the same for both plugins: orders go through ``db_session``, audit rows through ``logs_db_session``.
+``LOAD_TWO_PHASE=1`` turns on this plugin's ``two_phase`` (advanced-alchemy has no equivalent). This
+plugin's WARNING and ERROR log lines go to stderr, one line each (``LEVEL logger: message``), where the
+suite counts them.
 
 ``POST /orders/{rid}/{kind}`` writes one order (default bind) and one audit row (logs bind) for request
 ``rid``, then, by ``kind``: ``ok`` answers 201; ``raise`` flushes and raises (500); ``reject`` returns a
@@ -13,6 +16,7 @@ is the same for both plugins: orders go through ``db_session``, audit rows throu
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any
 
@@ -81,8 +85,17 @@ def stats() -> dict[str, Any]:
 def _ours(default_url: str, logs_url: str) -> Litestar:
     from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("plugin").addHandler(handler)
+    logging.getLogger("plugin").setLevel(logging.WARNING)
+
     plugin = SQLAlchemyPlugin(
-        config=SQLAlchemyAsyncConfig(binds={"default": default_url, "logs": logs_url}, base=(OrdersBase, LogsBase))
+        config=SQLAlchemyAsyncConfig(
+            binds={"default": default_url, "logs": logs_url},
+            base=(OrdersBase, LogsBase),
+            two_phase=os.environ.get("LOAD_TWO_PHASE") == "1",
+        )
     )
     ENGINES.update({key: (lambda key=key: plugin.engines.sync_engine(key)) for key in ("default", "logs")})
     return Litestar(route_handlers=[order, stats], plugins=[plugin], logging_config=None, openapi_config=None)

@@ -144,6 +144,28 @@ def test_a_stalled_reply_waits_for_release(
 
 
 @pytest.mark.anyio
+async def test_a_statement_held_before_the_server_runs_until_its_stall_ends(
+    private_cluster: PrivateCluster, cluster_db: Callable[[], str], fault_proxy: FaultProxy
+) -> None:
+    import asyncpg
+
+    name = cluster_db()
+    _table(private_cluster, name)
+    rule = fault_proxy.stall_on(r"insert into t", when="before", seconds=60)
+    connection = await asyncpg.connect(private_cluster.url(name, driver="postgresql", port=fault_proxy.port))
+    try:
+        insert = asyncio.ensure_future(connection.execute("insert into t values (1)"))
+        assert await rule.wait_async()
+        assert _rows(private_cluster, name) == []  # held: the server has not seen it
+        assert not insert.done()
+        fault_proxy.pass_through()  # releases it long before its 60 s
+        await asyncio.wait_for(insert, 10)
+    finally:
+        await connection.close()
+    assert _rows(private_cluster, name) == [1]
+
+
+@pytest.mark.anyio
 async def test_asyncpg_commit_prepared_reply_lost_and_extended_protocol_drop(
     private_cluster: PrivateCluster, cluster_db: Callable[[], str], fault_proxy: FaultProxy
 ) -> None:
