@@ -27,9 +27,12 @@ from plugin.exceptions import (
     DriverNotInstalledError,
     DuplicateKeyError,
     LifecycleError,
+    SandboxError,
+    StatementRefusedError,
 )
 from plugin.plugin import SQLAlchemyPlugin
 from plugin.policy import TransactionPolicy
+from plugin.sandbox import Sandbox
 from plugin.sessions import AsyncRoutingSession, RoutingSession
 
 __all__ = (
@@ -52,6 +55,9 @@ __all__ = (
     "SQLAlchemyAsyncConfig",
     "SQLAlchemyPlugin",
     "SQLAlchemySyncConfig",
+    "Sandbox",
+    "SandboxError",
+    "StatementRefusedError",
     "TransactionPolicy",
 )
 

@@ -11,6 +11,8 @@
     ├── LifecycleError                engines used before startup or after shutdown; a write after
     │                                 the request's transaction was settled
     ├── ConcurrentSessionError        one session used by two tasks at once
+    ├── SandboxError                  a sandbox could not be opened or rolled back (see plugin.sandbox)
+    │   └── StatementRefusedError     a statement that would escape a sandbox, refused before it ran
     └── CommitError                   a commit failed; the request gets an error response
         └── CommitConflictError       ... because of an integrity error (HTTP 409)
 
@@ -41,6 +43,8 @@ __all__ = (
     "DriverNotInstalledError",
     "DuplicateKeyError",
     "LifecycleError",
+    "SandboxError",
+    "StatementRefusedError",
     "mask_url",
 )
 
@@ -111,6 +115,20 @@ class LifecycleError(AlchemyError):
 
 class ConcurrentSessionError(AlchemyError):
     """A session was used by a second task while another task was using it (``asyncio.gather``)."""
+
+
+class SandboxError(AlchemyError):
+    """A sandbox could not be opened, or could not be rolled back on every bind (the message says which)."""
+
+
+class StatementRefusedError(SandboxError):
+    """A statement that would end or escape a sandbox's transaction; it was not sent to the database."""
+
+    def __init__(self, bind: str, statement: str, reason: str) -> None:
+        super().__init__(f"bind {bind!r}: refused {statement!r} in the sandbox: {reason}")
+        self.bind = bind
+        self.statement = statement
+        self.reason = reason
 
 
 class CommitError(AlchemyError, HTTPException):

@@ -11,7 +11,7 @@ import typer
 from alchemy_cli import render, repl
 from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
-from alchemy_cli.workspace import Mode, Workspace
+from alchemy_cli.workspace import Mode, Workspace, open_workspace
 
 if TYPE_CHECKING:
     from alchemy_cli.loader import Target
@@ -36,21 +36,26 @@ def run(
 
 async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, source: str | None, plain: bool) -> int:
     async with engines_started(target.plugin):
-        workspace = Workspace(target, mode=mode, bind=bind, echo=echo)
-        namespace, renamed = workspace.namespace()
-        try:
-            if source is not None:
-                return await _script(source, namespace, target)
-            _greet(workspace, renamed)
-            prompt = target.app_path + ("" if mode == "normal" else f" [{mode}]")
-            if plain or not repl.ptpython_can_run():
-                await repl.plain_shell(namespace, prompt=prompt, history=repl.history_file("plain_history"))
-            else:
-                await repl.ptpython_shell(namespace, prompt=prompt, history=repl.history_file("shell_history"))
-            return 0
-        finally:
-            _farewell(workspace)
-            await workspace.close()
+        lost: list[str] = []
+        # The farewell is printed only once the workspace (and the sandbox, in sandbox mode) closed: a
+        # sandbox that could not roll back raises from there instead, and the command fails.
+        async with open_workspace(target, mode=mode, bind=bind, echo=echo) as workspace:
+            namespace, renamed = workspace.namespace()
+            try:
+                if source is not None:
+                    code = await _script(source, namespace, target)
+                else:
+                    _greet(workspace, renamed)
+                    prompt = target.app_path + ("" if mode == "normal" else f" [{mode}]")
+                    if plain or not repl.ptpython_can_run():
+                        await repl.plain_shell(namespace, prompt=prompt, history=repl.history_file("plain_history"))
+                    else:
+                        await repl.ptpython_shell(namespace, prompt=prompt, history=repl.history_file("shell_history"))
+                    code = 0
+            finally:
+                lost = workspace.uncommitted()
+        _farewell(mode, lost)
+        return code
 
 
 async def _script(source: str, namespace: dict[str, Any], target: Target) -> int:
@@ -100,8 +105,8 @@ def _greet(workspace: Workspace, renamed: list[str]) -> None:
     render.banner(f"litestar db shell · {target.app_path} · {described[workspace.mode]}", lines, notes)
 
 
-def _farewell(workspace: Workspace) -> None:
-    if workspace.mode == "sandbox":
+def _farewell(mode: Mode, lost: list[str]) -> None:
+    if mode == "sandbox":
         render.note("sandbox closed: everything done through its sessions was rolled back on every bind")
-    elif lost := workspace.uncommitted():
+    elif lost:
         render.note(f"not committed, so rolled back: {'; '.join(lost)}")
