@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = ("Sandbox",)
 
+_ENDING = ("commit", "rollback", "close")
+_ENDED_BY_SANDBOX = "the sandbox's transaction is ended only by leaving the sandbox"
 _OUTSIDE = (
     "this connection of the engine is outside the sandbox, so its writes would be real; use the sessions "
     "(db_session, plugin.session()), which join the sandbox"
@@ -114,6 +116,10 @@ class Sandbox:
         except Exception as exc:
             raise SandboxError(f"bind {key!r}: the sandbox could not connect: {describe_error(exc)}") from exc
         self._held[connection] = key
+        # The Connection API would end the outer transaction: refuse it before SQLAlchemy changes any state
+        # (the engine-event guard below only backs this up, as raising there leaves the connection unusable).
+        for name in _ENDING:
+            setattr(connection, name, self._refuse_ending(key, name))
         connection.begin()
         if connection.dialect.name == "sqlite":
             # pysqlite/aiosqlite only BEGIN before DML: without this the first SAVEPOINT would itself become
@@ -132,6 +138,8 @@ class Sandbox:
         self._releasing = True
         try:
             for key, connection in self._connections.items():
+                for name in _ENDING:
+                    connection.__dict__.pop(name, None)
                 try:
                     connection.rollback()
                 except Exception as exc:
@@ -191,11 +199,16 @@ class Sandbox:
 
         return refuse_escapes
 
+    def _refuse_ending(self, key: str, name: str) -> Callable[..., None]:
+        def refuse(*_args: Any, **_kwargs: Any) -> None:
+            raise StatementRefusedError(key, f"Connection.{name}() on the sandbox's connection", _ENDED_BY_SANDBOX)
+
+        return refuse
+
     def _guard_transaction(self, key: str, name: str) -> Callable[..., None]:
         def refuse(conn: Connection, *_args: Any) -> None:
             if conn in self._held and not self._releasing:
-                what = f"Connection.{name}() on the sandbox's connection"
-                raise StatementRefusedError(key, what, "the sandbox's transaction is ended only by leaving the sandbox")
+                raise StatementRefusedError(key, f"Connection.{name}() on the sandbox's connection", _ENDED_BY_SANDBOX)
 
         return refuse
 

@@ -99,7 +99,7 @@ class _Scanner:
             self.blocks -= 1
 
     def finish(self, end: int) -> None:
-        if self.tokens:
+        if self.tokens or self.executable:  # a lone /*! ... */ "comment" is a statement on MariaDB/MySQL
             text = self.sql[self.start : end].strip()
             self.statements.append(Statement(text, tuple(self.tokens), self.executable))
         self.tokens, self.depth, self.blocks, self.executable = [], 0, 0, False
