@@ -76,6 +76,8 @@ class Sandbox:
         self._releasing = False
         self.rolled_back = False
         """True once every outer transaction was rolled back (what may be reported as "rolled back")."""
+        self.lost: list[str] = []
+        """Binds whose connection was lost inside the sandbox: the server rolled their transaction back."""
 
     # -- what sessions see ---------------------------------------------------------------------------
 
@@ -140,6 +142,8 @@ class Sandbox:
             for key, connection in self._connections.items():
                 for name in _ENDING:
                     connection.__dict__.pop(name, None)
+                if connection.invalidated:  # lost mid-sandbox: the server discarded the transaction with it
+                    self.lost.append(key)
                 try:
                     connection.rollback()
                 except Exception as exc:

@@ -152,6 +152,9 @@ async def _unit_of_work(
     workspace.ledger.settling = True
     try:
         failure = await settle_all(sessions, commit)
+    except Exception as exc:  # a rollback failed (the connection is gone): say so, never "rolled back"
+        _failed(outcome, f"ending the transaction failed: {describe_error(exc)}")
+        return
     finally:
         workspace.ledger.settling = False
     if failure is not None:

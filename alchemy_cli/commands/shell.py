@@ -54,7 +54,7 @@ async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, so
                     code = 0
             finally:
                 lost = workspace.uncommitted()
-        _farewell(mode, lost)
+        _farewell(mode, lost, workspace.sandbox.lost if workspace.sandbox else [])
         return code
 
 
@@ -105,8 +105,9 @@ def _greet(workspace: Workspace, renamed: list[str]) -> None:
     render.banner(f"litestar db shell · {target.app_path} · {described[workspace.mode]}", lines, notes)
 
 
-def _farewell(mode: Mode, lost: list[str]) -> None:
+def _farewell(mode: Mode, lost: list[str], dropped: list[str]) -> None:
     if mode == "sandbox":
-        render.note("sandbox closed: everything done through its sessions was rolled back on every bind")
+        how = f" (on {', '.join(map(repr, dropped))} by the server, when the connection was lost)" if dropped else ""
+        render.note(f"sandbox closed: everything done through its sessions was rolled back on every bind{how}")
     elif lost:
         render.note(f"not committed, so rolled back: {'; '.join(lost)}")

@@ -210,3 +210,38 @@ def test_run_reports_what_the_code_committed_itself(
     else:
         assert (document["committed"], document["rows_committed"]) == (True, {"default": 1})
         assert sorted(shop.fetch("select name from customers")) == [("a",), ("b",)]
+
+
+@pytest.mark.postgresql
+def test_rolled_back_is_said_only_when_it_happened(
+    litestar: Callable[..., Invocation], new_db: Callable[[str], Database]
+) -> None:
+    """A held connection killed behind SQLAlchemy's back cannot be rolled back by the sandbox: it says so.
+
+    (Killed while SQLAlchemy watches, the loss is known, and the server's own rollback is reported.)
+    """
+    shop = new_db("postgresql")
+    binds = {"default": create_tables(shop, ShopBase)}
+    url = shop.url(sync=True).set(drivername="postgresql")
+    kill_from_outside = (
+        "import psycopg\n"
+        "pid = await session.scalar(text('select pg_backend_pid()'))\n"
+        "await session.commit()\n"  # the session is done: only the sandbox itself uses the connection again
+        f"with psycopg.connect({url.render_as_string(hide_password=False)!r}, autocommit=True) as other:\n"
+        "    other.execute('select pg_terminate_backend(%s)', (pid,))\n"
+    )
+    killed_inside = "await sql('select pg_terminate_backend(pg_backend_pid())')"
+
+    outside = litestar("db", "shell", "--sandbox", "-c", kill_from_outside, binds=binds)
+    inside = litestar("db", "shell", "--sandbox", "-c", killed_inside, binds=binds)
+    dry_run = litestar("db", "run", "--dry-run", kill_from_outside, binds=binds)
+
+    assert outside.exit_code == dry_run.exit_code == 1
+    assert "Error: the sandbox could not roll back bind 'default'" in outside.stderr
+    assert "rolled back on every bind" not in outside.output
+    assert "Error: the sandbox could not roll back bind 'default'" in dry_run.stderr
+    assert "rolled back: --dry-run" not in dry_run.output
+    assert inside.exit_code == 1
+    assert (
+        "rolled back on every bind (on 'default' by the server, when the connection was lost)" in inside.stderr
+    )
