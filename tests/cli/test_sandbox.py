@@ -90,7 +90,9 @@ def attempts_script(kind: str) -> tuple[str, list[str]]:
 
 
 @pytest.fixture(params=KINDS)
-def filled(request: pytest.FixtureRequest, new_db: Callable[[str], Database]) -> tuple[str, dict[str, str], list[Database]]:
+def filled(
+    request: pytest.FixtureRequest, new_db: Callable[[str], Database]
+) -> tuple[str, dict[str, str], list[Database]]:
     shop, logs = new_db(request.param), new_db(request.param)
     binds = {"default": create_tables(shop, ShopBase), "logs": create_tables(logs, LogsBase)}
     shop.execute("insert into customers (name, email) values ('ada', 'ada@example.com')")
@@ -116,7 +118,7 @@ def test_nothing_escapes(
     assert result.exit_code == 0, result.output
     refusals = [line for line in result.stdout.splitlines() if line.startswith("refused:")]
     assert len(refusals) == len(reasons), result.stdout
-    for line, reason in zip(refusals, reasons):
+    for line, reason in zip(refusals, reasons, strict=True):
         assert "in the sandbox: " + reason in line, line
     if kind == "mariadb":  # nothing but the two rows reached the tables
         assert "still inside: 2" in result.stdout
@@ -198,7 +200,9 @@ def test_run_reports_what_the_code_committed_itself(
     shop = new_db("sqlite")
     binds = {"default": create_tables(shop, ShopBase)}
     monkeypatch.setenv("ALCHEMY_TEST_POLICY", policy)
-    code = "session.add(Customer(name='a', email='a'))\nawait session.commit()\nsession.add(Customer(name='b', email='b'))"
+    code = (
+        "session.add(Customer(name='a', email='a'))\nawait session.commit()\nsession.add(Customer(name='b', email='b'))"
+    )
 
     result = litestar("db", "run", "--json", code + "\nawait session.flush()", binds=binds)
 
@@ -242,6 +246,4 @@ def test_rolled_back_is_said_only_when_it_happened(
     assert "Error: the sandbox could not roll back bind 'default'" in dry_run.stderr
     assert "rolled back: --dry-run" not in dry_run.output
     assert inside.exit_code == 1
-    assert (
-        "rolled back on every bind (on 'default' by the server, when the connection was lost)" in inside.stderr
-    )
+    assert "rolled back on every bind (on 'default' by the server, when the connection was lost)" in inside.stderr
