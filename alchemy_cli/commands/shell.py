@@ -47,10 +47,13 @@ async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, so
                 else:
                     _greet(workspace, renamed)
                     prompt = target.app_path + ("" if mode == "normal" else f" [{mode}]")
+                    errors = repl.Errors(target.redact)
                     if plain or not repl.ptpython_can_run():
-                        await repl.plain_shell(namespace, prompt=prompt, history=repl.history_file("plain_history"))
+                        history = repl.history_file("plain_history")
+                        await repl.plain_shell(namespace, prompt=prompt, history=history, errors=errors)
                     else:
-                        await repl.ptpython_shell(namespace, prompt=prompt, history=repl.history_file("shell_history"))
+                        history = repl.history_file("shell_history")
+                        await repl.ptpython_shell(namespace, prompt=prompt, history=history, errors=errors)
                     code = 0
             finally:
                 lost = workspace.uncommitted()
