@@ -133,8 +133,6 @@ async def _unit_of_work(
             namespace, _ = workspace.namespace()
             value = await execute(code or "", namespace, filename, keep_result=True)
         _keep_result(outcome, value)  # read rows before the commit expires or closes them
-        if dry_run:  # what the real run's commit would send: a constraint it violates fails the dry run
-            await _flush_all(sessions)
     except SystemExit as leave:  # exit() and exit(0) end the code normally; anything else fails it
         exit_code, message = exit_status(leave)
         if exit_code != 0:
@@ -146,6 +144,14 @@ async def _unit_of_work(
         outcome.traceback = user_traceback(exc, filename)
         _failed(outcome, f"{describe_error(exc)} (rolled back)")
         return
+    if dry_run:  # what the real run's commit would send: a constraint it violates fails the dry run
+        try:
+            await _flush_all(sessions)
+        except Exception as exc:
+            await settle_all(sessions, commit=False)
+            outcome.traceback = user_traceback(exc, filename)
+            _failed(outcome, f"{describe_error(exc)} (rolled back)")
+            return
     commit = not dry_run and plugin.config.transaction.should_commit(SUCCESS_STATUS)
     if not commit:
         outcome.discarded_unflushed = workspace.unflushed()

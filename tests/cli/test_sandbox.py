@@ -157,13 +157,15 @@ def test_dry_run_fails_where_the_real_run_fails_and_counts_rows_per_bind(
     binds = {"default": create_tables(shop, ShopBase), "logs": create_tables(logs, LogsBase)}
     shop.execute("insert into customers (id, name, email) values (7, 'ada', 'a')")
     clash = "session.add(Customer(id=7, name='bo', email='b'))"  # not flushed by the code itself
+    clash_then_exit = clash + "\nexit()"
     fine = "session.add(Customer(id=8, name='bo', email='b'))\nsession.add(AuditLog(message='m'))"
 
     dry_clash = litestar("db", "run", "--dry-run", clash, binds=binds, models="shop,logs")
+    dry_exit = litestar("db", "run", "--dry-run", clash_then_exit, binds=binds, models="shop,logs")
     real_clash = litestar("db", "run", clash, binds=binds, models="shop,logs")
     dry_fine = litestar("db", "run", "--dry-run", "--json", fine, binds=binds, models="shop,logs")
 
-    assert dry_clash.exit_code == real_clash.exit_code == 1
+    assert dry_clash.exit_code == dry_exit.exit_code == real_clash.exit_code == 1
     assert dry_clash.stderr.startswith("Error: IntegrityError")
     assert dry_fine.exit_code == 0, dry_fine.output
     document = dry_fine.json()
