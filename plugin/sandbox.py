@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -40,7 +41,7 @@ from sqlalchemy import event
 from sqlalchemy.util import greenlet_spawn
 
 from plugin.exceptions import LifecycleError, SandboxError, StatementRefusedError, describe_error
-from plugin.statements import sandbox_refusal, split
+from plugin.statements import sandbox_refusal, shorten, split
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -148,8 +149,9 @@ class Sandbox:
                     connection.rollback()
                 except Exception as exc:
                     failures.append(f"bind {key!r}: {describe_error(exc)}")
-                    connection.invalidate()  # the server discards the open transaction with the connection
-                finally:
+                    with contextlib.suppress(Exception):  # the server discards the transaction with the connection
+                        connection.invalidate()
+                with contextlib.suppress(Exception):  # rolled back (or dropped) already: closing only pools it
                     connection.close()
         finally:
             self._releasing = False
@@ -196,7 +198,7 @@ class Sandbox:
 
         def refuse_escapes(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
             if conn not in self._held:
-                raise StatementRefusedError(key, _first_line(statement), _OUTSIDE)
+                raise StatementRefusedError(key, shorten(statement), _OUTSIDE)
             for part in split(statement, dialect):
                 if (reason := sandbox_refusal(part, dialect)) is not None:
                     raise StatementRefusedError(key, part.label, reason)
@@ -215,8 +217,3 @@ class Sandbox:
                 raise StatementRefusedError(key, f"Connection.{name}() on the sandbox's connection", _ENDED_BY_SANDBOX)
 
         return refuse
-
-
-def _first_line(statement: str) -> str:
-    text = " ".join(statement.split())
-    return text if len(text) <= 60 else text[:57] + "..."

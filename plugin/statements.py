@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ("Statement", "Token", "sandbox_refusal", "split")
+__all__ = ("Statement", "Token", "sandbox_refusal", "shorten", "split")
 
 TokenKind = Literal["word", "string", "name", "punct"]
 
@@ -60,9 +60,14 @@ class Statement:
 
     @property
     def label(self) -> str:
-        """The statement for messages: its first line, shortened."""
-        text = " ".join(self.text.split())
-        return text if len(text) <= 60 else text[:57] + "..."
+        """The statement for messages, on one line and shortened."""
+        return shorten(self.text)
+
+
+def shorten(sql: str, width: int = 60) -> str:
+    """``sql`` on one line, cut to ``width`` characters for messages."""
+    text = " ".join(sql.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _is_mysql(dialect: str) -> bool:
