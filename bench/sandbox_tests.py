@@ -9,16 +9,19 @@ run. Each of the 200 tests posts three notes through the app (two binds: notes o
 entry per note on ``logs``) and reads the count back through another request. Three ways to isolate:
 
 - ``sandbox``: the shipped fixtures (``alchemy_client``): every test runs in ``plugin.sandbox()``, rolled
-  back at its end;
-- ``recreate``: the same client (app and test on one loop, the app started per test) without a sandbox,
-  after dropping and creating every table on both binds through the app's own engines (what a suite
-  does without a sandbox to start each test from empty tables);
-- ``bare``: the same client and no isolation at all (rows pile up): the floor, so that ``sandbox - bare``
-  is the sandbox's own cost per test.
+  back at its end; the app is started for each test;
+- ``started``: the same, with the app started once for the module (``alchemy_started_app``): per test,
+  only the sandbox (two pooled connections, BEGIN, ROLLBACK) and the requests;
+- ``recreate``: the app started once, the same client without a sandbox, after dropping and creating
+  every table on both binds through the app's own engines (what a suite does without a sandbox to start
+  each test from empty tables);
+- ``bare``: the app started once, the same client, no isolation at all (rows pile up): the floor, so
+  that ``started - bare`` is the sandbox's own cost per test.
 
 Per-test time is the sum of pytest's setup, call and teardown durations over the suite, divided by the
-number of tests; the runs are interleaved round by round and the medians printed, with the ratio
-``recreate / sandbox`` (target: at least 10x on PostgreSQL).
+number of tests; the runs are interleaved round by round and the medians printed, with the ratios
+``recreate / started`` (like for like: the app started once; target at least 10x on PostgreSQL) and
+``recreate / sandbox``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-VARIANTS = ("sandbox", "recreate", "bare")
+VARIANTS = ("sandbox", "started", "recreate", "bare")
 
 SUITE = """
 from __future__ import annotations
@@ -52,8 +55,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from plugin.testing import _same_loop_client
 
-pytestmark = pytest.mark.anyio
 VARIANT = os.environ["BENCH_VARIANT"]
+STARTED_ONCE = VARIANT != "sandbox"  # every other variant starts the app once for the module
+pytestmark = [pytest.mark.anyio] + ([pytest.mark.usefixtures("alchemy_started_app")] if STARTED_ONCE else [])
 BINDS = {"default": os.environ["BENCH_DEFAULT"], "logs": os.environ["BENCH_LOGS"]}
 
 
@@ -89,12 +93,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module" if STARTED_ONCE else "function")
 def alchemy_app() -> Litestar:
     return Litestar([add, count], plugins=[SQLAlchemyPlugin(SQLAlchemyAsyncConfig(binds=BINDS, base=Base))])
 
 
-if VARIANT == "sandbox":
+if VARIANT in ("sandbox", "started"):
 
     @pytest.fixture
     def client(alchemy_client: AsyncTestClient) -> AsyncTestClient:
@@ -105,7 +109,7 @@ else:
     @pytest.fixture
     async def client(alchemy_app: Litestar, alchemy_plugin: SQLAlchemyPlugin):
         # The same client as the sandbox fixture's (app and test on one loop), without the sandbox.
-        async with _same_loop_client(alchemy_app) as test_client:
+        async with _same_loop_client(alchemy_app, started=True) as test_client:
             if VARIANT == "recreate":  # through the app's own engines: the cheapest way to start empty
                 for key in BINDS:
                     tables = [t for t in Base.metadata.sorted_tables if (t.name == "bench_entries") == (key == "logs")]
@@ -246,18 +250,19 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{args.tests} tests per run, median of {args.rounds} rounds; milliseconds per test")
     print("  test: setup + call + teardown; fixtures: setup + teardown only (client, app start, isolation)")
-    head = ("database", "sandbox", "recreate", "bare", "recreate/sandbox", "fixtures: sandbox", "recreate", "bare")
-    print("{:<11}{:>9}{:>10}{:>8}{:>18}{:>19}{:>10}{:>8}".format(*head))
+    head = ("database", *VARIANTS, "recreate/sandbox", "recreate/started", "fixtures:", *VARIANTS)
+    print("{:<11}{:>9}{:>9}{:>9}{:>7}{:>18}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}".format(*head))
     for kind in args.databases.split(","):
         t = measure(kind, args.tests, args.rounds)
-        test = {variant: t[variant][0] * 1000 for variant in VARIANTS}
-        fixtures = {variant: t[variant][1] * 1000 for variant in VARIANTS}
+        test = [t[variant][0] * 1000 for variant in VARIANTS]
+        fixtures = [t[variant][1] * 1000 for variant in VARIANTS]
+        sandbox, started, recreate, bare = test
         print(
-            f"{kind:<11}{test['sandbox']:>9.1f}{test['recreate']:>10.1f}{test['bare']:>8.1f}"
-            f"{test['recreate'] / test['sandbox']:>17.1f}x{fixtures['sandbox']:>19.1f}{fixtures['recreate']:>10.1f}"
-            f"{fixtures['bare']:>8.1f}"
+            "{:<11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}".format(kind, *test)
+            + f"{recreate / sandbox:>17.1f}x{recreate / started:>17.1f}x"
+            + "{:>11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}".format("", *fixtures)
         )
-    print("the sandbox's own cost per test: its fixture time minus bare's (entering and leaving the sandbox)")
+        print(f"{'':<11}the sandbox's own cost per test (started - bare): {started - bare:.1f} ms")
 
 
 if __name__ == "__main__":

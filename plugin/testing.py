@@ -11,6 +11,10 @@ so nothing happens until a test asks for one. Tell it which app to test with a f
 - ``alchemy_sync_client`` / ``alchemy_sync_session``: the same for plain (sync) tests with a
   ``litestar.testing.TestClient``; the session needs a sync config.
 - ``alchemy_plugin``: the app's :class:`~plugin.plugin.SQLAlchemyPlugin`.
+- ``alchemy_started_app`` (module scope, opt-in): starts the app once for a module of async tests, so
+  that ``alchemy_client`` only opens a sandbox per test (its connections come warm from the pool).
+  Needs a module-scoped ``alchemy_app``; request it with
+  ``pytestmark = pytest.mark.usefixtures("alchemy_started_app")``.
 
 At the end of each test everything is rolled back on every bind; the tables must exist beforehand
 (``create_all=True`` in the config, or migrations run once per session).
@@ -47,6 +51,7 @@ __all__ = (
     "alchemy_client",
     "alchemy_plugin",
     "alchemy_session",
+    "alchemy_started_app",
     "alchemy_sync_client",
     "alchemy_sync_session",
 )
@@ -69,12 +74,20 @@ def alchemy_plugin(alchemy_app: Litestar) -> SQLAlchemyPlugin[Any]:
     return plugin
 
 
+@pytest.fixture(scope="module")
+async def alchemy_started_app(alchemy_app: Litestar) -> AsyncIterator[Litestar]:
+    """The app started once for the whole module (async tests, module-scoped ``alchemy_app``)."""
+    async with alchemy_app.lifespan():
+        yield alchemy_app
+
+
 @pytest.fixture
 async def alchemy_client(
     alchemy_app: Litestar, alchemy_plugin: SQLAlchemyPlugin[Any]
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """An ``AsyncTestClient`` on the started app, inside a sandbox on every bind (async tests)."""
-    client = _same_loop_client(alchemy_app)
+    started = alchemy_plugin.engines.state == "open"  # by alchemy_started_app
+    client = _same_loop_client(alchemy_app, started=started)
     async with client, alchemy_plugin.sandbox():
         yield client
 
@@ -147,7 +160,7 @@ class _SameLoopPortal:
         return await_only(result) if inspect.isawaitable(result) else result
 
 
-def _same_loop_client(app: Litestar) -> AsyncTestClient[Litestar]:
+def _same_loop_client(app: Litestar, *, started: bool = False) -> AsyncTestClient[Litestar]:
     """An ``AsyncTestClient`` whose lifespan and requests run on the test's own event loop.
 
     Uses two Litestar internals, checked by tests/plugin/test_testing.py: the transport's synchronous
@@ -168,12 +181,14 @@ def _same_loop_client(app: Litestar) -> AsyncTestClient[Litestar]:
             yield _SameLoopPortal()
 
         async def __aenter__(self) -> SameLoopClient:
-            self._lifespan = self.app.lifespan()
-            await self._lifespan.__aenter__()
+            self._lifespan = None if started else self.app.lifespan()  # alchemy_started_app runs it
+            if self._lifespan is not None:
+                await self._lifespan.__aenter__()
             return self
 
         async def __aexit__(self, *exc_info: Any) -> None:
-            await self._lifespan.__aexit__(*exc_info)
+            if self._lifespan is not None:
+                await self._lifespan.__aexit__(*exc_info)
 
     client = SameLoopClient(app)
     client._transport = SameLoopTransport(client=client)  # type: ignore[assignment]
