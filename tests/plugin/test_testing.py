@@ -75,9 +75,9 @@ def count_notes_sync(db_session: NamedDependency[Session]) -> int:
     return int(db_session.scalar(select(func.count()).select_from(Note)) or 0)
 
 
-def create_app(default: str, logs: str, *, sync: bool) -> Litestar:
+def create_app(default: str, logs: str, *, sync: bool, create_all: bool = False) -> Litestar:
     config_class: Any = SQLAlchemySyncConfig if sync else SQLAlchemyAsyncConfig
-    config = config_class(binds={"default": default, "logs": logs}, base=Base)
+    config = config_class(binds={"default": default, "logs": logs}, base=Base, create_all=create_all)
     handlers = [add_note_sync, count_notes_sync] if sync else [add_note, count_notes]
     return Litestar(route_handlers=handlers, plugins=[SQLAlchemyPlugin(config=config)])
 
