@@ -19,10 +19,23 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click errors and help: an error stays one unbroken line (rich boxes wrap it at 80 columns,
+    # also when piped), and boolean flags are not shown as `--models <bool>`.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of tables.")]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout", "-t", min=0.1, metavar="SECONDS", help="Seconds a bind may take to complete a new connection."
+    ),
+]
+YesOption = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Run destructive SQL (DROP, TRUNCATE, ALTER, DELETE without WHERE...) unasked."),
+]
 
 
 @cli.command("binds")
@@ -41,10 +54,13 @@ def binds(
 def check(
     ctx: typer.Context,
     bind: Annotated[
-        list[str] | None, typer.Option("--bind", "-b", help="Check only this bind (repeat for several).")
+        list[str] | None, typer.Option("--bind", "-b", metavar="KEY", help="Check only this bind (repeat for several).")
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", "-t", min=0.1, help="Seconds each bind may take to connect and answer.")
+        float,
+        typer.Option(
+            "--timeout", "-t", min=0.1, metavar="SECONDS", help="Seconds each bind may take to connect and answer."
+        ),
     ] = 5.0,
     json_output: JsonOption = False,
 ) -> None:
@@ -58,7 +74,10 @@ def check(
 
 
 BindOption = Annotated[
-    str | None, typer.Option("--bind", "-b", help="Make this bind's session the `session` (default: the routed one).")
+    str | None,
+    typer.Option(
+        "--bind", "-b", metavar="KEY", help="Make this bind's session the `session` (default: the routed one)."
+    ),
 ]
 
 
@@ -72,9 +91,11 @@ def shell(
     echo: Annotated[bool, typer.Option("--echo", help="Print each SQL statement as it runs.")] = False,
     bind: BindOption = None,
     command: Annotated[
-        str | None, typer.Option("-c", "--command", help="Run this code and exit (no terminal needed).")
+        str | None, typer.Option("-c", "--command", metavar="CODE", help="Run this code and exit (no terminal needed).")
     ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="A plain asyncio console instead of ptpython.")] = False,
+    yes: YesOption = False,
+    timeout: TimeoutOption = 10.0,
 ) -> None:
     """An async Python shell on the app's bind-routed sessions (ptpython, top-level await).
 
@@ -85,20 +106,36 @@ def shell(
     from alchemy_cli.commands import shell as command_module
 
     command_module.run(
-        ctx.obj, sandbox=sandbox, read_only=read_only, echo=echo, bind=bind, command=command, plain=plain
+        ctx.obj,
+        sandbox=sandbox,
+        read_only=read_only,
+        echo=echo,
+        bind=bind,
+        command=command,
+        plain=plain,
+        yes=yes,
+        timeout=timeout,
     )
 
 
 @cli.command("run")
 def run(
     ctx: typer.Context,
-    code: Annotated[str | None, typer.Argument(help="Python to run (top-level await; the shell's names).")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Run this Python file instead.")] = None,
-    sql: Annotated[str | None, typer.Option("--sql", help="Run this SQL instead (on --bind, default bind).")] = None,
+    code: Annotated[
+        str | None, typer.Argument(metavar="CODE", help="Python to run (top-level await; the shell's names).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", metavar="FILE", help="Run this Python file instead.")
+    ] = None,
+    sql: Annotated[
+        str | None, typer.Option("--sql", metavar="SQL", help="Run this SQL instead (on --bind, default bind).")
+    ] = None,
     bind: BindOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Roll back at the end, whatever happens.")] = False,
     json_output: JsonOption = False,
     show_traceback: Annotated[bool, typer.Option("--traceback", help="On an error, also print the traceback.")] = False,
+    yes: YesOption = False,
+    timeout: TimeoutOption = 10.0,
 ) -> None:
     """Run one transaction and exit: success commits (as a 2xx request would), an error rolls back.
 
@@ -116,7 +153,31 @@ def run(
         dry_run=dry_run,
         json_output=json_output,
         show_traceback=show_traceback,
+        yes=yes,
+        timeout=timeout,
     )
+
+
+@cli.command("console", context_settings={"ignore_unknown_options": True})
+def console(
+    ctx: typer.Context,
+    bind: Annotated[
+        str | None, typer.Option("--bind", "-b", metavar="KEY", help="Open this bind (default: the default bind).")
+    ] = None,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="ARGS", help="Passed to the client as they are; put them after --."),
+    ] = None,
+) -> None:
+    """Open the database's own client for a bind: psql, mariadb (or mysql) or sqlite3.
+
+    Host, port, user and database come from the bind's URL; the password goes through the environment
+    (PGPASSWORD, MYSQL_PWD), never the command line. Exits with the client's exit code.
+    Example: litestar db console --bind logs -- -c 'select 1'
+    """
+    from alchemy_cli.commands import console as command
+
+    command.run(ctx.obj, bind=bind, args=args or [])
 
 
 def main(ctx: click.Context) -> None:

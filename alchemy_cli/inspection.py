@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from plugin.binds import UnknownBindKey
-from plugin.exceptions import mask_url
+from plugin.exceptions import BindConflictError, BindKeyError, mask_url
+from plugin.migrations import locate
 
 if TYPE_CHECKING:
     from plugin import SQLAlchemyPlugin
@@ -38,6 +38,8 @@ class BindFacts:
     engine_dependency: str
     models: int
     tables: int
+    migrations: dict[str, Any] | None = None
+    """Where the bind's Alembic migrations live (``None``: not configured)."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,10 @@ class ModelFacts:
     model: str
     module: str
     bind: str
-    """The bind key the model asks for (configured or not)."""
+    """The bind the model routes to; when it cannot be routed, the key it asks for."""
     table: str | None
     error: str | None
-    """Set when ``bind`` is not a configured bind."""
+    """Why the model cannot be routed: its bind key is not configured, or its hierarchy spans binds."""
 
 
 def _pool(engine: Any) -> PoolFacts:
@@ -64,6 +66,7 @@ def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[Model
     config, router = plugin.config, plugin.router
     models_by_bind = router.models_by_bind()
     tables_by_bind = router.tables_by_bind()
+    migrations = config.migration_configs
     binds = []
     for key in router.keys:
         engine = plugin.engines.engine(key)
@@ -80,18 +83,22 @@ def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[Model
                 engine_dependency=config.engine_key_for(key),
                 models=len(models_by_bind[key]),
                 tables=len(tables_by_bind[key]),
+                migrations=locate(migrations[key]) if key in migrations else None,
             )
         )
     models = []
     for mapper in router.mappers():
-        name, key = mapper.class_.__name__, router.requested_key(mapper)
+        try:
+            key, error = router.key_for_mapper(mapper), None
+        except (BindKeyError, BindConflictError) as exc:  # the same rule routing uses, and its own words
+            key, error = router.requested_key(mapper), str(exc)
         models.append(
             ModelFacts(
-                model=name,
+                model=mapper.class_.__name__,
                 module=mapper.class_.__module__,
                 bind=key,
                 table=getattr(mapper.local_table, "fullname", None),
-                error=None if key in router.keys else UnknownBindKey("model", name, key).describe(router.keys),
+                error=error,
             )
         )
     return binds, models
@@ -114,6 +121,7 @@ def as_json(app_path: str, default_bind: str, binds: list[BindFacts], models: li
                 "dependencies": {"session": b.session_dependency, "engine": b.engine_dependency},
                 "models": b.models,
                 "tables": b.tables,
+                "migrations": b.migrations,
             }
             for b in binds
         ],

@@ -46,11 +46,10 @@ class Target:
     plugin: SQLAlchemyPlugin[Any]
 
     def redact(self, text: str) -> str:
-        """``text`` with every configured bind password replaced by ``***`` (driver messages may echo them)."""
+        """``text`` with every secret of every bind replaced by ``***`` (driver messages may echo them)."""
         for bind in self.plugin.config.bind_configs.values():
-            password = bind.resolved_url.password
-            if password:
-                text = text.replace(str(password), "***")
+            for secret in bind.secrets():
+                text = text.replace(secret, "***")
         return text
 
 
@@ -85,18 +84,25 @@ def require_binds(target: Target, keys: list[str], option: str = "--bind") -> No
 
 
 @asynccontextmanager
-async def engines_started(plugin: SQLAlchemyPlugin[Any]) -> AsyncIterator[None]:
+async def engines_started(plugin: SQLAlchemyPlugin[Any], connect_timeout: float | None = None) -> AsyncIterator[None]:
     """Start the plugin's engines as the app's startup does (no create_all); dispose them all at exit.
 
-    Meanwhile the plugin's own loggers are muted: a command reports failures itself, in one line, and the
-    app's logging config would print the same failure again.
+    With ``connect_timeout``, every new connection must be made within that many seconds
+    (:mod:`alchemy_cli.timeouts`). Meanwhile the plugin's own loggers are muted: a command reports
+    failures itself, in one line, and the app's logging config would print the same failure again.
     """
+    from alchemy_cli.timeouts import connect_timeouts
+
     plugin.engines.start()
     plugin_logger = logging.getLogger("plugin")
     level = plugin_logger.level
     plugin_logger.setLevel(logging.CRITICAL + 1)  # children inherit it; `disabled` would not carry over
     try:
-        yield
+        if connect_timeout is None:
+            yield
+        else:
+            with connect_timeouts(plugin, connect_timeout):
+                yield
     finally:
         await plugin.engines.dispose()
         plugin_logger.setLevel(level)

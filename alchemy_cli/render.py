@@ -1,8 +1,9 @@
 """All terminal output: rich tables for people, JSON for machines, one red line for errors.
 
 The only module that imports rich (ruff's banned-api rule enforces it). Tables go to stdout; errors go
-to stderr. When stdout is not a terminal, tables are laid out 200 columns wide so that URLs and
-messages stay on one line in logs and pipes.
+to stderr. When stdout is not a terminal, nothing is wrapped or cut: tables take the width they need,
+so URLs and messages stay whole on one line in logs and pipes. Titles are plain lines above a table
+(a table title would be padded with spaces to the table's width).
 """
 
 from __future__ import annotations
@@ -16,17 +17,30 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from alchemy_cli.inspection import BindFacts, ModelFacts
     from plugin.checks import CheckReport
 
-__all__ = ("banner", "binds", "checks", "echo", "error", "json_document", "line", "note", "rows")
+__all__ = ("banner", "binds", "checks", "confirm", "echo", "error", "json_document", "line", "note", "rows")
+
+
+_PIPE_WIDTH = 100_000
+"""Console width when not writing to a terminal: wide enough that no table cell is ever cut."""
 
 
 def _console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, width=None if stream.isatty() else 200, highlight=False, soft_wrap=soft_wrap)
+    return Console(file=stream, width=None if stream.isatty() else _PIPE_WIDTH, highlight=False, soft_wrap=soft_wrap)
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """``1 table``, ``2 tables`` (``plural_noun`` for irregular nouns)."""
+    return f"{count} {noun if count == 1 else plural_noun or noun + 's'}"
+
+
+def _title(console: Console, title: str) -> None:
+    console.print(escape(title), soft_wrap=True)
 
 
 def error(message: str) -> None:
@@ -46,9 +60,14 @@ def json_document(document: Any) -> None:
 
 def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts] | None) -> None:
     """The ``db binds`` tables: one row per bind, then (with ``--models``) one row per model."""
-    table = Table(title=f"Binds of {app_path}", title_justify="left")
+    table = Table()
     for column in ("bind", "dialect+driver", "url", "mode", "pool", "dependencies", "models", "tables"):
-        table.add_column(column, justify="right" if column in ("models", "tables") else "left")
+        # A narrow terminal folds a long URL onto more lines rather than cutting off its database name.
+        table.add_column(
+            column,
+            justify="right" if column in ("models", "tables") else "left",
+            overflow="fold" if column == "url" else "ellipsis",
+        )
     for bind in facts:
         pool = bind.pool.kind + (f" {bind.pool.size}+{bind.pool.max_overflow}" if bind.pool.size is not None else "")
         table.add_row(
@@ -62,16 +81,40 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
             str(bind.tables),
         )
     console = _console()
+    _title(console, f"Binds of {app_path}")
     console.print(table)
+    _migration_locations(console, facts)
     if models is None:
         return
-    listing = Table(title="Models", title_justify="left")
+    listing = Table()
     for column in ("model", "module", "bind", "table"):
         listing.add_column(column)
     for model in models:
         where = f"[red]✗ {escape(model.error)}[/]" if model.error else escape(model.table or "-")
         listing.add_row(escape(model.model), escape(model.module), escape(model.bind), where)
+    _title(console, "Models")
     console.print(listing)
+
+
+def _migration_locations(console: Console, facts: Sequence[BindFacts]) -> None:
+    """The ``db binds`` migrations table: where each bind's Alembic scripts live (when configured)."""
+    located = [(bind.key, bind.migrations) for bind in facts if bind.migrations is not None]
+    if not located:
+        return
+    table = Table(title="Migrations", title_justify="left")
+    for column in ("bind", "scripts", "target", "version table"):
+        table.add_column(column)
+    for key, where in located:
+        assert where is not None
+        scripts = escape(where["directory"]) if where["directory"] else f"[red]✗ {escape(where['error'])}[/]"
+        schema = where["version_table_schema"]
+        table.add_row(
+            escape(key),
+            scripts,
+            escape(where["target"]),
+            escape(f"{schema}.{where['version_table']}" if schema else where["version_table"]),
+        )
+    console.print(table)
 
 
 def _ms(value: float | None) -> str:
@@ -80,7 +123,7 @@ def _ms(value: float | None) -> str:
 
 def checks(app_path: str, report: CheckReport, timeout: float) -> None:
     """The ``db check`` table and a one-line verdict."""
-    table = Table(title=f"Database checks of {app_path} (timeout {timeout:g} s)", title_justify="left")
+    table = Table()
     for column in ("bind", "status", "connect", "round trip", "server", "schema"):
         table.add_column(column)
     for check in report.binds:
@@ -90,7 +133,7 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
             missing = [f"table {t}" for t in check.missing_tables] + [f"column {c}" for c in check.missing_columns]
             schema = f"[red]missing {escape(', '.join(missing))}[/]"
         else:
-            schema = f"{check.tables} table{'s' if check.tables != 1 else ''} match the models"
+            schema = f"{plural(check.tables, 'table')} {'matches' if check.tables == 1 else 'match'} the models"
         if check.prepared:
             left = "; ".join(f"{p.xid} (finish with {p.commit} or {p.rollback})" for p in check.prepared)
             schema += f"\n[red]prepared transactions left: {escape(left)}[/]"
@@ -103,11 +146,35 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
             schema,
         )
     console = _console()
+    _title(console, f"Database checks of {app_path} (timeout {timeout:g} s)")
     console.print(table)
+    _migration_states(console, report)
     for problem in report.unknown_bind_keys:
         console.print(f"[bold red]FAIL[/] {escape(problem.describe([c.bind for c in report.binds]))}")
-    failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys)
-    console.print("[green]all checks passed[/]" if not failed else f"[bold red]{failed} check(s) failed[/]")
+    for conflict in report.bind_conflicts:
+        console.print(f"[bold red]FAIL[/] {escape(conflict.message)}")
+    failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys) + len(report.bind_conflicts)
+    console.print("[green]all checks passed[/]" if not failed else f"[bold red]{plural(failed, 'check')} failed[/]")
+
+
+def _migration_states(console: Console, report: CheckReport) -> None:
+    """The ``db check`` migrations table: one row per bind that has migrations configured."""
+    states = [(check.bind, check.migrations) for check in report.binds if check.migrations is not None]
+    if not states:
+        return
+    table = Table(title="Migrations", title_justify="left")
+    for column in ("bind", "status", "target", "version table", "state"):
+        table.add_column(column)
+    for bind, state in states:
+        assert state is not None
+        table.add_row(
+            escape(bind),
+            "[green]ok[/]" if state.ok else "[bold red]FAIL[/]",
+            escape(state.target),
+            escape(state.version_table),
+            escape(state.summary()) if state.ok else f"[red]{escape(state.summary())}[/]",
+        )
+    console.print(table)
 
 
 def rows(columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
@@ -117,7 +184,7 @@ def rows(columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
         table.add_row(*(escape("NULL" if value is None else str(value)) for value in row))
     console = _console()
     console.print(table)
-    console.print(f"[dim]{len(values)} row{'s' if len(values) != 1 else ''}[/]")
+    console.print(f"[dim]{plural(len(values), 'row')}[/]")
 
 
 def echo(statement: str, parameters: Any) -> None:
@@ -126,13 +193,18 @@ def echo(statement: str, parameters: Any) -> None:
     _console(stderr=True, soft_wrap=True).print(f"[dim]{escape(shown)}[/]")
 
 
-def banner(heading: str, lines: Sequence[tuple[str, str]], notes: Sequence[str]) -> None:
-    """The shell's greeting: what is loaded, by bind, then notes (renamed models, how to leave)."""
+def banner(heading: str, lines: Sequence[tuple[str, str]], notes: Sequence[str], alert: Collection[str] = ()) -> None:
+    """The shell's greeting: what is loaded, by bind, then notes (renamed models, how to leave).
+
+    Lines named in ``alert`` (binds on other machines) are printed in bold red.
+    """
     console = _console()
     console.print(f"[bold]{escape(heading)}[/]")
     width = max(len(name) for name, _ in lines)
     for name, what in lines:
-        console.print(f"  [cyan]{escape(name.ljust(width))}[/]  {escape(what)}")
+        style = "bold red" if name in alert else "cyan"
+        text = f"[bold red]{escape(what)}[/]" if name in alert else escape(what)
+        console.print(f"  [{style}]{escape(name.ljust(width))}[/]  {text}")
     for note in notes:
         console.print(f"  [dim]{escape(note)}[/]")
 
@@ -140,3 +212,10 @@ def banner(heading: str, lines: Sequence[tuple[str, str]], notes: Sequence[str])
 def note(message: str) -> None:
     """A dim remark on stderr (what was rolled back, and why)."""
     _console(stderr=True, soft_wrap=True).print(f"[dim]{escape(message)}[/]")
+
+
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on the terminal (stderr); anything but yes is no."""
+    from rich.prompt import Confirm
+
+    return Confirm.ask(f"[bold yellow]{escape(question)}[/]", default=False, console=_console(stderr=True))

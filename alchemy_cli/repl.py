@@ -20,8 +20,9 @@ import os
 import sys
 import traceback
 import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,7 +30,14 @@ if TYPE_CHECKING:
     from prompt_toolkit.input import Input
     from prompt_toolkit.output import Output
 
-__all__ = ("Errors", "Leave", "history_file", "plain_shell", "ptpython_shell", "ptpython_can_run")
+__all__ = ("Errors", "Leave", "Prompt", "history_file", "plain_shell", "ptpython_shell", "ptpython_can_run")
+
+Prompt = Union[str, Sequence[tuple[str, bool]]]
+"""The prompt before `` >>> ``: text, or (text, alert) parts; alert parts are shown in bold red."""
+
+
+def _parts(prompt: Prompt) -> list[tuple[str, bool]]:
+    return [(prompt, False)] if isinstance(prompt, str) else list(prompt)
 
 
 class Leave:
@@ -94,7 +102,7 @@ def ptpython_can_run() -> bool:
 async def ptpython_shell(
     namespace: dict[str, Any],
     *,
-    prompt: str,
+    prompt: Prompt,
     history: Path | None,
     errors: Errors | None = None,
     input: Input | None = None,
@@ -107,7 +115,8 @@ async def ptpython_shell(
 
     class ShellPrompt(PromptStyle):
         def in_prompt(self) -> Any:
-            return [("class:in", prompt), ("", " >>> ")]
+            parts = [("class:in bold ansired" if alert else "class:in", text) for text, alert in _parts(prompt)]
+            return [*parts, ("", " >>> ")]
 
         def in2_prompt(self, width: int) -> Any:
             return [("class:in", "...".rjust(width - 1)), ("", " ")]
@@ -168,7 +177,7 @@ class _AsyncConsole(code.InteractiveConsole):
 
 
 async def plain_shell(
-    namespace: dict[str, Any], *, prompt: str, history: Path | None, errors: Errors | None = None
+    namespace: dict[str, Any], *, prompt: Prompt, history: Path | None, errors: Errors | None = None
 ) -> None:
     """The plain console, until ``exit()`` or Ctrl-D."""
     loop = asyncio.get_running_loop()
@@ -180,7 +189,10 @@ async def plain_shell(
         with contextlib.suppress(OSError):
             readline.read_history_file(history)
     previous = getattr(sys, "ps1", None), getattr(sys, "ps2", None)
-    sys.ps1, sys.ps2 = f"{prompt} >>> ", "... "
+    # Colour only on a terminal; \001 and \002 tell readline the escape codes take no width.
+    red, reset = ("\001\033[1;31m\002", "\001\033[0m\002") if sys.stdout.isatty() else ("", "")
+    text = "".join(f"{red}{part}{reset}" if alert else part for part, alert in _parts(prompt))
+    sys.ps1, sys.ps2 = f"{text} >>> ", "... "
     try:
         await loop.run_in_executor(None, lambda: console.interact(banner="", exitmsg=""))
     except SystemExit:

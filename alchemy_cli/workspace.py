@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
+    from alchemy_cli.destructive import Confirmation
     from alchemy_cli.loader import Target
     from plugin.sandbox import Sandbox
 
@@ -52,6 +53,9 @@ SQL_NAMES = {"select": select, "insert": insert, "update": update, "delete": del
 
 class Workspace:
     """Sessions on every bind, the names a shell or script sees, and how they end."""
+
+    confirmation: Confirmation | None = None
+    """Set by the commands: how ``sql()`` lets destructive statements through."""
 
     def __init__(self, target: Target, *, mode: Mode = "normal", bind: str | None = None, echo: bool = False) -> None:
         plugin = target.plugin
@@ -112,6 +116,8 @@ class Workspace:
         """Run raw SQL on a bind (default: the shell's session) and print rows as a table."""
         from alchemy_cli import render
 
+        if self.confirmation is not None:  # destructive SQL needs a yes (alchemy_cli.destructive)
+            self.confirmation.check(statement, bind or self.main_bind or self.target.plugin.config.default_bind)
         session = self.sessions[bind] if bind is not None else self.session
         if isinstance(session, AsyncSession):
             result = await session.execute(text(statement), params)

@@ -18,18 +18,22 @@ from plugin.config import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemySyncConfi
 from plugin.engines import EngineRegistry
 from plugin.exceptions import (
     AlchemyError,
+    BindConflictError,
     BindKeyError,
     CommitConflictError,
     CommitError,
     ConcurrentSessionError,
     ConfigurationError,
+    CrossBindError,
     DriverMismatchError,
     DriverNotInstalledError,
     DuplicateKeyError,
     LifecycleError,
+    MigrationsError,
     SandboxError,
     StatementRefusedError,
 )
+from plugin.migrations import Migrations
 from plugin.plugin import SQLAlchemyPlugin
 from plugin.policy import TransactionPolicy
 from plugin.sandbox import Sandbox
@@ -40,17 +44,21 @@ __all__ = (
     "AlchemyError",
     "AsyncRoutingSession",
     "BindConfig",
+    "BindConflictError",
     "BindKeyError",
     "BindRouter",
     "CommitConflictError",
     "CommitError",
     "ConcurrentSessionError",
     "ConfigurationError",
+    "CrossBindError",
     "DriverMismatchError",
     "DriverNotInstalledError",
     "DuplicateKeyError",
     "EngineRegistry",
     "LifecycleError",
+    "Migrations",
+    "MigrationsError",
     "RoutingSession",
     "SQLAlchemyAsyncConfig",
     "SQLAlchemyPlugin",

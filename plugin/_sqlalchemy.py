@@ -1,23 +1,31 @@
-"""The one private corner of SQLAlchemy this package touches, kept here with a test that pins it.
+"""The private corners of SQLAlchemy this package touches, kept here with tests that pin them
+(``tests/plugin/test_private_sqlalchemy.py`` fails loudly if SQLAlchemy's layout changes).
 
-Committing a request's binds in a fixed order means committing each connection through its own
-``Transaction`` (SQLAlchemy's ``Session.commit()`` commits a session's connections in no fixed order).
-The session still holds the finished transaction afterwards, and its own ``commit()`` would refuse it
-("This transaction is inactive"), skipping the ``before_commit``/``after_commit`` events and expiry.
-:func:`replace_finished_transaction` gives the session a fresh, empty transaction on that connection,
-so its ``commit()`` and ``rollback()`` behave as usual. ``tests/plugin/test_private_sqlalchemy.py``
-fails loudly if SQLAlchemy's layout changes.
+- Committing a request's binds in a fixed order means committing each connection through its own
+  ``Transaction`` (SQLAlchemy's ``Session.commit()`` commits a session's connections in no fixed order).
+  The session still holds the finished transaction afterwards, and its own ``commit()`` would refuse it
+  ("This transaction is inactive"), skipping the ``before_commit``/``after_commit`` events and expiry.
+  :func:`replace_finished_transaction` gives the session a fresh, empty transaction on that connection,
+  so its ``commit()`` and ``rollback()`` behave as usual.
+- ``_mapper_registries``: every registry of the process, for ``base=None`` (no public listing exists).
+- ``_generate_cache_key()``: a statement's structural cache key. SQLAlchemy memoizes it on the statement
+  and computes it anyway to find the compiled SQL, so routing keyed on it costs a dictionary lookup.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import Session
+from sqlalchemy.orm.mapper import _mapper_registries
 
-__all__ = ("replace_finished_transaction",)
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session, registry
+    from sqlalchemy.sql.expression import ClauseElement
+
+__all__ = ("registries", "replace_finished_transaction", "structure_key")
 
 
 def replace_finished_transaction(session: Session, connection: Connection) -> None:
@@ -31,3 +39,15 @@ def replace_finished_transaction(session: Session, connection: Connection) -> No
     _, _, should_commit, autoclose = entries[connection]
     fresh = connection.begin()
     entries[connection] = entries[connection.engine] = (connection, fresh, should_commit, autoclose)
+
+
+def registries() -> list[registry]:
+    """Every live declarative/imperative registry of the process (the mapping is weak)."""
+    return list(_mapper_registries)
+
+
+def structure_key(statement: ClauseElement) -> Hashable | None:
+    """A hashable key equal for statements of the same structure (tables, columns, clauses; not the
+    parameter values), or ``None`` when SQLAlchemy cannot cache the statement."""
+    cache_key = statement._generate_cache_key()
+    return None if cache_key is None else cache_key.key

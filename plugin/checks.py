@@ -1,9 +1,10 @@
-"""Connectivity and schema checks, one per bind, run concurrently with a timeout.
+"""Connectivity, schema and migration checks, one per bind, run concurrently with a timeout.
 
-Used by ``litestar db check``; an app can call :func:`check_binds` from a health route too. Each check
-connects, times one round trip, names the server, and compares the tables the models route to that
-bind with what the database has. A refused connection, a server that never answers, a missing table
-or column each fail only their own bind.
+Used by ``litestar db check`` and the health route (:mod:`plugin.health`). Each check connects, times
+one round trip, names the server, compares the tables the models route to that bind with what the
+database has, and, when the bind has migrations configured, reads its Alembic state on the same
+connection. A refused connection, a server that never answers, a missing table or column, a database
+that is not at its migrations' head each fail only their own bind.
 """
 
 from __future__ import annotations
@@ -19,17 +20,22 @@ import anyio
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from plugin.exceptions import describe_error, mask_url
+from plugin.exceptions import MigrationsError, describe_error, mask_url
+from plugin.migration_state import failed, read_state
+from plugin.migrations import ScriptCache
 from plugin.twophase import resolution, stale_prepared
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
-    from sqlalchemy.engine import Connection, Dialect, Engine
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import URL, Connection, Dialect, Engine
     from sqlalchemy.sql.schema import Table
 
-    from plugin.binds import BindRouter, UnknownBindKey
+    from plugin.binds import BindConflict, BindRouter, UnknownBindKey
     from plugin.engines import EngineRegistry
+    from plugin.migration_state import MigrationState
+    from plugin.migrations import Migrations
 
 __all__ = ("BindCheck", "CheckReport", "PreparedTransaction", "check_binds")
 
@@ -59,6 +65,8 @@ class BindCheck:
     """Why the bind could not be checked (refused, timed out, ...)."""
     prepared: tuple[PreparedTransaction, ...] = ()
     """Two-phase transactions left prepared on the server for longer than a few seconds."""
+    migrations: MigrationState | None = None
+    """The Alembic state, when the bind has migrations configured (and they were asked for)."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +81,16 @@ class PreparedTransaction:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """Every bind checked, plus the models whose bind key is not configured."""
+    """Every bind checked, the models whose bind key is not configured, and tables whose bind cannot be told."""
 
     binds: tuple[BindCheck, ...]
     unknown_bind_keys: tuple[UnknownBindKey, ...] = field(default=())
+    bind_conflicts: tuple[BindConflict, ...] = field(default=())
+    """Class hierarchies spanning binds and unmapped tables on a MetaData shared by several binds."""
 
     @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.binds) and not self.unknown_bind_keys
+        return all(check.ok for check in self.binds) and not self.unknown_bind_keys and not self.bind_conflicts
 
 
 Probe = tuple[float, str, list[str], list[str], list[PreparedTransaction]]
@@ -123,11 +133,28 @@ def _probe(connection: Connection, tables: Sequence[Table]) -> Probe:
     return latency, _server(connection.dialect), missing_tables, missing_columns, _left_prepared(connection)
 
 
-def _probe_sync_engine(engine: Engine, tables: Sequence[Table]) -> tuple[float, Probe]:
+MigrationStep = tuple["Migrations", "ScriptDirectory"]
+"""A bind's migrations and their loaded scripts: what :func:`_migration_probe` needs."""
+
+
+def _migration_probe(connection: Connection, step: MigrationStep | None) -> MigrationState | None:
+    """The bind's Alembic state, read on the check's own connection (nothing runs, nothing is written)."""
+    if step is None:
+        return None
+    migrations, script = step
+    try:
+        return read_state(connection, migrations, script)
+    except Exception as exc:  # e.g. no privilege on the version table: a failed check, not a crash
+        return failed(migrations, describe_error(exc))
+
+
+def _probe_sync_engine(
+    engine: Engine, tables: Sequence[Table], step: MigrationStep | None
+) -> tuple[float, Probe, MigrationState | None]:
     started = time.perf_counter()
     with engine.connect() as connection:
         connected = (time.perf_counter() - started) * 1000
-        return connected, _probe(connection, tables)
+        return connected, _probe(connection, tables), _migration_probe(connection, step)
 
 
 async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
@@ -153,8 +180,34 @@ async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-async def _check(key: str, engine: AsyncEngine | Engine, tables: Sequence[Table], timeout: float) -> BindCheck:
+def _redacted(text: str, url: URL) -> str:
+    """``text`` without the bind's password (some drivers echo the connection string in errors)."""
+    return text.replace(str(url.password), "***") if url.password else text
+
+
+def _migration_step(
+    migrations: Migrations | None, scripts: ScriptCache
+) -> tuple[MigrationStep | None, MigrationState | None]:
+    """The scripts to compare with, or the state that says why they cannot be read."""
+    if migrations is None:
+        return None, None
+    try:
+        return (migrations, scripts.get(migrations)), None
+    except MigrationsError as exc:
+        return None, failed(migrations, str(exc))
+
+
+async def _check(  # noqa: PLR0917  (private; the call site names nothing)
+    key: str,
+    engine: AsyncEngine | Engine,
+    tables: Sequence[Table],
+    timeout: float,
+    migrations: Migrations | None,
+    scripts: ScriptCache,
+) -> BindCheck:
     url = mask_url(engine.url)
+    step, state = _migration_step(migrations, scripts)
+    unread = None if migrations is None else failed(migrations, "not read: the database did not answer")
     try:
         with anyio.fail_after(timeout):
             if isinstance(engine, AsyncEngine):
@@ -162,17 +215,19 @@ async def _check(key: str, engine: AsyncEngine | Engine, tables: Sequence[Table]
                 async with engine.connect() as connection:
                     connect_ms = (time.perf_counter() - started) * 1000
                     probe = await connection.run_sync(_probe, tables)
+                    state = state or await connection.run_sync(_migration_probe, step)
             else:
-                connect_ms, probe = await _in_daemon_thread(_probe_sync_engine, engine, tables)
+                connect_ms, probe, read = await _in_daemon_thread(_probe_sync_engine, engine, tables, step)
+                state = state or read
     except TimeoutError:
-        return BindCheck(key, url, error=f"no answer within {timeout:g} s (timed out)")
+        return BindCheck(key, url, error=f"no answer within {timeout:g} s (timed out)", migrations=state or unread)
     except Exception as exc:
-        return BindCheck(key, url, error=describe_error(exc))
+        return BindCheck(key, url, error=_redacted(describe_error(exc), engine.url), migrations=state or unread)
     latency, server, missing_tables, missing_columns, prepared = probe
     return BindCheck(
         key,
         url,
-        ok=not missing_tables and not missing_columns and not prepared,
+        ok=not missing_tables and not missing_columns and not prepared and (state is None or state.ok),
         connect_ms=connect_ms,
         latency_ms=latency,
         server=server,
@@ -180,14 +235,35 @@ async def _check(key: str, engine: AsyncEngine | Engine, tables: Sequence[Table]
         missing_tables=tuple(missing_tables),
         missing_columns=tuple(missing_columns),
         prepared=tuple(prepared),
+        migrations=state,
     )
 
 
 async def check_binds(
-    registry: EngineRegistry, router: BindRouter, keys: Iterable[str] | None = None, timeout: float = 5.0
+    registry: EngineRegistry,
+    router: BindRouter,
+    keys: Iterable[str] | None = None,
+    timeout: float = 5.0,
+    *,
+    schema: bool = True,
+    migrations: Mapping[str, Migrations] | None = None,
+    scripts: ScriptCache | None = None,
 ) -> CheckReport:
-    """Check every bind (or ``keys``) concurrently; each check ends within ``timeout`` seconds."""
-    tables = router.tables_by_bind()
+    """Check every bind (or ``keys``) concurrently; each check ends within ``timeout`` seconds.
+
+    ``schema=False`` skips comparing tables with the models. ``migrations`` (bind key -> where its
+    Alembic scripts live) adds the migration state of those binds; ``scripts`` keeps loaded scripts
+    between calls (the health route passes one).
+    """
+    tables = router.tables_by_bind() if schema else {}
     selected = list(router.keys if keys is None else keys)
-    checks = await asyncio.gather(*(_check(k, registry.engine(k), tables[k], timeout) for k in selected))
-    return CheckReport(binds=tuple(checks), unknown_bind_keys=tuple(router.unknown_keys()))
+    scripts = scripts or ScriptCache()
+    migrations = migrations or {}
+    checks = await asyncio.gather(
+        *(_check(k, registry.engine(k), tables.get(k, []), timeout, migrations.get(k), scripts) for k in selected)
+    )
+    return CheckReport(
+        binds=tuple(checks),
+        unknown_bind_keys=tuple(router.unknown_keys()),
+        bind_conflicts=tuple(router.conflicts()),
+    )

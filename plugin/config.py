@@ -7,8 +7,7 @@ when the engines start (see :mod:`plugin.engines`).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Union
@@ -19,29 +18,53 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, registry
 from sqlalchemy.sql.schema import MetaData
 
-from plugin.exceptions import ConfigurationError, DuplicateKeyError, mask_url
+from plugin.exceptions import ConfigurationError, DuplicateKeyError, unknown_binds
+from plugin.migrations import Migrations
 from plugin.policy import TransactionPolicy
+from plugin.secrets import mask_url, masked_options, secret_values
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-__all__ = ("BindConfig", "BindTarget", "ModelSource", "SQLAlchemyAsyncConfig", "SQLAlchemySyncConfig")
+__all__ = (
+    "BindConfig",
+    "BindTarget",
+    "ModelSource",
+    "SQLAlchemyAsyncConfig",
+    "SQLAlchemySyncConfig",
+    "ShellContext",
+)
 
 ModelSource: TypeAlias = Union[type[DeclarativeBase], registry, MetaData]
 """Where models and tables come from: a declarative base, a ``registry`` or a ``MetaData``."""
 
+ShellContext: TypeAlias = Callable[[Mapping[str, Any]], Union[Mapping[str, Any], Awaitable[Mapping[str, Any]]]]
+"""``shell_context=``: preloaded names in, your extra names out (see ``_SQLAlchemyConfig.shell_context``)."""
+
 BindTarget: TypeAlias = Union[str, URL, "BindConfig", AsyncEngine, Engine]
 """What a bind may be given as: a URL (string or ``URL``), a :class:`BindConfig`, or a ready engine."""
 
-_SECRET = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
-
-def _masked(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options with every secret-looking value replaced, for reprs and messages."""
-    return {
-        name: "***" if _SECRET.search(name) else _masked(value) if isinstance(value, Mapping) else value
-        for name, value in options.items()
-    }
+def parse_url(text: str) -> URL:
+    """``make_url`` with errors that say what to fix and never echo the string (it holds the password)."""
+    authority = text.partition("://")[2].partition("/")[0]
+    if authority.count("@") > 1:
+        raise ConfigurationError(
+            "the URL's password contains an unencoded '@'; percent-encode the password "
+            "(@ is %40; urllib.parse.quote(password, safe='') does it)"
+        )
+    try:
+        return make_url(text)
+    except ArgumentError:
+        # SQLAlchemy's message does not echo the string, so no password can leak from here.
+        raise ConfigurationError(
+            "the URL could not be parsed; write it as dialect+driver://user:password@host:port/database"
+        ) from None
+    except ValueError:  # int(port) failed; its message would echo the text after the colon
+        raise ConfigurationError(
+            "the URL's port is not a number; write host:port with digits only, and percent-encode "
+            "':' and '@' in the password (%3A, %40)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -66,12 +89,10 @@ class BindConfig:
             )
         if isinstance(self.url, str):
             try:
-                object.__setattr__(self, "url", make_url(self.url))
-            except ArgumentError:
-                # SQLAlchemy's message does not echo the string, so no password can leak from here.
-                raise ConfigurationError(
-                    "a bind URL could not be parsed; write it as dialect+driver://user:password@host/database"
-                ) from None
+                object.__setattr__(self, "url", parse_url(self.url))
+            except ConfigurationError as exc:
+                # Made directly by the app, before any bind key is known: point at the BindConfig instead.
+                raise ConfigurationError(f"BindConfig(url=...): {exc}") from None
         object.__setattr__(self, "engine_options", MappingProxyType(dict(self.engine_options)))
         object.__setattr__(self, "session_options", MappingProxyType(dict(self.session_options)))
 
@@ -84,11 +105,17 @@ class BindConfig:
         return self.url
 
     def __repr__(self) -> str:
-        where = f"url={mask_url(self.resolved_url)!r}" if self.engine is None else f"engine={self.engine!r}"
+        where = "url" if self.engine is None else f"engine={type(self.engine).__name__}, url"
         return (
-            f"BindConfig({where}, engine_options={_masked(self.engine_options)!r}, "
-            f"session_options={_masked(self.session_options)!r})"
+            f"BindConfig({where}={mask_url(self.resolved_url)!r}, "
+            f"engine_options={masked_options(self.engine_options)!r}, "
+            f"session_options={masked_options(self.session_options)!r})"
         )
+
+    def secrets(self) -> list[str]:
+        """The raw secrets of this bind (password, secret query parameters, connect_args secrets), to be
+        replaced in text the plugin did not write, such as a driver's error message."""
+        return secret_values(self.resolved_url, self.engine_options)
 
 
 @dataclass(frozen=True)
@@ -124,6 +151,15 @@ class _SQLAlchemyConfig:
     map_integrity_errors: bool = True
     """Answer an ``IntegrityError`` raised in a handler (say, by an explicit ``flush()``) with 409 Conflict,
     as a failed commit is answered. An app's own exception handler for ``IntegrityError`` wins."""
+    shell_context: ShellContext | None = None
+    """Your own names for ``litestar db shell`` and ``db run`` (services, repositories, settings): a
+    function, plain or async, called with the names they preload (``session``, ``<bind>_session``, the
+    models, ...) once the engines are started, returning a mapping of extra names. The banner lists them;
+    on a clash the preloaded name is kept."""
+    migrations: Migrations | Mapping[str, Migrations] | None = None
+    """Where each bind's Alembic migrations live, for ``db check`` and the health route (read only):
+    ``{"default": Migrations(...), "logs": Migrations(...)}``, or one ``Migrations`` for every bind
+    (Alembic's multidb template: one revision chain, a version table in each database)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.binds, Mapping) or not self.binds:
@@ -151,6 +187,7 @@ class _SQLAlchemyConfig:
             )
         if not isinstance(self.shutdown_timeout, (int, float)) or self.shutdown_timeout <= 0:
             raise ConfigurationError(f"shutdown_timeout={self.shutdown_timeout!r} must be a positive number of seconds")
+        object.__setattr__(self, "migrations", MappingProxyType(self._migrations(normalised)))
         for name in ("session_key", "engine_key"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.isidentifier():
@@ -169,7 +206,7 @@ class _SQLAlchemyConfig:
             bind = target
         elif isinstance(target, (str, URL)):
             try:
-                bind = BindConfig(url=target)
+                bind = BindConfig(url=parse_url(target) if isinstance(target, str) else target)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"bind {key!r}: {exc}") from None
         elif isinstance(target, (AsyncEngine, Engine)):
@@ -187,6 +224,26 @@ class _SQLAlchemyConfig:
                 f"{'SQLAlchemySyncConfig' if self.is_async else 'SQLAlchemyAsyncConfig'} or the other engine kind"
             )
         return bind
+
+    def _migrations(self, binds: Mapping[str, BindConfig]) -> dict[str, Migrations]:
+        given = self.migrations
+        if given is None:
+            return {}
+        if isinstance(given, Migrations):
+            return dict.fromkeys(binds, given)
+        if not isinstance(given, Mapping) or not all(isinstance(m, Migrations) for m in given.values()):
+            raise ConfigurationError(
+                "migrations= takes a Migrations(...) for every bind, or a mapping of bind key to Migrations(...)"
+            )
+        if unknown := [key for key in given if key not in binds]:
+            raise ConfigurationError(f"migrations=: {unknown_binds(unknown, binds)}; fix the key or add the bind")
+        return dict(given)
+
+    @property
+    def migration_configs(self) -> Mapping[str, Migrations]:
+        """The binds that have migrations configured, each with its :class:`Migrations`."""
+        migrations: Mapping[str, Migrations] = self.migrations  # type: ignore[assignment]  # normalised
+        return migrations
 
     @property
     def bind_configs(self) -> Mapping[str, BindConfig]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import anyio
 from sqlalchemy import create_engine
-from sqlalchemy.exc import NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from plugin.exceptions import (
@@ -59,6 +59,13 @@ def _dialect_class(key: str, url: URL) -> type[Dialect]:
             f"bind {key!r}: SQLAlchemy has no driver {url.drivername!r} ({mask_url(url)}); "
             "check the URL's dialect+driver part, e.g. postgresql+asyncpg or sqlite+aiosqlite"
         ) from None
+
+
+def _redacted(exc: BaseException, secrets: list[str]) -> str:
+    text = " ".join(str(exc).split())
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 class EngineRegistry:
@@ -129,9 +136,15 @@ class EngineRegistry:
                 f"bind {key!r} uses driver {dialect.driver!r}, which is not installed ({exc.name or exc}); {hint}"
             ) from None
         options: dict[str, Any] = dict(bind.engine_options)
-        if self._config.is_async:
-            return create_async_engine(url, **options)
-        return create_engine(url, **options)
+        try:
+            if self._config.is_async:
+                return create_async_engine(url, **options)
+            return create_engine(url, **options)
+        except (TypeError, ValueError, ArgumentError) as exc:
+            raise ConfigurationError(
+                f"bind {key!r}: create_engine() rejected engine_options ({_redacted(exc, bind.secrets())}); "
+                f"fix or remove the option (given: {', '.join(sorted(options)) or 'none'})"
+            ) from None
 
     def _detach(self) -> dict[str, AnyEngine]:
         engines, self._engines, self._sync, self._keys = self._engines, {}, {}, {}

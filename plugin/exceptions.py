@@ -5,19 +5,22 @@
     AlchemyError                      base of everything this package raises on purpose
     ├── ConfigurationError            the config cannot work; raised at app creation or startup
     │   ├── BindKeyError              a bind key that is not configured (model, table, lookup)
+    │   ├── BindConflictError         a table whose bind cannot be told (hierarchy or MetaData spans binds)
     │   ├── DuplicateKeyError         two binds or dependencies would share one key
     │   ├── DriverNotInstalledError   the URL names a driver whose package is missing
-    │   └── DriverMismatchError       an async driver in a sync config, or the reverse
+    │   ├── DriverMismatchError       an async driver in a sync config, or the reverse
+    │   └── MigrationsError           a bind's Alembic migrations cannot be read (db check, health)
     ├── LifecycleError                engines used before startup or after shutdown; a write after
     │                                 the request's transaction was settled
     ├── ConcurrentSessionError        one session used by two tasks at once
+    ├── CrossBindError                one statement reads or writes tables of different binds
     ├── SandboxError                  a sandbox could not be opened or rolled back (see plugin.sandbox)
     │   └── StatementRefusedError     a statement that would escape a sandbox, refused before it ran
     └── CommitError                   a commit failed; the request gets an error response
         └── CommitConflictError       ... because of an integrity error (HTTP 409)
 
 Every message says what happened, to what, and what to do. None contains a password: URLs are
-rendered with :func:`mask_url` before they reach a message.
+rendered with :func:`mask_url` (see :mod:`plugin.secrets`) before they reach a message.
 """
 
 from __future__ import annotations
@@ -27,31 +30,29 @@ from typing import TYPE_CHECKING
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_409_CONFLICT, HTTP_500_INTERNAL_SERVER_ERROR
 
+from plugin.secrets import mask_url
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from sqlalchemy.engine import URL
-
 __all__ = (
     "AlchemyError",
+    "BindConflictError",
     "BindKeyError",
     "CommitConflictError",
     "CommitError",
     "ConcurrentSessionError",
     "ConfigurationError",
+    "CrossBindError",
     "DriverMismatchError",
     "DriverNotInstalledError",
     "DuplicateKeyError",
     "LifecycleError",
+    "MigrationsError",
     "SandboxError",
     "StatementRefusedError",
     "mask_url",
 )
-
-
-def mask_url(url: URL) -> str:
-    """Render ``url`` for humans with its password replaced by ``***``."""
-    return url.render_as_string(hide_password=True)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -96,6 +97,11 @@ def unknown_binds(keys: Sequence[str], configured: Iterable[str]) -> BindKeyErro
     return BindKeyError(f"{subject} not configured (configured: {quote_keys(configured)})")
 
 
+class BindConflictError(ConfigurationError):
+    """A table whose bind cannot be told: a class hierarchy whose tables would span binds, or an unmapped
+    table on a ``MetaData`` shared by models of different binds. Raised at startup and when routing."""
+
+
 class DuplicateKeyError(ConfigurationError):
     """Two binds, or two dependencies, would be registered under the same key."""
 
@@ -108,6 +114,10 @@ class DriverMismatchError(ConfigurationError):
     """An async driver in a sync config, or a sync driver in an async config."""
 
 
+class MigrationsError(ConfigurationError):
+    """A bind's migrations cannot be read: Alembic missing, no such folder or ini, a broken revision file."""
+
+
 class LifecycleError(AlchemyError):
     """Engines were used before startup, after shutdown, or started twice; or a session wrote after its
     request's transaction was settled."""
@@ -115,6 +125,14 @@ class LifecycleError(AlchemyError):
 
 class ConcurrentSessionError(AlchemyError):
     """A session was used by a second task while another task was using it (``asyncio.gather``)."""
+
+
+class CrossBindError(AlchemyError):
+    """One statement reads or writes tables that live on different binds; no database has them all.
+
+    Raised by the routed session before anything is sent. Split the statement per bind, or name the bind
+    with ``bind_arguments={"bind_key": ...}`` (or use that bind's session) if its database has every table.
+    """
 
 
 class SandboxError(AlchemyError):

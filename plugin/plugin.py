@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from litestar.plugins import InitPlugin
+from litestar.plugins import CLIPlugin, InitPlugin
 
 from plugin.binds import BindRouter
 from plugin.config import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig, _SQLAlchemyConfig
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
+    from click import Group
+    from litestar import Router
     from litestar.config.app import AppConfig
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
@@ -30,7 +32,7 @@ __all__ = ("SQLAlchemyPlugin",)
 ConfigT = TypeVar("ConfigT", bound=_SQLAlchemyConfig)
 
 
-class SQLAlchemyPlugin(InitPlugin, Generic[ConfigT]):
+class SQLAlchemyPlugin(InitPlugin, CLIPlugin, Generic[ConfigT]):
     """Engines per bind, a bind-routed session per request, and automatic commit/rollback.
 
     Example::
@@ -56,6 +58,12 @@ class SQLAlchemyPlugin(InitPlugin, Generic[ConfigT]):
         """Register providers, the transaction middleware, hooks and the lifespan on the app."""
         return register(self, app_config)
 
+    def on_cli_init(self, cli: Group) -> None:
+        """Keep ``litestar db`` ours when another plugin (advanced-alchemy) claims ``db`` as an alias."""
+        from alchemy_cli.coexistence import keep_db
+
+        keep_db(cli)
+
     def lifespan(self) -> _Lifespan:
         """Start the engines (and create tables if configured); dispose every engine at exit.
 
@@ -63,6 +71,35 @@ class SQLAlchemyPlugin(InitPlugin, Generic[ConfigT]):
         configs). Inside a running app the engines are already started: do not enter it again.
         """
         return lifespan(self)
+
+    def health_route(
+        self,
+        path: str = "/health/db",
+        *,
+        live_path: str | None = None,
+        timeout: float = 2.0,
+        cache_seconds: float = 2.0,
+        schema: bool = False,
+        migrations: bool = False,
+        include_in_schema: bool = False,
+    ) -> Router:
+        """Opt-in health routes for ``route_handlers=[...]``: readiness at ``path`` runs ``db check``'s
+        checks on every bind (200 or 503), liveness at ``<path>/live`` touches no database.
+
+        See :func:`plugin.health.health_router` for the options.
+        """
+        from plugin.health import health_router
+
+        return health_router(
+            self,
+            path,
+            live_path=live_path,
+            timeout=timeout,
+            cache_seconds=cache_seconds,
+            schema=schema,
+            migrations=migrations,
+            include_in_schema=include_in_schema,
+        )
 
     def sandbox(self) -> Sandbox:
         """Everything done inside is rolled back on every bind at the end, commits included.

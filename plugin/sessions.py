@@ -44,9 +44,9 @@ __all__ = ("AsyncRoutingSession", "BoundConnection", "RoutingSession", "SessionF
 Target = Union["Engine", "Connection"]
 
 AFTER_SETTLE = (
-    "{what} after this request's transaction was settled (the response had started): it would never be "
-    "committed. Do background work in a transaction of its own: `async with plugin.transaction() as "
-    "session:` (`with` in sync apps)"
+    "{what} after this session's transaction was settled (its request's response had started, or its "
+    "plugin.transaction() block had ended): it would never be committed. Do background work in a "
+    "transaction of its own: `async with plugin.transaction() as session:` (`with` in sync apps)"
 )
 
 
@@ -123,7 +123,14 @@ class RoutingSession(Session):
         _sa_skip_for_implicit_returning: bool = False,
         **kw: Any,
     ) -> Engine | Connection:
-        """The engine (or connection) of the statement's bind: ``bind_key`` argument, pinned bind, or route."""
+        """The engine (or connection) of the statement's bind: ``bind_key`` argument, pinned bind, or route.
+
+        SQLAlchemy passes the statement (``clause``) and its mapper; the route is the bind owning every
+        table the statement uses (:meth:`~plugin.binds.BindRouter.key_for`). Called with no arguments,
+        there is nothing to route, and the answer is the session's own bind: the pinned bind of a
+        ``<bind>_db_session``, the default bind of the routed ``db_session``. Services that learn their
+        dialect this way are built on the session of their model's bind (see the README).
+        """
         if bind is not None:
             return bind  # type: ignore[no-any-return]
         return self.targets(kw.get("bind_key") or self.pinned or self.router.key_for(mapper, clause))
@@ -144,6 +151,15 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
     owned = connection.get_nested_transaction() is None
     root = connection.get_transaction() if owned else None
     session._begun.append(BoundConnection(session.bind_of(connection.engine), connection, root))
+
+
+@event.listens_for(RoutingSession, "do_orm_execute")
+def _route_by_statement(state: ORMExecuteState) -> None:
+    # For ORM compound selects (union, except, intersect of ORM selects) SQLAlchemy hands get_bind neither
+    # a mapper nor the statement; without this the default bind would answer. ORM selects and DML already
+    # carry it (setdefault leaves theirs). SQLAlchemy builds this execute state for the settle guard
+    # below anyway; this listener adds one call.
+    state.bind_arguments.setdefault("clause", state.statement)
 
 
 @event.listens_for(RoutingSession, "after_transaction_end")

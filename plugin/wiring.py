@@ -6,16 +6,20 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import Provide
-from sqlalchemy import Engine
+
+# Imported at runtime, not for type checkers only: Litestar resolves the providers' annotations below in
+# this module's globals, and the names lent to handlers may be withheld from a handler whose module
+# defines its own Session or Engine.
+from sqlalchemy import Engine  # noqa: TC002
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession  # noqa: TC002
+from sqlalchemy.orm import Session  # noqa: TC002
 
 from plugin.exceptions import DuplicateKeyError, LifecycleError
 from plugin.middleware import TransactionMiddleware, conflict_response, current_request_sessions, mark_raised
 from plugin.schema import create_all, create_all_sync
-from plugin.sessions import AsyncRoutingSession, RoutingSession
 from plugin.twophase import require_two_phase, require_two_phase_sync
+from plugin.typenames import lend_names
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,15 +29,6 @@ if TYPE_CHECKING:
     from plugin.plugin import SQLAlchemyPlugin
 
 __all__ = ("lifespan", "register")
-
-SIGNATURE_NAMESPACE = {
-    "AsyncSession": AsyncSession,
-    "Session": Session,
-    "AsyncEngine": AsyncEngine,
-    "Engine": Engine,
-    "AsyncRoutingSession": AsyncRoutingSession,
-    "RoutingSession": RoutingSession,
-}
 
 
 def _session_provider(plugin: SQLAlchemyPlugin[Any], bind: str | None) -> Callable[[], AsyncSession | Session]:
@@ -95,8 +90,7 @@ def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
     # last: hooks and listeners the app registered can still use the database at shutdown.
     app_config.lifespan.append(lambda _app: _Lifespan(plugin, dispose_at_exit=False))
     app_config.on_shutdown.append(plugin.engines.dispose)
-    for name, value in SIGNATURE_NAMESPACE.items():
-        app_config.signature_namespace.setdefault(name, value)
+    lend_names(app_config)  # type names for string annotations, never hiding one the user's module defines
     return app_config
 
 

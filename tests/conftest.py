@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -95,3 +97,40 @@ def mariadb_fault_proxy() -> Iterator[FaultProxy]:
     require_server("mariadb")
     with FaultProxy.leased(MARIADB_URL.port or 3306, protocol="mysql") as proxy:
         yield proxy
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local port that accepts connections and never says a word (a hung server)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+@pytest.fixture
+def refused_port() -> int:
+    """A local port with nothing listening (a stopped server)."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port: int = probe.getsockname()[1]
+    probe.close()
+    return port

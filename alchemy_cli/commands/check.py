@@ -23,7 +23,9 @@ def run(obj: object, *, binds: list[str], timeout: float, json_output: bool) -> 
 
     async def check() -> CheckReport:
         async with engines_started(plugin):
-            return await check_binds(plugin.engines, plugin.router, binds or None, timeout)
+            return await check_binds(
+                plugin.engines, plugin.router, binds or None, timeout, migrations=plugin.config.migration_configs
+            )
 
     with reported_errors():
         report = asyncio.run(check())
@@ -60,8 +62,10 @@ def _as_json(app_path: str, timeout: float, report: CheckReport) -> dict[str, An
                     {"xid": p.xid, "commit": p.commit, "rollback": p.rollback} for p in c.prepared
                 ],
                 "error": c.error,
+                "migrations": c.migrations.as_dict() if c.migrations else None,
             }
             for c in report.binds
         ],
         "unknown_bind_keys": [{"kind": p.kind, "name": p.name, "bind": p.key} for p in report.unknown_bind_keys],
+        "bind_conflicts": [{"kind": c.kind, "name": c.name, "message": c.message} for c in report.bind_conflicts],
     }

@@ -22,9 +22,11 @@ from sqlalchemy.engine import CursorResult, Result, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alchemy_cli import render
+from alchemy_cli.destructive import Confirmation
 from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.ledger import Ledger
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
+from alchemy_cli.namespace import add_app_names
 from alchemy_cli.workspace import Workspace, open_workspace
 from plugin.exceptions import SandboxError, describe_error
 from plugin.sessions import is_started
@@ -70,19 +72,42 @@ def run(
     dry_run: bool,
     json_output: bool,
     show_traceback: bool,
+    yes: bool = False,
+    timeout: float = 10.0,
 ) -> None:
     if sum(source is not None for source in (code, file, sql)) != 1:
         raise typer.BadParameter("give exactly one of CODE, --file or --sql", param_hint="CODE")
     filename = str(file) if file is not None else "<db run>"
     if file is not None:
         try:
-            code = file.read_text()
+            code = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise typer.BadParameter(f"cannot read {file}: {exc.strerror}", param_hint="'--file'") from None
+        except UnicodeDecodeError:
+            code = "\0"  # reported below, with the other files that cannot be Python source
+        if "\0" in code:
+            raise typer.BadParameter(
+                f"{file} is not a Python source file (it is not UTF-8 text; a binary file?)", param_hint="'--file'"
+            )
     target = load_target(obj)
     require_binds(target, [bind] if bind else [])
+    # --dry-run rolls everything back, so it never needs a yes.
+    confirmation = Confirmation(assume_yes=yes or dry_run)
     with reported_errors():
-        outcome = asyncio.run(_run(target, code=code, sql=sql, bind=bind, dry_run=dry_run, filename=filename))
+        if sql is not None:
+            confirmation.check(sql, bind or target.plugin.config.default_bind)
+        outcome = asyncio.run(
+            _run(
+                target,
+                code=code,
+                sql=sql,
+                bind=bind,
+                dry_run=dry_run,
+                filename=filename,
+                confirmation=confirmation,
+                timeout=timeout,
+            )
+        )
     if outcome.error is not None:
         outcome.error = target.redact(outcome.error)
     if outcome.traceback is not None:
@@ -95,14 +120,23 @@ def run(
 
 
 async def _run(
-    target: Target, *, code: str | None, sql: str | None, bind: str | None, dry_run: bool, filename: str
+    target: Target,
+    *,
+    code: str | None,
+    sql: str | None,
+    bind: str | None,
+    dry_run: bool,
+    filename: str,
+    confirmation: Confirmation,
+    timeout: float,
 ) -> Outcome:
     plugin = target.plugin
     outcome = Outcome()
-    async with engines_started(plugin):
+    async with engines_started(plugin, connect_timeout=timeout):
         ledger = Ledger()
         try:
             async with open_workspace(target, mode="sandbox" if dry_run else "normal", bind=bind) as workspace:
+                workspace.confirmation = confirmation
                 ledger = workspace.ledger
                 await _unit_of_work(workspace, outcome, code=code, sql=sql, dry_run=dry_run, filename=filename)
             if dry_run:  # reached only once the sandbox was rolled back on every bind
@@ -131,6 +165,7 @@ async def _unit_of_work(
             value = await _execute_sql(workspace.session, sql)
         else:
             namespace, _ = workspace.namespace()
+            await add_app_names(workspace.target, namespace)
             value = await execute(code or "", namespace, filename, keep_result=True)
         _keep_result(outcome, value)  # read rows before the commit expires or closes them
     except SystemExit as leave:  # exit() and exit(0) end the code normally; anything else fails it

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from alchemy_cli import render, repl
+from alchemy_cli.destructive import Confirmation
 from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
+from alchemy_cli.locations import locate
+from alchemy_cli.namespace import AppNames, add_app_names
 from alchemy_cli.workspace import Mode, Workspace, open_workspace
 
 if TYPE_CHECKING:
@@ -20,7 +23,16 @@ SCRIPT = "<db shell>"
 
 
 def run(
-    obj: object, *, sandbox: bool, read_only: bool, echo: bool, bind: str | None, command: str | None, plain: bool
+    obj: object,
+    *,
+    sandbox: bool,
+    read_only: bool,
+    echo: bool,
+    bind: str | None,
+    command: str | None,
+    plain: bool,
+    yes: bool = False,
+    timeout: float = 10.0,
 ) -> None:
     if sandbox and read_only:
         raise typer.BadParameter("--sandbox and --read-only cannot be combined; pick one", param_hint="'--sandbox'")
@@ -30,23 +42,46 @@ def run(
     # Without a terminal on stdin, the input is a script (as with `python < script.py`).
     source = command if command is not None else (None if sys.stdin.isatty() else sys.stdin.read())
     with reported_errors():
-        code = asyncio.run(_shell(target, mode=mode, bind=bind, echo=echo, source=source, plain=plain))
+        code = asyncio.run(
+            _shell(
+                target,
+                mode=mode,
+                bind=bind,
+                echo=echo,
+                source=source,
+                plain=plain,
+                confirmation=Confirmation(yes),
+                timeout=timeout,
+            )
+        )
     raise typer.Exit(code)
 
 
-async def _shell(target: Target, *, mode: Mode, bind: str | None, echo: bool, source: str | None, plain: bool) -> int:
-    async with engines_started(target.plugin):
+async def _shell(
+    target: Target,
+    *,
+    mode: Mode,
+    bind: str | None,
+    echo: bool,
+    source: str | None,
+    plain: bool,
+    confirmation: Confirmation,
+    timeout: float,
+) -> int:
+    async with engines_started(target.plugin, connect_timeout=timeout):
         lost: list[str] = []
         # The farewell is printed only once the workspace (and the sandbox, in sandbox mode) closed: a
         # sandbox that could not roll back raises from there instead, and the command fails.
         async with open_workspace(target, mode=mode, bind=bind, echo=echo) as workspace:
+            workspace.confirmation = confirmation
             namespace, renamed = workspace.namespace()
             try:
+                app_names = await add_app_names(target, namespace)
                 if source is not None:
                     code = await _script(source, namespace, target)
                 else:
-                    _greet(workspace, renamed)
-                    prompt = target.app_path + ("" if mode == "normal" else f" [{mode}]")
+                    _greet(workspace, renamed, app_names)
+                    prompt = _prompt(target, mode)
                     errors = repl.Errors(target.redact)
                     if plain or not repl.ptpython_can_run():
                         history = repl.history_file("plain_history")
@@ -77,7 +112,16 @@ async def _script(source: str, namespace: dict[str, Any], target: Target) -> int
     return 0
 
 
-def _greet(workspace: Workspace, renamed: list[str]) -> None:
+def _prompt(target: Target, mode: Mode) -> list[tuple[str, bool]]:
+    """``app [mode] key@where ...``: every bind's host and database, those on other machines in red."""
+    parts = [(target.app_path + ("" if mode == "normal" else f" [{mode}]"), False)]
+    for key, bind in target.plugin.config.bind_configs.items():
+        place = locate(bind.resolved_url)
+        parts += [(" ", False), (f"{key}@{place.short}", not place.local)]
+    return parts
+
+
+def _greet(workspace: Workspace, renamed: list[str], app_names: AppNames) -> None:
     target = workspace.target
     config, router = target.plugin.config, target.plugin.router
     models = router.models_by_bind()
@@ -90,22 +134,32 @@ def _greet(workspace: Workspace, renamed: list[str]) -> None:
     if workspace.main_bind is not None:
         main = f"= {workspace.main_bind}_session (--bind {workspace.main_bind})"
     lines = [("session", main)]
+    remote = set()
     for key in router.keys:
         engine = target.plugin.engines.engine(key)
         names = ", ".join(m.class_.__name__ for m in models[key]) or "none"
         default = " (default)" if key == config.default_bind else ""
+        place = locate(config.bind_configs[key].resolved_url)
+        where = place.where if place.local else f"{place.where} (not this machine)"
         lines.append(
-            (f"{key}_session", f"bind {key}{default}: {engine.dialect.name}+{engine.dialect.driver}; models: {names}")
+            (
+                f"{key}_session",
+                f"bind {key}{default}: {engine.dialect.name}+{engine.dialect.driver} at {where}; models: {names}",
+            )
         )
+        if not place.local:
+            remote.add(f"{key}_session")
     if workspace.mode == "sandbox":
         lines.append(("also", "select, insert, update, delete, text, func (no engines: they would bypass the sandbox)"))
     else:
         engines = ", ".join(f"{key}_engine" for key in router.keys)
         lines.append(("also", f"{engines}, engines, select, insert, update, delete, text, func, plugin, app"))
     lines.append(("await sql(...)", 'raw SQL as a table: await sql("select ...", bind="<key>")'))
+    lines += [(name, f"{what} (from shell_context)") for name, what in app_names.added]
     notes = [f"renamed: {line}" for line in renamed]
+    notes += [f"shell_context's {name!r} was not added: the shell's own {name} comes first" for name in app_names.taken]
     notes.append("top-level await works; exit() or Ctrl-D to leave")
-    render.banner(f"litestar db shell · {target.app_path} · {described[workspace.mode]}", lines, notes)
+    render.banner(f"litestar db shell · {target.app_path} · {described[workspace.mode]}", lines, notes, alert=remote)
 
 
 def _farewell(mode: Mode, lost: list[str], dropped: list[str]) -> None:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +9,7 @@ from click.testing import CliRunner, Result
 from litestar.cli.main import litestar_group
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 
 @dataclass
@@ -34,7 +32,8 @@ class Invocation:
 def litestar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Invocation]:
     """Run ``litestar <args>`` through Litestar's own root command, on the test app factory.
 
-    ``binds`` (key -> URL), ``models`` (model sets, see tests/cli/apps.py) and ``sync`` configure the app.
+    ``binds`` (key -> URL), ``models`` (model sets, see tests/cli/apps.py), ``sync`` and ``migrations``
+    (key -> ``Migrations`` fields) configure the app.
     """
 
     def invoke(
@@ -44,11 +43,13 @@ def litestar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Invocation]:
         sync: bool = False,
         app: str | None = None,
         input: str | None = None,
+        migrations: dict[str, dict[str, str]] | None = None,
     ) -> Invocation:
         monkeypatch.setenv("LITESTAR_APP", app or "tests.cli.apps:create_app")
         monkeypatch.setenv("ALCHEMY_TEST_BINDS", json.dumps(binds or {}))
         monkeypatch.setenv("ALCHEMY_TEST_MODELS", models)
         monkeypatch.setenv("ALCHEMY_TEST_SYNC", "1" if sync else "0")
+        monkeypatch.setenv("ALCHEMY_TEST_MIGRATIONS", json.dumps(migrations or {}))
         command = ["--app", app or "tests.cli.apps:create_app", *args]
         result: Result = CliRunner().invoke(litestar_group, command, input=input)
         if result.exception and not isinstance(result.exception, SystemExit):
@@ -56,40 +57,3 @@ def litestar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Invocation]:
         return Invocation(result.exit_code, result.stdout, result.stderr)
 
     return invoke
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A local port that accepts connections and never says a word (a hung server)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for connection in held:
-        connection.close()
-    server.close()
-
-
-@pytest.fixture
-def refused_port() -> int:
-    """A local port with nothing listening (a stopped server)."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port

@@ -50,6 +50,7 @@ def test_example_app_as_json(litestar: Callable[..., Invocation]) -> None:
         "dependencies": {"session": "db_session", "engine": "db_engine"},
         "models": 2,
         "tables": 2,
+        "migrations": None,
     }
     assert logs_bind["dependencies"] == {"session": "logs_db_session", "engine": "logs_db_engine"}
     assert document["models"] == [

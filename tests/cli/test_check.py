@@ -46,7 +46,7 @@ def test_healthy_binds_on_three_servers(litestar: Callable[..., Invocation], new
     assert "SQLite 3." in table["default"]
     assert "PostgreSQL 15." in table["logs"]
     assert "MariaDB 10." in table["metrics"]
-    assert all(row.endswith("1 table match the models") for row in table.values())
+    assert all(row.endswith("1 table matches the models") for row in table.values())
     assert result.stdout.strip().endswith("all checks passed")
     assert document["ok"] is True
     assert [(b["bind"], b["ok"], b["tables"], b["error"]) for b in document["binds"]] == [
@@ -88,7 +88,7 @@ def test_each_failure_is_named_per_bind(
         "FAIL model 'ArchivedOrder' has __bind_key__ = 'archive', which is not a configured bind "
         "(configured: 'default', 'logs', 'stopped', 'hung'); add 'archive' to binds= or fix the model" in result.stdout
     )
-    assert result.stdout.strip().endswith("5 check(s) failed")
+    assert result.stdout.strip().endswith("5 checks failed")
     assert document["ok"] is False
     by_bind = {b["bind"]: b for b in document["binds"]}
     assert by_bind["default"]["missing_columns"] == ["customers.email"]

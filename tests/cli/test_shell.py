@@ -182,7 +182,7 @@ def test_real_shell_in_a_terminal(tmp_path: Path) -> None:
                     break
 
     try:
-        read_until("examples.app:app >>>")
+        read_until("examples.app:app app@app.db logs@logs.db >>>")
         assert "litestar db shell · examples.app:app" in ANSI.sub("", screen)
         os.write(primary, b"await sql('select title from notes order by id')\r")
         read_until("Read SQLAlchemy 2.1 notes")

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from plugin import BIND_KEY, BindKeyError, BindRouter
+from plugin import BIND_KEY, BindKeyError, BindRouter, CrossBindError
 from tests.plugin.models import Account, AuditEntry, Base, Metric, MetricsBase, events, logs_metadata
 
 
@@ -33,7 +33,7 @@ def test_models_route_by_bind_key_inherited_key_and_metadata() -> None:
     assert r.key_for_mapper(Report) == "reports"  # MetaData(info={"bind_key": ...})
 
 
-def test_core_statements_route_by_their_first_table() -> None:
+def test_core_statements_route_by_their_tables() -> None:
     r = router("logs", "metrics", "reports")
     assert r.key_for(clause=select(events)) == "logs"
     assert r.key_for(clause=insert(events).values(kind="x")) == "logs"
@@ -41,6 +41,15 @@ def test_core_statements_route_by_their_first_table() -> None:
     assert r.key_for(clause=select(Account.__table__)) == "default"
     assert r.key_for(clause=text("select 1")) == "default"
     assert r.key_for() == "default"
+    assert r.key_for(Account, clause=select(events)) == "logs"  # the tables decide, not the first entity
+
+
+def test_a_statement_over_two_binds_names_its_tables_and_binds() -> None:
+    with pytest.raises(CrossBindError) as raised:
+        router("logs").key_for(Account, clause=select(Account.name).where(Account.id.in_(select(events.c.id))))
+    assert str(raised.value).startswith(
+        "one statement uses tables of different binds ('accounts' on bind 'default'; 'events' on bind 'logs')"
+    )
 
 
 def test_an_unknown_key_at_routing_time_names_the_model() -> None:
@@ -82,3 +91,15 @@ def test_unknown_keys_are_listed_not_routed() -> None:
         ("model", "Report", "reports"),
     ]
     assert [m.class_.__name__ for m in r.models_by_bind()["default"]] == ["Account"]
+
+
+def test_a_model_outside_base_still_routes_by_its_own_key() -> None:
+    r = BindRouter(("default", "logs", "metrics"), "default", (Base,))  # MetricsBase left out
+    assert r.key_for(clause=select(Metric)) == "metrics"
+    assert r.key_for(Metric, clause=select(Metric.value)) == "metrics"
+
+
+def test_a_lightweight_table_goes_to_the_default_bind() -> None:
+    from sqlalchemy import column, table
+
+    assert router("logs").key_for(clause=select(table("accounts", column("id")))) == "default"

@@ -229,7 +229,7 @@ def test_unknown_driver_name(no_secret_leaks: list[Any]) -> None:
         (
             {"default": f"not a url {PASSWORD}"},
             {},
-            "bind 'default': a bind URL could not be parsed; write it as dialect+driver://user:password@host/database",
+            "bind 'default': the URL could not be parsed; write it as dialect+driver://user:password@host:port/database",
         ),
         (
             {"default": 42},

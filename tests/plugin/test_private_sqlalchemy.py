@@ -1,14 +1,15 @@
-"""Pins the one private corner of SQLAlchemy the plugin touches (plugin/_sqlalchemy.py).
+"""Pins the private corners of SQLAlchemy the plugin touches (plugin/_sqlalchemy.py).
 
-If SQLAlchemy changes how a session keeps its connections, this fails first, naming what moved.
+If SQLAlchemy changes how a session keeps its connections, how it lists registries or how it keys
+statements, this fails first, naming what moved.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, select, text
+from sqlalchemy.orm import DeclarativeBase, Session
 
-from plugin._sqlalchemy import replace_finished_transaction
+from plugin._sqlalchemy import registries, replace_finished_transaction, structure_key
 
 
 def test_a_session_keeps_connection_and_engine_entries_as_four_tuples() -> None:
@@ -47,3 +48,27 @@ def test_a_directly_committed_connection_leaves_the_session_commit_and_rollback_
         replace_finished_transaction(session, session.connection())
         session.commit()
         assert session.execute(text("select x from t order by x")).scalars().all() == [1, 3]
+
+
+class PrivateBase(DeclarativeBase):
+    pass
+
+
+def test_registries_lists_live_registries() -> None:
+    assert PrivateBase.registry in registries()
+
+
+def test_structure_key_ignores_values_and_tells_same_named_tables_apart() -> None:
+    first = Table("t", MetaData(), Column("id", Integer, primary_key=True))
+    second = Table("t", MetaData(), Column("id", Integer, primary_key=True))
+    one, two = select(first).where(first.c.id == 1), select(first).where(first.c.id == 2)
+    assert structure_key(one) == structure_key(two)  # parameter values are not part of the structure
+    assert structure_key(select(first)) != structure_key(select(second))  # tables by identity, not name
+    assert hash(structure_key(one)) == hash(structure_key(two))
+
+
+def test_the_cache_key_is_memoized_on_the_statement() -> None:
+    """Routing computes the key before SQLAlchemy does; it must then cost SQLAlchemy nothing."""
+    table = Table("m", MetaData(), Column("id", Integer, primary_key=True))
+    statement = select(table)
+    assert statement._generate_cache_key() is statement._generate_cache_key()

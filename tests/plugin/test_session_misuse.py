@@ -183,9 +183,9 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
     while not isinstance(error, LifecycleError):
         error = error.__cause__ or error.exceptions[0]  # type: ignore[attr-defined]
     assert str(error) == (
-        "a flush after this request's transaction was settled (the response had started): it would never be "
-        "committed. Do background work in a transaction of its own: `async with plugin.transaction() as "
-        "session:` (`with` in sync apps)"
+        "a flush after this session's transaction was settled (its request's response had started, or its "
+        "plugin.transaction() block had ended): it would never be committed. Do background work in a "
+        "transaction of its own: `async with plugin.transaction() as session:` (`with` in sync apps)"
     )
 
 

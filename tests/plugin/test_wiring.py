@@ -6,7 +6,7 @@ annotations must still resolve, from the plugin's signature namespace.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from litestar import Litestar, get
@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient, TestClient
 
 from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
 from tests.plugin.models import Account
+from tests.plugin.user_types import add_engine, open_plain_session, open_session
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -118,3 +119,53 @@ def test_sync_scripts_use_plain_with(tmp_path: Path) -> None:
         with plugin.session() as session:
             assert [a.name for a in session.query(Account)] == ["script"]
     assert plugin.engines.state == "closed"
+
+
+def _user_types_app(tmp_path: Path, *handlers: Any) -> Litestar:
+    config = SQLAlchemyAsyncConfig(binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db"}, base=())
+    return Litestar([open_session, add_engine, *handlers], plugins=[SQLAlchemyPlugin(config=config)])
+
+
+async def test_user_types_named_session_and_engine_are_the_users(tmp_path: Path) -> None:
+    """tests/plugin/user_types.py defines dataclasses ``Session`` and ``Engine`` and takes them as bodies."""
+    async with AsyncTestClient(_user_types_app(tmp_path)) as client:
+        session = await client.post("/sessions", json={"user": "ada", "token": "t0k"})
+        engine = await client.post("/engines", json={"model": "V8", "horsepower": 450})
+
+    assert (session.status_code, session.json()) == (
+        201,
+        {"body": "Session", "user": "ada", "db_session": "AsyncRoutingSession"},
+    )
+    assert (engine.status_code, engine.json()) == (
+        201,
+        {"body": "Engine", "horsepower": 450, "db_engine": "AsyncEngine"},
+    )
+
+
+def test_type_checking_names_still_resolve_next_to_user_types(tmp_path: Path) -> None:
+    """This module imports ``Session``/``Engine`` only for type checkers; in an app that also has a handler
+    whose module defines its own ``Session`` and ``Engine``, each handler resolves the names it means."""
+    config = SQLAlchemySyncConfig(binds={"default": f"sqlite:///{tmp_path}/a.db"}, base=())
+    with TestClient(Litestar([open_plain_session, sync_types], plugins=[SQLAlchemyPlugin(config=config)])) as client:
+        body = client.post("/plain-sessions", json={"user": "bob", "token": "x"})
+        names = client.get("/sync-types")
+
+    assert (body.status_code, body.text) == (201, "tests.plugin.user_types.Session for bob")
+    assert names.json() == {"db_session": "RoutingSession", "db_engine": "Engine"}
+
+
+async def test_user_types_in_routers_and_controllers_are_found_too(tmp_path: Path) -> None:
+    from litestar import Router
+
+    from tests.plugin.user_types import GarageController
+
+    config = SQLAlchemyAsyncConfig(binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db"}, base=())
+    app = Litestar(
+        [Router("/nested", route_handlers=[open_session]), GarageController], plugins=[SQLAlchemyPlugin(config=config)]
+    )
+    async with AsyncTestClient(app) as client:
+        session = await client.post("/nested/sessions", json={"user": "cy", "token": "t"})
+        engine = await client.post("/garage", json={"model": "V6", "horsepower": 300})
+
+    assert (session.status_code, session.json()["body"]) == (201, "Session")
+    assert (engine.status_code, engine.text) == (201, "Engine V6")
