@@ -50,7 +50,7 @@ def run(
                 echo=echo,
                 source=source,
                 plain=plain,
-                confirmation=Confirmation(yes),
+                confirmation=Confirmation(yes or sandbox),  # the sandbox rolls everything back, as --dry-run
                 timeout=timeout,
             )
         )
