@@ -8,7 +8,7 @@ import linecache
 import traceback
 from typing import Any
 
-__all__ = ("RESULT_NAME", "execute", "exit_status", "user_traceback")
+__all__ = ("RESULT_NAME", "aborted_hint", "execute", "exit_status", "user_traceback")
 
 RESULT_NAME = "__db_run_result__"
 """Where the value of a trailing expression is kept (``db run "await session.scalar(...)"`` prints it)."""
@@ -47,6 +47,27 @@ def user_traceback(exc: BaseException, filename: str) -> str:
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == filename]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
+def aborted_hint(exc: BaseException) -> str | None:
+    """After an error that leaves the session's transaction unusable, what that means and how to go on."""
+    from sqlalchemy.exc import DBAPIError, PendingRollbackError
+
+    orig = getattr(exc, "orig", None)
+    module = type(orig).__module__
+    postgres = module.startswith(("psycopg", "asyncpg")) or ".postgresql." in module  # asyncpg's adapted errors
+    if isinstance(exc, PendingRollbackError):
+        why = "the session's transaction was rolled back by an earlier error"
+    elif "current transaction is aborted" in str(exc):
+        why = "PostgreSQL aborted the transaction at an earlier error and ignores every statement until a rollback"
+    elif isinstance(exc, DBAPIError) and postgres:
+        why = "PostgreSQL aborts the transaction at an error: every later statement fails until a rollback"
+    else:
+        return None
+    return (
+        f"The transaction is aborted: {why}. Run `await session.rollback()` (or on the <bind>_session you used) "
+        "to go on; it drops what was not committed (in --sandbox: back to the last commit())."
+    )
 
 
 def exit_status(leave: SystemExit) -> tuple[int, str | None]:

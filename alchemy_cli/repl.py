@@ -18,16 +18,19 @@ import contextlib
 import inspect
 import os
 import sys
+import traceback
 import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from prompt_toolkit.input import Input
     from prompt_toolkit.output import Output
 
-__all__ = ("Leave", "Prompt", "history_file", "plain_shell", "ptpython_shell", "ptpython_can_run")
+__all__ = ("Errors", "Leave", "Prompt", "history_file", "plain_shell", "ptpython_shell", "ptpython_can_run")
 
 Prompt = Union[str, Sequence[tuple[str, bool]]]
 """The prompt before `` >>> ``: text, or (text, alert) parts; alert parts are shown in bold red."""
@@ -45,6 +48,34 @@ class Leave:
 
     def __repr__(self) -> str:
         return "Use exit() or Ctrl-D to leave the shell"
+
+
+class Errors:
+    """How the shell shows an error: the user's own lines and the error, plus what to do when the transaction
+    is aborted. Also ``last_traceback()`` in the shell: the full traceback of the last error."""
+
+    def __init__(self, redact: Callable[[str], str] = str) -> None:
+        self._redact = redact
+        self._last: BaseException | None = None
+
+    def report(self, exc: BaseException, filename: str) -> str:
+        """The text to print for ``exc`` raised by code compiled as ``filename``."""
+        from alchemy_cli.execution import aborted_hint, user_traceback
+
+        self._last = exc
+        text = user_traceback(exc, filename)
+        if (hint := aborted_hint(exc)) is not None:
+            text += hint + "\n"
+        return self._redact(text + "(last_traceback() shows the full traceback)\n")
+
+    def __call__(self) -> None:
+        if self._last is None:
+            print("no error yet")
+            return
+        print(self._redact("".join(traceback.format_exception(self._last))), end="")
+
+    def __repr__(self) -> str:
+        return "Call last_traceback() to print the full traceback of the last error"
 
 
 def history_file(name: str) -> Path | None:
@@ -73,10 +104,12 @@ async def ptpython_shell(
     *,
     prompt: Prompt,
     history: Path | None,
+    errors: Errors | None = None,
     input: Input | None = None,
     output: Output | None = None,
 ) -> None:
     """Run ptpython until ``exit()`` or Ctrl-D. ``input``/``output`` let tests drive it."""
+    shown = errors or Errors()
     from ptpython.prompt_style import PromptStyle
     from ptpython.repl import PythonRepl
 
@@ -92,9 +125,16 @@ async def ptpython_shell(
             return []
 
     class ShellRepl(PythonRepl):
+        # Private hooks of ptpython 3.0 (pinned by tests/cli/test_repl.py): the names ptpython adds to the
+        # namespace, and how it prints an exception (a full traceback through SQLAlchemy and the driver).
         def _add_to_namespace(self) -> None:
             super()._add_to_namespace()
             self.get_globals()["exit"] = self.get_globals()["quit"] = Leave()
+            self.get_globals()["last_traceback"] = shown
+
+        def _handle_exception(self, e: BaseException) -> None:
+            self.app.output.write(shown.report(e, "<stdin>").replace("\n", "\r\n") + "\r\n")
+            self.app.output.flush()
 
     repl = ShellRepl(
         get_globals=lambda: namespace,
@@ -112,10 +152,18 @@ async def ptpython_shell(
 
 
 class _AsyncConsole(code.InteractiveConsole):
-    def __init__(self, namespace: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, namespace: dict[str, Any], loop: asyncio.AbstractEventLoop, errors: Errors) -> None:
         super().__init__(namespace)
         self.compile.compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         self.loop = loop
+        self.errors = errors
+        namespace["last_traceback"] = errors
+
+    def showtraceback(self) -> None:
+        exc = sys.exc_info()[1]
+        if exc is None:  # pragma: no cover - only called while handling an exception
+            return
+        self.write(self.errors.report(exc, "<console>"))
 
     def runcode(self, code: types.CodeType) -> None:
         try:
@@ -128,10 +176,12 @@ class _AsyncConsole(code.InteractiveConsole):
             self.showtraceback()
 
 
-async def plain_shell(namespace: dict[str, Any], *, prompt: Prompt, history: Path | None) -> None:
+async def plain_shell(
+    namespace: dict[str, Any], *, prompt: Prompt, history: Path | None, errors: Errors | None = None
+) -> None:
     """The plain console, until ``exit()`` or Ctrl-D."""
     loop = asyncio.get_running_loop()
-    console = _AsyncConsole(namespace, loop)
+    console = _AsyncConsole(namespace, loop, errors or Errors())
     readline: Any = None
     with contextlib.suppress(ImportError):
         import readline

@@ -2,42 +2,43 @@
 
 - ``normal``: sessions exactly like a request's (same class, same routing, same engines); nothing is
   committed unless you commit (``db run`` settles them with the transaction policy).
-- ``sandbox``: each bind gets one connection, held in an outer transaction that is rolled back when the
-  workspace closes; sessions join it with savepoints, so ``commit()`` releases a savepoint and nothing
-  done through them survives the shell. The engines (and ``plugin``, ``app``) are not preloaded: a write
-  through them would not be in the sandbox.
+- ``sandbox``: the plugin's own sandbox (:mod:`plugin.sandbox`, entered by :func:`open_workspace`): one
+  held connection per bind in an outer transaction rolled back at the end, sessions joined with
+  savepoints, statements that would escape refused. The engines (and ``plugin``, ``app``) are not
+  preloaded, and the sandbox refuses to run anything on their other connections.
 - ``read-only``: every connection the engines open is made read-only by the database itself (a pool
   ``connect`` listener, in place before the first connection), so any write, through sessions or
   engines, fails with the server's own error.
 
-The sessions are the plugin's :class:`~plugin.sessions.RoutingSession` classes with the plugin's own
-options; only where connections come from (``targets``) changes between modes.
+The sessions are the plugin's own (``plugin.sessions``), so they join an active sandbox as any session
+the plugin makes does.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import delete, event, func, insert, select, text, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.util import greenlet_spawn
 
-from plugin import ConfigurationError
-from plugin.sessions import AsyncRoutingSession, RoutingSession, is_started
+from alchemy_cli.ledger import Ledger
+from plugin import ConfigurationError, LifecycleError
+from plugin.sessions import is_started
 from plugin.transactions import close_all
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
     from alchemy_cli.destructive import Confirmation
     from alchemy_cli.loader import Target
+    from plugin.sandbox import Sandbox
 
-__all__ = ("Mode", "Workspace")
+__all__ = ("Mode", "Workspace", "open_workspace")
 
 Mode = Literal["normal", "sandbox", "read-only"]
 
@@ -48,39 +49,6 @@ _READ_ONLY_SQL = {
     "mariadb": "SET SESSION TRANSACTION READ ONLY",
 }
 SQL_NAMES = {"select": select, "insert": insert, "update": update, "delete": delete, "text": text, "func": func}
-
-
-class PinnedConnections:
-    """One connection per bind, opened on first use and held until :meth:`release` (the sandbox).
-
-    Called by the sessions' ``get_bind`` (inside SQLAlchemy's greenlet for async engines, where the sync
-    API works), so opening a connection here needs no ``await``.
-    """
-
-    def __init__(self, engine_for: Callable[[str], Engine]) -> None:
-        self._engine_for = engine_for
-        self._connections: dict[str, Connection] = {}
-
-    def __call__(self, key: str) -> Connection:
-        connection = self._connections.get(key)
-        if connection is None:
-            connection = self._engine_for(key).connect()
-            self._connections[key] = connection
-            connection.begin()
-            if connection.dialect.name == "sqlite":
-                # pysqlite/aiosqlite only BEGIN before DML: without this the first SAVEPOINT would itself
-                # become the transaction, and releasing it would commit.
-                connection.exec_driver_sql("BEGIN")
-        return connection
-
-    def release(self) -> None:
-        """Roll back (sandbox) and close every held connection."""
-        connections, self._connections = self._connections, {}
-        for connection in connections.values():
-            try:
-                connection.rollback()
-            finally:
-                connection.close()
 
 
 class Workspace:
@@ -97,50 +65,27 @@ class Workspace:
         self.mode = mode
         self.main_bind = bind
         self.is_async = plugin.config.is_async
-        self.pinned = PinnedConnections(plugin.engines.sync_engine) if mode == "sandbox" else None
+        self.sandbox: Sandbox | None = plugin.sessions.sandbox
+        if (mode == "sandbox") != (self.sandbox is not None):
+            raise LifecycleError("a sandbox workspace needs an active sandbox, and only it; use open_workspace()")
         self.sessions: dict[str | None, AsyncSession | Session] = {
-            key: self._new_session(key) for key in (None, *plugin.router.keys)
+            key: plugin.sessions(key) for key in (None, *plugin.router.keys)
         }
-        self.rows_affected: Counter[str] = Counter()
-        """Rows inserted, updated or deleted on each bind (what ``db run`` reports)."""
-        self._uncommitted: Counter[str] = Counter()
+        self.ledger = Ledger()
+        """What became of the rows written on each bind (what ``db run`` reports)."""
         self._listeners: list[tuple[Engine, str, Callable[..., None]]] = []
         for key in plugin.router.keys:
             engine = plugin.engines.sync_engine(key)
-            self._listen(engine, "after_cursor_execute", self._counter(key))
-            for name in ("commit", "rollback"):
-                self._listen(engine, name, self._forget(key))
+            for name, listener in self.ledger.listeners(key):
+                self._listen(engine, name, listener)
             if mode == "read-only":
                 self._listen(engine, "connect", _read_only_listener(key, engine.dialect.name))
             if echo:
                 self._listen(engine, "before_cursor_execute", _echo)
 
-    def _new_session(self, bind: str | None) -> AsyncSession | Session:
-        options = self.target.plugin.sessions.options(bind)
-        if self.pinned is not None:
-            options["targets"] = self.pinned
-            options["join_transaction_mode"] = "create_savepoint"
-        return AsyncRoutingSession(**options) if self.is_async else RoutingSession(**options)
-
     def _listen(self, engine: Engine, name: str, listener: Callable[..., None]) -> None:
         event.listen(engine, name, listener)
         self._listeners.append((engine, name, listener))
-
-    def _counter(self, key: str) -> Callable[..., None]:
-        def count(_conn: Any, cursor: Any, _statement: str, _params: Any, context: Any, _many: bool) -> None:
-            # ORM and Core DML say what they are; text() DML does not, but it returns no rows and changes some.
-            dml = context is not None and (context.isinsert or context.isupdate or context.isdelete)
-            if (dml or cursor.description is None) and cursor.rowcount > 0:
-                self.rows_affected[key] += cursor.rowcount
-                self._uncommitted[key] += cursor.rowcount
-
-        return count
-
-    def _forget(self, key: str) -> Callable[..., None]:
-        def forget(_conn: Any) -> None:
-            self._uncommitted.pop(key, None)
-
-        return forget
 
     @property
     def session(self) -> AsyncSession | Session:
@@ -185,24 +130,38 @@ class Workspace:
 
     def uncommitted(self) -> list[str]:
         """What closing will throw away: written rows per bind, and sessions with unflushed changes."""
-        lost = [f"{n} row{'s' if n != 1 else ''} on bind {key!r}" for key, n in self._uncommitted.items() if n]
-        lost += [
-            f"unflushed changes in {key + '_session' if key else 'session'}"
+        lost = [f"{n} row{'s' if n != 1 else ''} on bind {key!r}" for key, n in self.ledger.pending().items()]
+        return lost + [f"unflushed changes in {name}" for name in self.unflushed()]
+
+    def unflushed(self) -> list[str]:
+        """The names of the sessions holding changes never sent to the database."""
+        return [
+            f"{key}_session" if key else "session"
             for key, session in self.sessions.items()
             if is_started(session) and (session.new or session.dirty or session.deleted)
         ]
-        return lost
 
     async def close(self) -> None:
-        """Close every session (rolling back what is open) and release the held connections."""
-        for listener in self._listeners:
-            event.remove(*listener)
-        await close_all(list(self.sessions.values()))
-        if self.pinned is not None:
-            if self.is_async:
-                await greenlet_spawn(self.pinned.release)
-            else:
-                self.pinned.release()
+        """Close every session, rolling back what is open (in a sandbox: to the sessions' savepoints)."""
+        try:
+            await close_all(list(self.sessions.values()))
+        finally:
+            for listener in self._listeners:
+                event.remove(*listener)
+
+
+@asynccontextmanager
+async def open_workspace(
+    target: Target, *, mode: Mode = "normal", bind: str | None = None, echo: bool = False
+) -> AsyncIterator[Workspace]:
+    """A :class:`Workspace`, inside the plugin's sandbox in ``sandbox`` mode; closed (and the sandbox rolled
+    back, raising :class:`~plugin.exceptions.SandboxError` if a bind could not be) at exit."""
+    async with AsyncExitStack() as stack:
+        if mode == "sandbox":
+            await stack.enter_async_context(target.plugin.sandbox())
+        workspace = Workspace(target, mode=mode, bind=bind, echo=echo)
+        stack.push_async_callback(workspace.close)
+        yield workspace
 
 
 def _read_only_listener(key: str, dialect: str) -> Callable[..., None]:

@@ -30,10 +30,13 @@ from plugin.exceptions import (
     DuplicateKeyError,
     LifecycleError,
     MigrationsError,
+    SandboxError,
+    StatementRefusedError,
 )
 from plugin.migrations import Migrations
 from plugin.plugin import SQLAlchemyPlugin
 from plugin.policy import TransactionPolicy
+from plugin.sandbox import Sandbox
 from plugin.sessions import AsyncRoutingSession, RoutingSession
 
 __all__ = (
@@ -60,6 +63,9 @@ __all__ = (
     "SQLAlchemyAsyncConfig",
     "SQLAlchemyPlugin",
     "SQLAlchemySyncConfig",
+    "Sandbox",
+    "SandboxError",
+    "StatementRefusedError",
     "TransactionPolicy",
 )
 

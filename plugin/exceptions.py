@@ -14,6 +14,8 @@
     │                                 the request's transaction was settled
     ├── ConcurrentSessionError        one session used by two tasks at once
     ├── CrossBindError                one statement reads or writes tables of different binds
+    ├── SandboxError                  a sandbox could not be opened or rolled back (see plugin.sandbox)
+    │   └── StatementRefusedError     a statement that would escape a sandbox, refused before it ran
     └── CommitError                   a commit failed; the request gets an error response
         └── CommitConflictError       ... because of an integrity error (HTTP 409)
 
@@ -47,6 +49,8 @@ __all__ = (
     "DuplicateKeyError",
     "LifecycleError",
     "MigrationsError",
+    "SandboxError",
+    "StatementRefusedError",
     "mask_url",
 )
 
@@ -129,6 +133,20 @@ class CrossBindError(AlchemyError):
     Raised by the routed session before anything is sent. Split the statement per bind, or name the bind
     with ``bind_arguments={"bind_key": ...}`` (or use that bind's session) if its database has every table.
     """
+
+
+class SandboxError(AlchemyError):
+    """A sandbox could not be opened, or could not be rolled back on every bind (the message says which)."""
+
+
+class StatementRefusedError(SandboxError):
+    """A statement that would end or escape a sandbox's transaction; it was not sent to the database."""
+
+    def __init__(self, bind: str, statement: str, reason: str) -> None:
+        super().__init__(f"bind {bind!r}: refused {statement!r} in the sandbox: {reason}")
+        self.bind = bind
+        self.statement = statement
+        self.reason = reason
 
 
 class CommitError(AlchemyError, HTTPException):

@@ -10,6 +10,7 @@ from litestar.plugins import CLIPlugin, InitPlugin
 from plugin.binds import BindRouter
 from plugin.config import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig, _SQLAlchemyConfig
 from plugin.engines import EngineRegistry
+from plugin.sandbox import Sandbox
 from plugin.sessions import AsyncRoutingSession, RoutingSession, SessionFactory
 from plugin.transactions import close_all, unit_of_work, unit_of_work_sync
 from plugin.wiring import lifespan, register
@@ -99,6 +100,16 @@ class SQLAlchemyPlugin(InitPlugin, CLIPlugin, Generic[ConfigT]):
             migrations=migrations,
             include_in_schema=include_in_schema,
         )
+
+    def sandbox(self) -> Sandbox:
+        """Everything done inside is rolled back on every bind at the end, commits included.
+
+        ``async with plugin.sandbox():`` (``with`` for sync configs), inside the engines' lifespan. Every
+        session made meanwhile (``db_session`` in requests, :meth:`session`, :meth:`transaction`) joins one
+        held connection per bind with savepoints; statements that would escape are refused. See
+        :mod:`plugin.sandbox`.
+        """
+        return Sandbox(self)
 
     @overload
     def session(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from plugin.binds import BindRouter
     from plugin.config import _SQLAlchemyConfig
     from plugin.engines import EngineRegistry
+    from plugin.sandbox import Sandbox
 
 __all__ = ("AsyncRoutingSession", "BoundConnection", "RoutingSession", "SessionFactory", "is_started", "mark_settled")
 
@@ -271,11 +272,17 @@ for _name in _OPERATIONS:
 
 
 class SessionFactory:
-    """Makes the routed session and the per-bind sessions of one config."""
+    """Makes the routed session and the per-bind sessions of one config.
+
+    While a :class:`~plugin.sandbox.Sandbox` is active (``sandbox`` is set), every session it makes joins
+    the sandbox's held connections with savepoints instead of using the engines.
+    """
 
     def __init__(self, config: _SQLAlchemyConfig, registry: EngineRegistry, router: BindRouter) -> None:
         self._is_async = config.is_async
         self._router = router
+        self.sandbox: Sandbox | None = None
+        """The active sandbox, set and cleared by the sandbox itself."""
         common = {
             "router": router,
             "targets": registry.sync_engine,
@@ -293,7 +300,10 @@ class SessionFactory:
 
     def options(self, bind: str | None = None) -> dict[str, Any]:
         """The keyword arguments a session gets (router, targets, pinned bind, session options)."""
-        return dict(self._options[bind if bind is None else self._router.require(bind)])
+        options = dict(self._options[bind if bind is None else self._router.require(bind)])
+        if self.sandbox is not None:  # one attribute test: the request path pays nothing more outside a sandbox
+            options.update(targets=self.sandbox.connection, join_transaction_mode="create_savepoint", twophase=False)
+        return options
 
     def __call__(self, bind: str | None = None) -> AsyncRoutingSession | RoutingSession:
         """A new, not yet initialised session: routed (``bind=None``) or pinned to one bind."""

@@ -124,6 +124,26 @@ class Database:
         finally:
             connection.close()
 
+    def snapshot(self) -> dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+        """Every table's schema (columns: name, type, nullability) and rows, read with the raw driver."""
+        if self.kind == "sqlite":
+            tables = [name for (name,) in self.fetch("select name from sqlite_master where type = 'table'")]
+            schema = {t: self.fetch(f"select name, type, \"notnull\" from pragma_table_info('{t}')") for t in tables}
+            schema["(objects)"] = self.fetch("select type, name, sql from sqlite_master order by name")
+        else:
+            where = "table_schema = 'public'" if self.kind == "postgresql" else f"table_schema = '{self.name}'"
+            tables = [name for (name,) in self.fetch(f"select table_name from information_schema.tables where {where}")]
+            schema = {
+                t: self.fetch(
+                    "select column_name, data_type, is_nullable from information_schema.columns "
+                    f"where {where} and table_name = '{t}' order by ordinal_position"
+                )
+                for t in tables
+            }
+        return {t: (schema[t], sorted(self.fetch(f"select * from {t}"), key=repr)) for t in tables} | {
+            "(objects)": (schema.get("(objects)", []), [])
+        }
+
     def execute(self, sql: str) -> None:
         """Run one statement directly (and commit it)."""
         connection = self.connect()

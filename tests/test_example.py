@@ -42,3 +42,12 @@ def test_example_app_routes_notes_and_audit_entries_to_their_databases(tmp_path:
         ("created", "second"),
     ]
     assert rows(tmp_path / "logs.db", "select name from sqlite_master where name = 'notes'") == []
+
+
+def test_the_readme_test_file_is_the_one_the_suite_runs() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    shown = readme.split("A complete test file", 1)[1].split("```python\n", 1)[1].split("\n```", 1)[0]
+    assert shown == (root / "tests" / "test_readme_testing.py").read_text().rstrip("\n")

@@ -30,6 +30,9 @@ def test_plugin_exports() -> None:
         "SQLAlchemyAsyncConfig",
         "SQLAlchemyPlugin",
         "SQLAlchemySyncConfig",
+        "Sandbox",
+        "SandboxError",
+        "StatementRefusedError",
         "TransactionPolicy",
     )
     assert all(hasattr(plugin, name) for name in plugin.__all__)

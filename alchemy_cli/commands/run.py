@@ -2,8 +2,11 @@
 
 Python (an argument or ``--file``, top-level ``await``, the shell's names) or SQL (``--sql``). Success
 commits when the app's transaction policy says a 2xx would; an exception rolls everything back and
-exits 1; ``--dry-run`` always rolls back. The value of a trailing expression (or the rows of ``--sql``)
-is printed.
+exits 1. ``--dry-run`` runs inside the plugin's sandbox (:mod:`plugin.sandbox`): the code's own commits
+release savepoints, the sessions are flushed at the end (so a constraint the real run would violate
+fails the dry run), and everything is rolled back. The value of a trailing expression (or the rows of
+``--sql``) is printed, then what became of the rows: committed by the code itself, committed by the
+plugin, rolled back.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from alchemy_cli import render
 from alchemy_cli.destructive import Confirmation
 from alchemy_cli.execution import execute, exit_status, user_traceback
+from alchemy_cli.ledger import Ledger
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from alchemy_cli.namespace import add_app_names
-from alchemy_cli.workspace import Workspace
-from plugin.exceptions import describe_error
+from alchemy_cli.workspace import Workspace, open_workspace
+from plugin.exceptions import SandboxError, describe_error
+from plugin.sessions import is_started
 from plugin.transactions import SUCCESS_STATUS, settle_all
 
 if TYPE_CHECKING:
@@ -40,12 +45,19 @@ class Outcome:
     ok: bool = True
     exit_code: int = 0
     committed: bool = False
+    """The plugin committed the unit of work at the end (the transaction policy said so)."""
     why_not: str | None = None
-    """Why nothing was committed: ``--dry-run``, the manual policy, or the error."""
+    """Why the plugin did not commit: ``--dry-run``, the manual policy, or the error."""
     columns: list[str] | None = None
     rows: list[list[Any]] | None = None
     value: str | None = None
     rows_affected: dict[str, int] = field(default_factory=dict)
+    """Rows changed per bind, whatever became of them (in a dry run: what the real run would change)."""
+    rows_committed: dict[str, int] = field(default_factory=dict)
+    rows_committed_by_code: dict[str, int] = field(default_factory=dict)
+    rows_rolled_back: dict[str, int] = field(default_factory=dict)
+    discarded_unflushed: list[str] = field(default_factory=list)
+    """Sessions whose changes were never flushed and were thrown away (nothing to count in rows)."""
     error: str | None = None
     traceback: str | None = None
 
@@ -121,38 +133,82 @@ async def _run(
     plugin = target.plugin
     outcome = Outcome()
     async with engines_started(plugin, connect_timeout=timeout):
-        workspace = Workspace(target, bind=bind)
-        workspace.confirmation = confirmation
-        sessions = list(workspace.sessions.values())
+        ledger = Ledger()
         try:
-            try:
-                if sql is not None:
-                    value = await _execute_sql(workspace.session, sql)
-                else:
-                    namespace, _ = workspace.namespace()
-                    await add_app_names(target, namespace)
-                    value = await execute(code or "", namespace, filename, keep_result=True)
-                _keep_result(outcome, value)  # read rows before the commit expires or closes them
-            except SystemExit as leave:  # exit() and exit(0) end the code normally; anything else fails it
-                exit_code, message = exit_status(leave)
-                if exit_code != 0:
-                    await settle_all(sessions, commit=False)
-                    reason = message or f"the code called exit({exit_code})"
-                    return _failed(outcome, f"{reason} (rolled back)", exit_code)
-            except Exception as exc:  # the user's code or SQL failed: roll back and report
-                await settle_all(sessions, commit=False)
-                outcome.traceback = user_traceback(exc, filename)
-                return _failed(outcome, f"{describe_error(exc)} (rolled back)")
-            commit = not dry_run and plugin.config.transaction.should_commit(SUCCESS_STATUS)
-            if (failure := await settle_all(sessions, commit)) is not None:
-                return _failed(outcome, str(failure))
-            outcome.committed = commit
-            outcome.why_not = None if commit else "--dry-run" if dry_run else "the transaction policy is manual"
-            return outcome
-        finally:
-            changed = workspace.rows_affected
-            outcome.rows_affected = {key: changed[key] for key in plugin.router.keys if changed[key]}
-            await workspace.close()
+            async with open_workspace(target, mode="sandbox" if dry_run else "normal", bind=bind) as workspace:
+                workspace.confirmation = confirmation
+                ledger = workspace.ledger
+                await _unit_of_work(workspace, outcome, code=code, sql=sql, dry_run=dry_run, filename=filename)
+            if dry_run:  # reached only once the sandbox was rolled back on every bind
+                ledger.roll_back_everything()
+        except SandboxError as exc:  # the sandbox could not be opened, or not rolled back everywhere
+            _failed(outcome, f"{outcome.error}; {exc}" if outcome.error else str(exc))
+        keys = plugin.router.keys
+        for name, counts in (
+            ("rows_affected", ledger.written),
+            ("rows_committed", ledger.committed),
+            ("rows_committed_by_code", ledger.committed_by_code),
+            ("rows_rolled_back", ledger.rolled_back),
+        ):
+            setattr(outcome, name, {key: counts[key] for key in keys if counts[key]})
+        return outcome
+
+
+async def _unit_of_work(
+    workspace: Workspace, outcome: Outcome, *, code: str | None, sql: str | None, dry_run: bool, filename: str
+) -> None:
+    """Run the code, then settle it under the policy; errors roll back and are recorded in ``outcome``."""
+    plugin = workspace.target.plugin
+    sessions = list(workspace.sessions.values())
+    try:
+        if sql is not None:
+            value = await _execute_sql(workspace.session, sql)
+        else:
+            namespace, _ = workspace.namespace()
+            await add_app_names(workspace.target, namespace)
+            value = await execute(code or "", namespace, filename, keep_result=True)
+        _keep_result(outcome, value)  # read rows before the commit expires or closes them
+    except SystemExit as leave:  # exit() and exit(0) end the code normally; anything else fails it
+        exit_code, message = exit_status(leave)
+        if exit_code != 0:
+            await settle_all(sessions, commit=False)
+            _failed(outcome, f"{message or f'the code called exit({exit_code})'} (rolled back)", exit_code)
+            return
+    except Exception as exc:  # the user's code or SQL failed: roll back and report
+        await settle_all(sessions, commit=False)
+        outcome.traceback = user_traceback(exc, filename)
+        _failed(outcome, f"{describe_error(exc)} (rolled back)")
+        return
+    if dry_run:  # what the real run's commit would send: a constraint it violates fails the dry run
+        try:
+            await _flush_all(sessions)
+        except Exception as exc:
+            await settle_all(sessions, commit=False)
+            outcome.traceback = user_traceback(exc, filename)
+            _failed(outcome, f"{describe_error(exc)} (rolled back)")
+            return
+    commit = not dry_run and plugin.config.transaction.should_commit(SUCCESS_STATUS)
+    if not commit:
+        outcome.discarded_unflushed = workspace.unflushed()
+    workspace.ledger.settling = True
+    try:
+        failure = await settle_all(sessions, commit)
+    except Exception as exc:  # a rollback failed (the connection is gone): say so, never "rolled back"
+        _failed(outcome, f"ending the transaction failed: {describe_error(exc)}")
+        return
+    finally:
+        workspace.ledger.settling = False
+    if failure is not None:
+        _failed(outcome, str(failure))
+        return
+    outcome.committed = commit
+    outcome.why_not = None if commit else "--dry-run" if dry_run else "the transaction policy is manual"
+
+
+async def _flush_all(sessions: Sequence[Any]) -> None:
+    for session in sessions:
+        if is_started(session):
+            await session.flush() if isinstance(session, AsyncSession) else session.flush()
 
 
 def _failed(outcome: Outcome, error: str, exit_code: int = 1) -> Outcome:
@@ -181,20 +237,30 @@ def _keep_result(outcome: Outcome, value: Any) -> None:
     outcome.value = repr(value)
 
 
+def _counts(rows: dict[str, int]) -> str:
+    return ", ".join(f"{key} {n}" for key, n in rows.items()) or "none"
+
+
 def _print(outcome: Outcome, show_traceback: bool) -> None:
     if outcome.columns is not None and outcome.rows is not None:
         render.rows(outcome.columns, outcome.rows)
     elif outcome.value is not None:
         render.line(outcome.value)
-    changed = ", ".join(f"{key} {n}" for key, n in outcome.rows_affected.items()) or "none"
+    if outcome.rows_committed_by_code:  # said first: it stays committed whatever happened next
+        render.line(f"committed by the code itself (rows: {_counts(outcome.rows_committed_by_code)})", style="green")
     if outcome.error is not None:
         if show_traceback and outcome.traceback:
             render.note(outcome.traceback.rstrip())
         render.error(outcome.error)
     elif outcome.committed:
-        render.line(f"committed (rows affected: {changed})", style="green")
-    else:
-        render.line(f"rolled back: {outcome.why_not} (rows affected before the rollback: {changed})", style="yellow")
+        render.line(f"committed (rows affected: {_counts(outcome.rows_committed)})", style="green")
+    elif outcome.why_not == "--dry-run":
+        render.line(f"rolled back: --dry-run (rows it would change: {_counts(outcome.rows_affected)})", style="yellow")
+    elif outcome.rows_rolled_back or not outcome.rows_committed_by_code:
+        rolled_back = _counts(outcome.rows_rolled_back)
+        if outcome.discarded_unflushed:
+            rolled_back += f"; unflushed changes discarded in {', '.join(outcome.discarded_unflushed)}"
+        render.line(f"rolled back: {outcome.why_not} (rows rolled back: {rolled_back})", style="yellow")
 
 
 def _as_json(outcome: Outcome, dry_run: bool) -> dict[str, Any]:
@@ -210,6 +276,10 @@ def _as_json(outcome: Outcome, dry_run: bool) -> dict[str, Any]:
         "dry_run": dry_run,
         "rolled_back_because": outcome.why_not,
         "rows_affected": outcome.rows_affected,
+        "rows_committed": outcome.rows_committed,
+        "rows_committed_by_code": outcome.rows_committed_by_code,
+        "rows_rolled_back": outcome.rows_rolled_back,
+        "discarded_unflushed": outcome.discarded_unflushed,
         "result": result,
         "error": outcome.error,
     }

@@ -14,7 +14,7 @@ from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from alchemy_cli.locations import locate
 from alchemy_cli.namespace import AppNames, add_app_names
-from alchemy_cli.workspace import Mode, Workspace
+from alchemy_cli.workspace import Mode, Workspace, open_workspace
 
 if TYPE_CHECKING:
     from alchemy_cli.loader import Target
@@ -50,7 +50,7 @@ def run(
                 echo=echo,
                 source=source,
                 plain=plain,
-                confirmation=Confirmation(yes),
+                confirmation=Confirmation(yes or sandbox),  # the sandbox rolls everything back, as --dry-run
                 timeout=timeout,
             )
         )
@@ -69,23 +69,31 @@ async def _shell(
     timeout: float,
 ) -> int:
     async with engines_started(target.plugin, connect_timeout=timeout):
-        workspace = Workspace(target, mode=mode, bind=bind, echo=echo)
-        workspace.confirmation = confirmation
-        namespace, renamed = workspace.namespace()
-        try:
-            app_names = await add_app_names(target, namespace)
-            if source is not None:
-                return await _script(source, namespace, target)
-            _greet(workspace, renamed, app_names)
-            prompt = _prompt(target, mode)
-            if plain or not repl.ptpython_can_run():
-                await repl.plain_shell(namespace, prompt=prompt, history=repl.history_file("plain_history"))
-            else:
-                await repl.ptpython_shell(namespace, prompt=prompt, history=repl.history_file("shell_history"))
-            return 0
-        finally:
-            _farewell(workspace)
-            await workspace.close()
+        lost: list[str] = []
+        # The farewell is printed only once the workspace (and the sandbox, in sandbox mode) closed: a
+        # sandbox that could not roll back raises from there instead, and the command fails.
+        async with open_workspace(target, mode=mode, bind=bind, echo=echo) as workspace:
+            workspace.confirmation = confirmation
+            namespace, renamed = workspace.namespace()
+            try:
+                app_names = await add_app_names(target, namespace)
+                if source is not None:
+                    code = await _script(source, namespace, target)
+                else:
+                    _greet(workspace, renamed, app_names)
+                    prompt = _prompt(target, mode)
+                    errors = repl.Errors(target.redact)
+                    if plain or not repl.ptpython_can_run():
+                        history = repl.history_file("plain_history")
+                        await repl.plain_shell(namespace, prompt=prompt, history=history, errors=errors)
+                    else:
+                        history = repl.history_file("shell_history")
+                        await repl.ptpython_shell(namespace, prompt=prompt, history=history, errors=errors)
+                    code = 0
+            finally:
+                lost = workspace.uncommitted()
+        _farewell(mode, lost, workspace.sandbox.lost if workspace.sandbox else [])
+        return code
 
 
 async def _script(source: str, namespace: dict[str, Any], target: Target) -> int:
@@ -154,8 +162,9 @@ def _greet(workspace: Workspace, renamed: list[str], app_names: AppNames) -> Non
     render.banner(f"litestar db shell · {target.app_path} · {described[workspace.mode]}", lines, notes, alert=remote)
 
 
-def _farewell(workspace: Workspace) -> None:
-    if workspace.mode == "sandbox":
-        render.note("sandbox closed: everything done through its sessions was rolled back on every bind")
-    elif lost := workspace.uncommitted():
+def _farewell(mode: Mode, lost: list[str], dropped: list[str]) -> None:
+    if mode == "sandbox":
+        how = f" (on {', '.join(map(repr, dropped))} by the server, when the connection was lost)" if dropped else ""
+        render.note(f"sandbox closed: everything done through its sessions was rolled back on every bind{how}")
+    elif lost:
         render.note(f"not committed, so rolled back: {'; '.join(lost)}")

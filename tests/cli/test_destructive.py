@@ -136,7 +136,7 @@ def test_refused_without_a_terminal_and_run_with_yes(
 
     dry = litestar("db", "run", "--dry-run", "--sql", "delete from customers", binds=binds)
     assert dry.exit_code == 0
-    assert dry.stdout == "rolled back: --dry-run (rows affected before the rollback: default 2)\n"
+    assert dry.stdout == "rolled back: --dry-run (rows it would change: default 2)\n"
     assert customers(db) == 2
 
     harmless = litestar("db", "run", "--sql", "delete from customers where name = 'bob'", binds=binds)

@@ -68,7 +68,7 @@ def test_dry_run_rolls_back_and_says_so(
     result = litestar("db", "run", "--dry-run", f"{ADD_ADA}\nawait session.flush()", binds=binds, models="shop,logs")
 
     assert result.exit_code == 0
-    assert result.stdout == "rolled back: --dry-run (rows affected before the rollback: default 1)\n"
+    assert result.stdout == "rolled back: --dry-run (rows it would change: default 1)\n"
     assert names(shop) == []
 
 
@@ -88,6 +88,10 @@ def test_sql_on_the_logs_bind_and_json(
         "dry_run": False,
         "rolled_back_because": None,
         "rows_affected": {"logs": 1},
+        "rows_committed": {"logs": 1},
+        "rows_committed_by_code": {},
+        "rows_rolled_back": {},
+        "discarded_unflushed": [],
         "result": None,
         "error": None,
     }
@@ -163,9 +167,11 @@ def test_manual_policy_never_commits(
     )
 
     assert left_open.stdout == (
-        "rolled back: the transaction policy is manual (rows affected before the rollback: none)\n"
+        "rolled back: the transaction policy is manual (rows rolled back: none; unflushed changes discarded in "
+        "session)\n"
     )
     assert by_hand.exit_code == 0
+    assert by_hand.stdout == "committed by the code itself (rows: default 1)\n"
     assert sqlite3.connect(path).execute("select count(*) from customers").fetchone() == (1,)
 
 

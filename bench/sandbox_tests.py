@@ -1,0 +1,269 @@
+"""What the sandbox fixtures save a test suite: 200 tests, each run in a sandbox or on freshly made tables.
+
+Run (PostgreSQL by default; ``--databases sqlite,postgresql,mariadb``)::
+
+    .venv/bin/python -m bench.sandbox_tests            # --tests 200 --rounds 3
+
+Writes a small test suite into a temporary directory and runs it with pytest, in a child process per
+run. Each of the 200 tests posts three notes through the app (two binds: notes on ``default``, an audit
+entry per note on ``logs``) and reads the count back through another request. Three ways to isolate:
+
+- ``sandbox``: the shipped fixtures (``alchemy_client``): every test runs in ``plugin.sandbox()``, rolled
+  back at its end; the app is started for each test;
+- ``started``: the same, with the app started once for the module (``alchemy_started_app``): per test,
+  only the sandbox (two pooled connections, BEGIN, ROLLBACK) and the requests;
+- ``recreate``: the app started once, the same client without a sandbox, after dropping and creating
+  every table on both binds through the app's own engines (what a suite does without a sandbox to start
+  each test from empty tables);
+- ``bare``: the app started once, the same client, no isolation at all (rows pile up): the floor, so
+  that ``started - bare`` is the sandbox's own cost per test.
+
+Per-test time is the sum of pytest's setup, call and teardown durations over the suite, divided by the
+number of tests; the runs are interleaved round by round and the medians printed, with the ratios
+``recreate / started`` (like for like: the app started once; target at least 10x on PostgreSQL) and
+``recreate / sandbox``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+VARIANTS = ("sandbox", "started", "recreate", "bare")
+
+SUITE = """
+from __future__ import annotations
+
+import os
+
+import pytest
+from litestar import Litestar, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from litestar.testing import AsyncTestClient
+from sqlalchemy import String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin.testing import _same_loop_client
+
+VARIANT = os.environ["BENCH_VARIANT"]
+STARTED_ONCE = VARIANT != "sandbox"  # every other variant starts the app once for the module
+pytestmark = [pytest.mark.anyio] + ([pytest.mark.usefixtures("alchemy_started_app")] if STARTED_ONCE else [])
+BINDS = {"default": os.environ["BENCH_DEFAULT"], "logs": os.environ["BENCH_LOGS"]}
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(Base):
+    __tablename__ = "bench_notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(80))
+
+
+class Entry(Base):
+    __tablename__ = "bench_entries"
+    __bind_key__ = "logs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(String(80))
+
+
+@post("/notes")
+async def add(data: JSONBody[dict[str, str]], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add_all([Note(title=data["title"]), Entry(action="added")])
+
+
+@get("/notes/count")
+async def count(db_session: NamedDependency[AsyncSession]) -> int:
+    return int(await db_session.scalar(select(func.count()).select_from(Note)) or 0)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module" if STARTED_ONCE else "function")
+def alchemy_app() -> Litestar:
+    return Litestar([add, count], plugins=[SQLAlchemyPlugin(SQLAlchemyAsyncConfig(binds=BINDS, base=Base))])
+
+
+if VARIANT in ("sandbox", "started"):
+
+    @pytest.fixture
+    def client(alchemy_client: AsyncTestClient) -> AsyncTestClient:
+        return alchemy_client
+
+else:
+
+    @pytest.fixture
+    async def client(alchemy_app: Litestar, alchemy_plugin: SQLAlchemyPlugin):
+        # The same client as the sandbox fixture's (app and test on one loop), without the sandbox.
+        async with _same_loop_client(alchemy_app, started=True) as test_client:
+            if VARIANT == "recreate":  # through the app's own engines: the cheapest way to start empty
+                for key in BINDS:
+                    tables = [t for t in Base.metadata.sorted_tables if (t.name == "bench_entries") == (key == "logs")]
+                    async with alchemy_plugin.engines.engine(key).begin() as connection:
+                        await connection.run_sync(Base.metadata.drop_all, tables=tables)
+                        await connection.run_sync(Base.metadata.create_all, tables=tables)
+            yield test_client
+
+
+@pytest.mark.parametrize("n", range(int(os.environ["BENCH_TESTS"])))
+async def test_notes(client, n: int) -> None:
+    for i in range(3):
+        assert (await client.post("/notes", json={"title": f"{n}-{i}"})).status_code == 201
+    assert (await client.get("/notes/count")).json() >= 3
+"""
+
+# Makes the suite's tables once, up front (the sandbox and bare runs need them to exist).
+CREATE_TABLES = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from test_suite import Base, BINDS
+from sqlalchemy.ext.asyncio import create_async_engine
+
+async def main():
+    for key, url in BINDS.items():
+        tables = [t for t in Base.metadata.sorted_tables if (t.name == "bench_entries") == (key == "logs")]
+        engine = create_async_engine(url)
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all, tables=tables)
+        await engine.dispose()
+
+asyncio.run(main())
+"""
+
+CONFTEST = """
+import json
+import os
+
+DURATIONS = {"setup": 0.0, "call": 0.0, "teardown": 0.0}
+
+
+def pytest_runtest_logreport(report):
+    DURATIONS[report.when] += report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    with open(os.environ["BENCH_OUT"], "w") as out:
+        json.dump({**DURATIONS, "exit": int(exitstatus)}, out)
+"""
+
+
+def _server_urls(kind: str) -> tuple[list[str], list[str]]:
+    """Two fresh databases of ``kind``: (async URLs for the app, names to drop)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    if kind == "postgresql":
+        server = make_url(os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+        admin, drivername = server.set(drivername="postgresql+psycopg"), "postgresql+asyncpg"
+    else:
+        server = make_url(os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test"))
+        admin, drivername = server.set(drivername="mysql+pymysql"), "mysql+asyncmy"
+    names = [f"bench_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in names:
+            connection.execute(text(f"create database {name}"))
+    engine.dispose()
+    urls = [server.set(drivername=drivername, database=name).render_as_string(hide_password=False) for name in names]
+    return urls, names
+
+
+def _drop(kind: str, names: list[str]) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    if kind == "postgresql":
+        admin = make_url(os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+        admin, force = admin.set(drivername="postgresql+psycopg"), " with (force)"
+    else:
+        admin = make_url(os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test"))
+        admin, force = admin.set(drivername="mysql+pymysql"), ""
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in names:
+            connection.execute(text(f"drop database if exists {name}{force}"))
+    engine.dispose()
+
+
+def run_suite(directory: Path, variant: str, urls: list[str], tests: int) -> tuple[float, float]:
+    """Run the suite once; the per-test time in seconds, and the part spent in fixtures (setup, teardown)."""
+    out = directory / f"{variant}.json"
+    path = os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, BENCH_VARIANT=variant, BENCH_DEFAULT=urls[0], BENCH_LOGS=urls[1], BENCH_TESTS=str(tests),
+               BENCH_OUT=str(out), PYTHONPATH=path)  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(directory)]
+    done = subprocess.run(command, env=env, cwd=directory, capture_output=True, text=True, check=False)
+    result = json.loads(out.read_text()) if out.exists() else {"exit": -1}
+    if result["exit"] != 0:
+        raise SystemExit(f"the {variant} run failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    fixtures = float(result["setup"]) + float(result["teardown"])
+    return (fixtures + float(result["call"])) / tests, fixtures / tests
+
+
+def measure(kind: str, tests: int, rounds: int) -> dict[str, tuple[float, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        (directory / "test_suite.py").write_text(SUITE)
+        (directory / "conftest.py").write_text(CONFTEST)
+        (directory / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+        names: list[str] = []
+        if kind == "sqlite":
+            urls = [f"sqlite+aiosqlite:///{directory / 'default.db'}", f"sqlite+aiosqlite:///{directory / 'logs.db'}"]
+        else:
+            urls, names = _server_urls(kind)
+        try:
+            env = dict(os.environ, BENCH_DEFAULT=urls[0], BENCH_LOGS=urls[1], BENCH_VARIANT="bare", BENCH_TESTS="0")
+            subprocess.run([sys.executable, "-c", CREATE_TABLES, str(directory)], env=env, check=True)
+            times: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+            for round_ in range(rounds):
+                order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
+                for variant in order:
+                    times[variant].append(run_suite(directory, variant, urls, tests))
+        finally:
+            if names:
+                _drop(kind, names)
+    return {
+        variant: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+        for variant, values in times.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--databases", default="postgresql", help="comma-separated: sqlite, postgresql, mariadb")
+    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"{args.tests} tests per run, median of {args.rounds} rounds; milliseconds per test")
+    print("  test: setup + call + teardown; fixtures: setup + teardown only (client, app start, isolation)")
+    head = ("database", *VARIANTS, "recreate/sandbox", "recreate/started", "fixtures:", *VARIANTS)
+    print("{:<11}{:>9}{:>9}{:>9}{:>7}{:>18}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}".format(*head))
+    for kind in args.databases.split(","):
+        t = measure(kind, args.tests, args.rounds)
+        test = [t[variant][0] * 1000 for variant in VARIANTS]
+        fixtures = [t[variant][1] * 1000 for variant in VARIANTS]
+        sandbox, started, recreate, bare = test
+        print(
+            "{:<11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}".format(kind, *test)
+            + f"{recreate / sandbox:>17.1f}x{recreate / started:>17.1f}x"
+            + "{:>11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}".format("", *fixtures)
+        )
+        print(f"{'':<11}the sandbox's own cost per test (started - bare): {started - bare:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
