@@ -1,9 +1,10 @@
-"""Which SQL destroys data or schema, decided by parsing (sqlparse), and asking before running it.
+"""Which SQL destroys data or schema, decided by reading it (``plugin.statements``), and asking first.
 
 Destructive, as pgcli's "destructive warning" counts it: ``DROP``, ``TRUNCATE``, ``ALTER``, ``RENAME``,
 and ``DELETE`` or ``UPDATE`` with no ``WHERE`` of their own (a ``WHERE`` inside a subquery does not
-limit the outer statement). Each statement of a script is judged on its own; comments and ``WITH``
-clauses are read through, never matched as text (``select 'drop table x'`` is a harmless select).
+limit the outer statement). Each statement of a script is judged on its own; comments, strings and
+``WITH`` clauses are read through, never matched as text (``select 'drop table x'`` is a harmless
+select). The tokenizer is the sandbox's own, so both rules read SQL the same way.
 
 On a terminal the user is asked; without one the statement is refused unless ``--yes`` was given.
 """
@@ -14,62 +15,51 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import sqlparse
-from sqlparse.sql import Parenthesis, Where
-from sqlparse.tokens import Keyword
-
 from plugin.exceptions import AlchemyError
+from plugin.statements import shorten, split
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sqlparse.sql import Statement
+    from plugin.statements import Statement
 
 __all__ = ("Confirmation", "DestructiveStatementError", "destructive_statements")
 
 _ALWAYS = {"DROP", "TRUNCATE", "ALTER", "RENAME"}
 _UNLESS_WHERE = {"DELETE", "UPDATE"}
+_AFTER_WITH = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE"}
 
 
 class DestructiveStatementError(AlchemyError):
     """A destructive statement was not confirmed: refused without a terminal, or answered no."""
 
 
-def _kind(statement: Statement) -> str:
-    kind = str(statement.get_type())  # type: ignore[no-untyped-call]  # sqlparse has no type hints
-    if kind != "UNKNOWN":
-        return kind
-    # sqlparse gives up on some statements (a WITH whose name is a keyword, such as ``old``; RENAME):
-    # take the first top-level DML or DDL keyword, else the first keyword.
-    keywords = [token for token in statement.tokens if token.ttype in Keyword]
-    for token in keywords:
-        if token.ttype in Keyword.DML or token.ttype in Keyword.DDL:
-            return str(token.normalized).upper()
-    return str(keywords[0].normalized).upper() if keywords else kind
-
-
-def _has_own_where(statement: Statement) -> bool:
-    # Top-level tokens only: a Where nested in a Parenthesis belongs to a subquery.
-    return any(isinstance(token, Where) for token in statement.tokens if not isinstance(token, Parenthesis))
+def _kind(statement: Statement) -> str | None:
+    """The statement's verb: its first word, or after a ``WITH`` clause the first top-level DML word."""
+    words = [token.value for token in statement.tokens if token.kind == "word" and not token.depth]
+    if not words:
+        return None
+    if words[0] == "WITH":
+        return next((word for word in words[1:] if word in _AFTER_WITH), None)
+    return words[0]
 
 
 def _reason(statement: Statement) -> str | None:
     kind = _kind(statement)
     if kind in _ALWAYS:
         return kind
-    if kind in _UNLESS_WHERE and not _has_own_where(statement):
+    if kind in _UNLESS_WHERE and not statement.has_word("WHERE", top_level=True):
         return f"{kind} without WHERE"
     return None
 
 
-def destructive_statements(sql: str) -> list[str]:
+def destructive_statements(sql: str, dialect: str = "") -> list[str]:
     """One description per destructive statement in ``sql``, e.g. ``DELETE without WHERE: delete from notes``."""
-    found = []
-    for statement in sqlparse.parse(sql):
-        if (reason := _reason(statement)) is not None:
-            text = " ".join(str(statement).strip().rstrip(";").split())
-            found.append(f"{reason}: {text if len(text) <= 80 else text[:79] + '…'}")
-    return found
+    return [
+        f"{reason}: {shorten(statement.text, 80)}"
+        for statement in split(sql, dialect)
+        if (reason := _reason(statement)) is not None
+    ]
 
 
 def _ask_on_terminal(question: str) -> bool:
