@@ -164,37 +164,39 @@ def test_prepared_transactions_left_behind_fail_the_check_with_their_statements(
     pg, maria = new_db("postgresql"), new_db("mariadb")
     binds = {"default": create_tables(pg, ShopBase), "logs": create_tables(maria, LogsBase)}
     # A transaction prepared and then abandoned on each server (its connection closed).
+    # xids are global to a server: name them after this test's own databases
+    pg_xid, maria_xid = f"left_{pg.name}", f"left_{maria.name}"
     pg.execute("create table held (n int)")
     maria.execute("create table held (n int)")
     connection = pg.connect()
     connection.autocommit = False
     connection.cursor().execute("insert into held values (1)")
-    connection.cursor().execute("prepare transaction 'left_pg'")
+    connection.cursor().execute(f"prepare transaction '{pg_xid}'")
     connection.close()
     connection = maria.connect()
-    for statement in ("xa start 'left_maria'", "insert into held values (1)", "xa end 'left_maria'"):
+    for statement in (f"xa start '{maria_xid}'", "insert into held values (1)", f"xa end '{maria_xid}'"):
         connection.cursor().execute(statement)
-    connection.cursor().execute("xa prepare 'left_maria'")
+    connection.cursor().execute(f"xa prepare '{maria_xid}'")
     connection.close()
     try:
         time.sleep(0.6)
         result = litestar("db", "check", binds=binds, models="shop,logs")
         document = litestar("db", "check", "--json", binds=binds, models="shop,logs").json()
     finally:
-        pg.execute("rollback prepared 'left_pg'")
-        maria.execute("xa rollback 'left_maria'")
+        pg.execute(f"rollback prepared '{pg_xid}'")
+        maria.execute(f"xa rollback '{maria_xid}'")
 
     assert result.exit_code == 1
     text = flat(result.stdout)
     assert (
-        "prepared transactions left: left_pg (finish with COMMIT PREPARED 'left_pg' or ROLLBACK PREPARED 'left_pg')"
+        f"prepared transactions left: {pg_xid} (finish with COMMIT PREPARED '{pg_xid}' or ROLLBACK PREPARED '{pg_xid}')"
     ) in text
-    assert "left_maria (finish with XA COMMIT 'left_maria' or XA ROLLBACK 'left_maria')" in text
+    assert f"{maria_xid} (finish with XA COMMIT '{maria_xid}' or XA ROLLBACK '{maria_xid}')" in text
     default, logs = document["binds"]
     assert (default["ok"], logs["ok"]) == (False, False)
     assert default["prepared_transactions"] == [
-        {"xid": "left_pg", "commit": "COMMIT PREPARED 'left_pg'", "rollback": "ROLLBACK PREPARED 'left_pg'"}
+        {"xid": pg_xid, "commit": f"COMMIT PREPARED '{pg_xid}'", "rollback": f"ROLLBACK PREPARED '{pg_xid}'"}
     ]
-    assert {"xid": "left_maria", "commit": "XA COMMIT 'left_maria'", "rollback": "XA ROLLBACK 'left_maria'"} in logs[
+    assert {"xid": maria_xid, "commit": f"XA COMMIT '{maria_xid}'", "rollback": f"XA ROLLBACK '{maria_xid}'"} in logs[
         "prepared_transactions"
     ]
