@@ -54,10 +54,17 @@ async def place(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -
     db_session.add_all([Order(ref=ref), Audit(ref=ref)])
 
 
+@post("/orders/{ref:str}/savepoint")
+async def place_in_savepoint(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    async with db_session.begin_nested():  # e.g. a get-or-create that may roll back to a savepoint
+        db_session.add(Order(ref=ref))
+    db_session.add(Audit(ref=ref))
+
+
 def app_for(default: str, logs: str) -> tuple[Litestar, SQLAlchemyPlugin[Any]]:
     config = SQLAlchemyAsyncConfig(binds={"default": default, "logs": logs}, base=Base, create_all=True, two_phase=True)
     plugin = SQLAlchemyPlugin(config=config)
-    return Litestar(route_handlers=[place], plugins=[plugin], logging_config=None), plugin
+    return Litestar(route_handlers=[place, place_in_savepoint], plugins=[plugin], logging_config=None), plugin
 
 
 def proxied(cluster: PrivateCluster, proxy: FaultProxy, *databases: str) -> list[str]:
@@ -118,6 +125,21 @@ async def test_a_lost_answer_to_commit_prepared_is_finished_by_xid_and_the_clien
     [warning] = [r.getMessage() for r in caplog.records if "COMMIT PREPARED failed" in r.getMessage()]
     assert warning.startswith("bind 'default': COMMIT PREPARED failed (")
     assert warning.endswith("committed by xid from a fresh connection")
+
+
+async def test_a_request_that_used_a_savepoint_is_still_finished_by_xid(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str]
+) -> None:
+    orders, logs = two_dbs
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
+    async with AsyncTestClient(app) as client:
+        rule = fault_proxy.drop_on(COMMIT_PREPARED, when="before", database=orders)
+        assert (await client.post("/orders/nested/savepoint")).status_code == 201
+        assert rule.fired
+
+    assert private_cluster.prepared_transactions() == []
+    assert refs(private_cluster, orders, "orders") == ["nested"]
+    assert refs(private_cluster, logs, "audits") == ["nested"]
 
 
 async def test_a_commit_prepared_that_ran_but_whose_answer_was_lost_counts_as_committed(
