@@ -145,6 +145,10 @@ class RoutingSession(Session):
 
 @event.listens_for(RoutingSession, "after_begin")
 def _record_connection(session: RoutingSession, transaction: SessionTransaction, connection: Connection) -> None:
+    if transaction.nested:
+        # begin_nested(): the event fires again for the savepoint, after it fired for the root transaction
+        # on the same connection (which is what settle() commits).
+        return
     # At this point a connection the session began itself has no savepoint yet; one it joined with
     # join_transaction_mode="create_savepoint" (a sandbox) already has the session's savepoint.
     owned = connection.get_nested_transaction() is None
