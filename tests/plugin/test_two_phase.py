@@ -16,10 +16,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from sqlalchemy import String
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from plugin import CommitError, ConfigurationError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import BindConfig, CommitError, ConfigurationError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from tests.faults import COMMIT_PREPARED, PREPARE_TRANSACTION, XA_COMMIT, XA_PREPARE
 from tests.plugin.helpers import startup_error
 
@@ -273,3 +273,13 @@ async def test_mariadb_lost_answer_to_xa_prepare_rolls_everything_back(
     assert not [xid for xid in xa_recover(logs) if xid.startswith("_sa_")]
     [message] = errors(caplog)
     assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
+
+
+async def test_two_phase_on_a_given_sqlite_engine_is_a_configuration_error_naming_the_bind(tmp_path: Any) -> None:
+    engines = [create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/{name}.db") for name in ("a", "b")]
+    binds = {"default": BindConfig(engine=engines[0]), "logs": BindConfig(engine=engines[1])}
+    config = SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True, two_phase=True)
+    app = Litestar(route_handlers=[place], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    error = await startup_error(app)
+    assert isinstance(error, ConfigurationError)
+    assert str(error).startswith("bind 'default': two_phase=True needs PostgreSQL or MariaDB/MySQL")
