@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from plugin import CommitConflictError, RoutingSession, TransactionPolicy
 from tests.databases import KINDS, POSTGRES_URL
+from tests.plugin import asgi
 from tests.plugin.models import Account, make_plugin
 
 if TYPE_CHECKING:
@@ -279,3 +281,38 @@ async def test_a_failing_before_commit_hook_is_a_500(new_db: Callable[[str], Dat
         event.remove(RoutingSession, "before_commit", refuse)
     assert response.status_code == 500
     assert names(db) == []
+
+
+@post("/accounts-quick/{name:str}")
+async def add_account_quickly(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_a_cancellation_that_lands_just_as_the_commit_finishes_still_says_what_was_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[add_account_quickly], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[Any]] = []
+
+    def cancel_when_done(_session: Session) -> None:
+        # Lands after the settling finished but before the request's task resumed: the cancellation and
+        # the result arrive in the same turn of the loop.
+        loop.call_soon(loop.call_soon, tasks[0].cancel)
+
+    async with app.lifespan():
+        event.listen(RoutingSession, "after_commit", cancel_when_done)
+        try:
+            tasks.append(asyncio.create_task(asgi.http(app, "POST", "/accounts-quick/ada")))
+            with pytest.raises(asyncio.CancelledError):
+                await tasks[0]
+        finally:
+            event.remove(RoutingSession, "after_commit", cancel_when_done)
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default'"
+    ]
