@@ -52,9 +52,9 @@ async def _to_the_end(work: Awaitable[T]) -> tuple[T, bool]:
         try:
             return await asyncio.shield(task), cancelled
         except asyncio.CancelledError:
-            if task.done():
-                raise
             cancelled = True
+            if task.done():  # the work finished in the same turn of the loop as the cancellation arrived
+                return task.result(), cancelled
 
 
 async def _settle_now(active: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
