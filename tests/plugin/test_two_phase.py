@@ -61,10 +61,15 @@ async def place_in_savepoint(ref: FromPath[str], db_session: NamedDependency[Asy
     db_session.add(Audit(ref=ref))
 
 
+@post("/orders/{ref:str}/alone")
+async def place_alone(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Order(ref=ref))  # one bind only
+
+
 def app_for(default: str, logs: str) -> tuple[Litestar, SQLAlchemyPlugin[Any]]:
     config = SQLAlchemyAsyncConfig(binds={"default": default, "logs": logs}, base=Base, create_all=True, two_phase=True)
     plugin = SQLAlchemyPlugin(config=config)
-    return Litestar(route_handlers=[place, place_in_savepoint], plugins=[plugin], logging_config=None), plugin
+    return Litestar(route_handlers=[place, place_in_savepoint, place_alone], plugins=[plugin], logging_config=None), plugin
 
 
 def proxied(cluster: PrivateCluster, proxy: FaultProxy, *databases: str) -> list[str]:
@@ -140,6 +145,21 @@ async def test_a_request_that_used_a_savepoint_is_still_finished_by_xid(
     assert private_cluster.prepared_transactions() == []
     assert refs(private_cluster, orders, "orders") == ["nested"]
     assert refs(private_cluster, logs, "audits") == ["nested"]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_lost_answer_to_commit_prepared_on_a_single_bind_request_leaves_nothing_prepared(
+    when: str, private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str]
+) -> None:
+    orders, logs = two_dbs
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
+    async with AsyncTestClient(app) as client:
+        rule = fault_proxy.drop_on(COMMIT_PREPARED, when=when, database=orders)  # type: ignore[arg-type]
+        assert (await client.post("/orders/alone/alone")).status_code == 201
+        assert rule.fired
+
+    assert private_cluster.prepared_transactions() == []
+    assert refs(private_cluster, orders, "orders") == ["alone"]
 
 
 async def test_a_commit_prepared_that_ran_but_whose_answer_was_lost_counts_as_committed(
