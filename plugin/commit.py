@@ -155,10 +155,13 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
         except Exception as exc:  # the failing statement was routed before it failed: its bind is known
             raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
     bound = _bound(active)  # the flush may have begun connections on more binds
-    if bound is None or len(bound) < 2 or any(b.transaction is None for b in bound):
-        return _commit_each(active, bound)  # one connection (or a sandbox's savepoints): nothing to order
+    two_phase = all(session.twophase for session in active)
+    # One connection (or a sandbox's savepoints): nothing to order. With two-phase sessions even a single
+    # connection is prepared (SQLAlchemy begins it as a two-phase transaction), so it is finished by xid too.
+    if bound is None or len(bound) < (1 if two_phase else 2) or any(b.transaction is None for b in bound):
+        return _commit_each(active, bound)
     ledger = _Ledger(bound)
-    if all(session.twophase for session in active):
+    if two_phase:
         _commit_two_phase(active, bound, ledger)
     else:
         _commit_in_bind_order(active, bound, ledger)
