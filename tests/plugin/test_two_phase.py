@@ -69,7 +69,8 @@ async def place_alone(ref: FromPath[str], db_session: NamedDependency[AsyncSessi
 def app_for(default: str, logs: str) -> tuple[Litestar, SQLAlchemyPlugin[Any]]:
     config = SQLAlchemyAsyncConfig(binds={"default": default, "logs": logs}, base=Base, create_all=True, two_phase=True)
     plugin = SQLAlchemyPlugin(config=config)
-    return Litestar(route_handlers=[place, place_in_savepoint, place_alone], plugins=[plugin], logging_config=None), plugin
+    handlers = [place, place_in_savepoint, place_alone]
+    return Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None), plugin
 
 
 def proxied(cluster: PrivateCluster, proxy: FaultProxy, *databases: str) -> list[str]:
