@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from plugin import twophase
 from plugin._sqlalchemy import replace_finished_transaction
-from plugin.exceptions import CommitConflictError, CommitError, describe_error, quote_keys
+from plugin.exceptions import CommitConflictError, CommitError, describe_error, mask_url, quote_keys
 from plugin.sessions import BoundConnection, RoutingSession
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ def _finish_all(bound: Sequence[BoundConnection], decision: twophase.Decision, l
                 "bind %r: the prepared transaction %s could not be finished (%s); the decision was to %s it: "
                 "run %s on that database (%s); `litestar db check` lists it until then",
                 b.bind, xid, describe_error(exc), decision, twophase.resolution(engine, xid, decision),
-                engine.url.render_as_string(hide_password=True),
+                mask_url(engine.url),
             )  # fmt: skip
             continue
         if decision == "commit":
