@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from plugin import CommitConflictError, RoutingSession, TransactionPolicy
 from tests.databases import KINDS, POSTGRES_URL
 from tests.plugin import asgi
-from tests.plugin.models import Account, make_plugin
+from tests.plugin.models import Account, AuditEntry, make_plugin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -316,3 +316,33 @@ async def test_a_cancellation_that_lands_just_as_the_commit_finishes_still_says_
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default'"
     ]
+
+
+@post("/savepoint-left-open/{name:str}")
+async def savepoint_left_open(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(AuditEntry(message=name))
+    await db_session.flush()
+    await db_session.begin_nested()  # never released: Session.commit() would release it, then commit
+    db_session.add(Account(name=name))
+
+
+@pytest.mark.parametrize(
+    ("kind", "two_phase"),
+    [
+        *(pytest.param(*kind.values, False, id=kind.id, marks=kind.marks) for kind in KINDS),
+        pytest.param("postgresql", True, id="postgresql-two-phase", marks=pytest.mark.postgresql),
+        pytest.param("mariadb", True, id="mariadb-two-phase", marks=pytest.mark.mariadb),
+    ],
+)
+async def test_a_savepoint_left_open_is_released_and_committed_like_session_commit_does(
+    kind: str, two_phase: bool, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, logs = new_db(kind), new_db(kind)
+    plugin = make_plugin({"default": db, "logs": logs}, two_phase=two_phase)
+    app = Litestar(route_handlers=[savepoint_left_open], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with AsyncTestClient(app) as client:
+        assert (await client.post("/savepoint-left-open/ada")).status_code == 201
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records] == []
