@@ -151,6 +151,10 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
         return []
     for session in active:
         try:
+            # A savepoint the handler left open is released first, as Session.commit() does: the commit
+            # below goes to each connection's root transaction, under the savepoint's feet.
+            while (nested := session.get_nested_transaction()) is not None:
+                nested.commit()
             session.flush()
         except Exception as exc:  # the failing statement was routed before it failed: its bind is known
             raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
