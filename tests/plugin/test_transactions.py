@@ -346,3 +346,40 @@ async def test_a_savepoint_left_open_is_released_and_committed_like_session_comm
     assert db.fetch("select name from accounts") == [("ada",)]
     assert logs.fetch("select message from audit_entries") == [("ada",)]
     assert [r.getMessage() for r in caplog.records] == []
+
+
+@post("/hooked/{name:str}")
+async def hooked(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add_all([Account(name=name), AuditEntry(message=name)])
+
+
+@pytest.mark.parametrize("two_phase", [False, True], ids=["one-by-one", "two-phase"])
+@pytest.mark.postgresql
+async def test_a_commit_hook_that_fails_once_the_binds_committed_is_reported_with_what_committed(
+    two_phase: bool, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, logs = new_db("postgresql"), new_db("postgresql")
+    plugin = make_plugin({"default": db, "logs": logs}, two_phase=two_phase)
+    app = Litestar(route_handlers=[hooked], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def failing_hook(_session: Session) -> None:
+        raise RuntimeError("the after_commit hook failed")
+
+    async with AsyncTestClient(app) as client:
+        event.listen(RoutingSession, "after_commit", failing_hook)
+        try:
+            response = await client.post("/hooked/ada")
+        finally:
+            event.remove(RoutingSession, "after_commit", failing_hook)
+        assert response.status_code == 500
+        assert {key: plugin.engines.sync_engine(key).pool.checkedout() for key in ("default", "logs")} == {
+            "default": 0,
+            "logs": 0,
+        }
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == [("ada",)]
+    [message] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert message.endswith(
+        "RuntimeError: the after_commit hook failed; committed: 'default', 'logs'; rolled back: (none)"
+    )
