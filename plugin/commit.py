@@ -240,12 +240,15 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
     # The sessions' own commit() still runs the before_commit/after_commit events and expiry; each now
     # holds a fresh, empty transaction per connection, which must not be prepared (twophase is a public
     # Session attribute).
-    for session in active:
-        session.twophase = False
-        try:
-            session.commit()
-        finally:
-            session.twophase = True
+    try:
+        for session in active:
+            session.twophase = False
+            try:
+                session.commit()
+            finally:
+                session.twophase = True
+    except Exception as exc:
+        raise _fail(active, exc, ledger, stage="commit (after every bind committed)") from exc
 
 
 def _finish_all(bound: Sequence[BoundConnection], decision: twophase.Decision, ledger: _Ledger) -> None:
