@@ -23,7 +23,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.testing import AsyncTestClient
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from plugin import ConcurrentSessionError, LifecycleError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
@@ -274,3 +274,26 @@ async def test_a_failing_rollback_after_a_4xx_still_answers_the_4xx(
         assert (await asgi.http(app, "POST", "/ok/bob")).status == 201
     assert names(db) == ["bob"]
     assert "rolling back a session failed; invalidating its connections" in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_statement_sent_to_an_engine_of_the_apps_own_is_not_refused(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    db, other = new_db(kind), new_db(kind)
+    engine = create_async_engine(other.url(), poolclass=NullPool)  # not one of the plugin's binds
+
+    @post("/elsewhere/{name:str}")
+    async def elsewhere(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> dict[str, int]:
+        db_session.add(Account(name=name))
+        seven = await db_session.scalar(text("select 7"), bind_arguments={"bind": engine.sync_engine})
+        return {"seven": int(seven or 0)}
+
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[elsewhere], plugins=[plugin], logging_config=None)
+    async with app.lifespan():
+        exchange = await asgi.http(app, "POST", "/elsewhere/ada")
+        assert (exchange.status, exchange.json()) == (201, {"seven": 7})
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+    await engine.dispose()
+    assert names(db) == ["ada"]
