@@ -151,9 +151,15 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
         return
     # At this point a connection the session began itself has no savepoint yet; one it joined with
     # join_transaction_mode="create_savepoint" (a sandbox) already has the session's savepoint.
+    try:
+        key = session.bind_of(connection.engine)
+    except LifecycleError:
+        # An engine that is not one of the binds (bind_arguments={"bind": engine}): nothing to order;
+        # the session's own commit() commits it after the binds.
+        return
     owned = connection.get_nested_transaction() is None
     root = connection.get_transaction() if owned else None
-    session._begun.append(BoundConnection(session.bind_of(connection.engine), connection, root))
+    session._begun.append(BoundConnection(key, connection, root))
 
 
 @event.listens_for(RoutingSession, "do_orm_execute")
