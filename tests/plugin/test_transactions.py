@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import asyncpg
 import pytest
 from litestar import Litestar, Request, Response, post
@@ -383,3 +384,31 @@ async def test_a_commit_hook_that_fails_once_the_binds_committed_is_reported_wit
     assert message.endswith(
         "RuntimeError: the after_commit hook failed; committed: 'default', 'logs'; rolled back: (none)"
     )
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_a_cancel_scope_that_times_out_a_request_mid_commit_still_catches_its_cancellation(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[add_account_quickly], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    loop = asyncio.get_running_loop()
+    async with app.lifespan():
+        engine = plugin.engines.sync_engine("default")
+        with anyio.CancelScope() as timeout:  # what an anyio-based timeout middleware (move_on_after) does
+
+            def time_out_at_commit(_connection: Any) -> None:
+                loop.call_soon(timeout.cancel)  # delivered while COMMIT is awaited
+
+            event.listen(engine, "commit", time_out_at_commit)
+            try:
+                await asgi.http(app, "POST", "/accounts-quick/ada")
+            finally:
+                event.remove(engine, "commit", time_out_at_commit)
+        assert timeout.cancelled_caught  # the scope's own cancellation came back to it, and stopped there
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default'"
+    ]
