@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     from plugin.config import _SQLAlchemyConfig
     from plugin.engines import EngineRegistry
 
-__all__ = ("AsyncRoutingSession", "BoundConnection", "RoutingSession", "SessionFactory", "is_started", "mark_settled")
+__all__ = (
+    "AsyncRoutingSession",
+    "BoundConnection",
+    "RoutingSession",
+    "SessionFactory",
+    "is_started",
+    "mark_ended",
+    "mark_settled",
+)
 
 Target = Union["Engine", "Connection"]
 
@@ -47,6 +55,18 @@ AFTER_SETTLE = (
     "plugin.transaction() block had ended): it would never be committed. Do background work in a "
     "transaction of its own: `async with plugin.transaction() as session:` (`with` in sync apps)"
 )
+
+
+AFTER_END = (
+    "session.{name}() after this request (or unit of work) ended: its sessions were closed, and a "
+    "connection taken now would never be given back. Do later work in a transaction of its own: "
+    "`async with plugin.transaction() as session:` (`with` in sync apps)"
+)
+
+
+def mark_ended(session: Session | AsyncSession) -> None:
+    """Note that ``session`` was closed for good by its unit of work: later operations through it raise."""
+    session.__dict__["_ended"] = True  # kept by a deferred session's initialisation
 
 
 def is_started(session: Session | AsyncSession) -> bool:
@@ -188,6 +208,8 @@ _WRITES = ("insert", "update", "delete", "merge", "replace", "upsert", "create",
 
 @event.listens_for(RoutingSession, "do_orm_execute")
 def _refuse_writes_after_settle(state: ORMExecuteState) -> None:
+    if "_ended" in state.session.__dict__:  # a sync session (async ones are refused by their guard)
+        raise LifecycleError(AFTER_END.format(name="execute"))
     if not state.session.settled:  # type: ignore[attr-defined]
         return
     statement = state.statement
@@ -213,8 +235,10 @@ def _one_task_at_a_time(name: str) -> Callable[..., Any]:
 
     @functools.wraps(operation)
     async def guarded(self: AsyncRoutingSession, *args: Any, **kwargs: Any) -> Any:
-        task = asyncio.current_task()
         state = self.__dict__
+        if "_ended" in state:
+            raise LifecycleError(AFTER_END.format(name=name))
+        task = asyncio.current_task()
         user = state.get("_user")
         if user is not None and user is not task:
             state["_concurrent"] = True

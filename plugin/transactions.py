@@ -21,7 +21,7 @@ from sqlalchemy.util import greenlet_spawn
 from plugin.commit import settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
-from plugin.sessions import AsyncRoutingSession, is_started, mark_settled
+from plugin.sessions import AsyncRoutingSession, is_started, mark_ended, mark_settled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -147,10 +147,14 @@ async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
             (session.sync_session if isinstance(session, AsyncSession) else session).close()
         else:
             holding.append(session)
-    if holding:
-        _, cancelled = await _to_the_end(asyncio.gather(*(_close(session) for session in holding)))
-        if cancelled is not None:
-            raise cancelled
+    try:
+        if holding:
+            _, cancelled = await _to_the_end(asyncio.gather(*(_close(session) for session in holding)))
+            if cancelled is not None:
+                raise cancelled
+    finally:
+        for session in sessions:
+            mark_ended(session)
 
 
 @asynccontextmanager
