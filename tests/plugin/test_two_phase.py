@@ -304,3 +304,37 @@ async def test_two_phase_on_a_given_sqlite_engine_is_a_configuration_error_namin
     error = await startup_error(app)
     assert isinstance(error, ConfigurationError)
     assert str(error).startswith("bind 'default': two_phase=True needs PostgreSQL or MariaDB/MySQL")
+
+
+@pytest.mark.mariadb
+def test_mariadb_an_xid_still_attached_to_its_dying_session_is_finished_once_the_server_lets_go(
+    new_db: Callable[[str], Database],
+) -> None:
+    import threading
+
+    import pymysql
+    from sqlalchemy import create_engine
+
+    from plugin import twophase
+
+    db = new_db("mariadb")
+    db.execute("create table t (id integer primary key)")
+    url = db.url(sync=True)
+    owner = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, database=db.name)
+    cursor = owner.cursor()
+    xid = "_sa_review9_attached"
+    for sql in (f"XA START '{xid}'", "insert into t values (1)", f"XA END '{xid}'", f"XA PREPARE '{xid}'"):
+        cursor.execute(sql)
+    # The app saw this connection die; the server has not torn its session down yet (it lets go 0.5 s later).
+    closer = threading.Timer(0.5, owner.close)
+    closer.start()
+    engine = create_engine(url)
+    try:
+        assert twophase.finish(engine, xid, "rollback") is True
+    finally:
+        closer.join()
+        engine.dispose()
+        if xid in xa_recover(db):
+            db.execute(f"XA ROLLBACK '{xid}'")
+    assert xid not in xa_recover(db)
+    assert db.fetch("select id from t") == []
