@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from plugin import twophase
 from plugin._sqlalchemy import replace_finished_transaction
-from plugin.exceptions import CommitConflictError, CommitError, describe_error, quote_keys
+from plugin.exceptions import CommitConflictError, CommitError, describe_error, mask_url, quote_keys
 from plugin.sessions import BoundConnection, RoutingSession
 
 if TYPE_CHECKING:
@@ -151,14 +151,21 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
         return []
     for session in active:
         try:
+            # A savepoint the handler left open is released first, as Session.commit() does: the commit
+            # below goes to each connection's root transaction, under the savepoint's feet.
+            while (nested := session.get_nested_transaction()) is not None:
+                nested.commit()
             session.flush()
         except Exception as exc:  # the failing statement was routed before it failed: its bind is known
             raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
     bound = _bound(active)  # the flush may have begun connections on more binds
-    if bound is None or len(bound) < 2 or any(b.transaction is None for b in bound):
-        return _commit_each(active, bound)  # one connection (or a sandbox's savepoints): nothing to order
+    two_phase = all(session.twophase for session in active)
+    # One connection (or a sandbox's savepoints): nothing to order. With two-phase sessions even a single
+    # connection is prepared (SQLAlchemy begins it as a two-phase transaction), so it is finished by xid too.
+    if bound is None or len(bound) < (1 if two_phase else 2) or any(b.transaction is None for b in bound):
+        return _commit_each(active, bound)
     ledger = _Ledger(bound)
-    if all(session.twophase for session in active):
+    if two_phase:
         _commit_two_phase(active, bound, ledger)
     else:
         _commit_in_bind_order(active, bound, ledger)
@@ -233,12 +240,15 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
     # The sessions' own commit() still runs the before_commit/after_commit events and expiry; each now
     # holds a fresh, empty transaction per connection, which must not be prepared (twophase is a public
     # Session attribute).
-    for session in active:
-        session.twophase = False
-        try:
-            session.commit()
-        finally:
-            session.twophase = True
+    try:
+        for session in active:
+            session.twophase = False
+            try:
+                session.commit()
+            finally:
+                session.twophase = True
+    except Exception as exc:
+        raise _fail(active, exc, ledger, stage="commit (after every bind committed)") from exc
 
 
 def _finish_all(bound: Sequence[BoundConnection], decision: twophase.Decision, ledger: _Ledger) -> None:
@@ -264,7 +274,7 @@ def _finish_all(bound: Sequence[BoundConnection], decision: twophase.Decision, l
                 "bind %r: the prepared transaction %s could not be finished (%s); the decision was to %s it: "
                 "run %s on that database (%s); `litestar db check` lists it until then",
                 b.bind, xid, describe_error(exc), decision, twophase.resolution(engine, xid, decision),
-                engine.url.render_as_string(hide_password=True),
+                mask_url(engine.url),
             )  # fmt: skip
             continue
         if decision == "commit":

@@ -105,9 +105,14 @@ class EngineRegistry:
         self.state = "open"
 
     def _create(self, key: str, bind: BindConfig) -> AnyEngine:
+        url = bind.resolved_url
+        if self._config.two_phase and url.get_backend_name() == "sqlite":  # a given engine too
+            raise ConfigurationError(
+                f"bind {key!r}: two_phase=True needs PostgreSQL or MariaDB/MySQL; SQLite has no two-phase "
+                "commit. Set two_phase=False or move the bind to a server database"
+            )
         if bind.engine is not None:
             return bind.engine
-        url = bind.resolved_url
         dialect = _dialect_class(key, url)
         is_async = self._config.is_async
         if bool(getattr(dialect, "is_async", False)) != is_async:
@@ -120,11 +125,6 @@ class EngineRegistry:
                 f"bind {key!r}: driver {dialect.driver!r} is {'sync' if is_async else 'async'} but "
                 f"{type(self._config).__name__} needs {wanted} ({mask_url(url)}); change the URL's driver "
                 f"or use {'SQLAlchemySyncConfig' if is_async else 'SQLAlchemyAsyncConfig'}"
-            )
-        if self._config.two_phase and url.get_backend_name() == "sqlite":
-            raise ConfigurationError(
-                f"bind {key!r}: two_phase=True needs PostgreSQL or MariaDB/MySQL; SQLite has no two-phase "
-                "commit. Set two_phase=False or move the bind to a server database"
             )
         try:
             dialect.import_dbapi()

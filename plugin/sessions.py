@@ -39,7 +39,15 @@ if TYPE_CHECKING:
     from plugin.engines import EngineRegistry
     from plugin.sandbox import Sandbox
 
-__all__ = ("AsyncRoutingSession", "BoundConnection", "RoutingSession", "SessionFactory", "is_started", "mark_settled")
+__all__ = (
+    "AsyncRoutingSession",
+    "BoundConnection",
+    "RoutingSession",
+    "SessionFactory",
+    "is_started",
+    "mark_ended",
+    "mark_settled",
+)
 
 Target = Union["Engine", "Connection"]
 
@@ -48,6 +56,18 @@ AFTER_SETTLE = (
     "plugin.transaction() block had ended): it would never be committed. Do background work in a "
     "transaction of its own: `async with plugin.transaction() as session:` (`with` in sync apps)"
 )
+
+
+AFTER_END = (
+    "session.{name}() after this request (or unit of work) ended: its sessions were closed, and a "
+    "connection taken now would never be given back. Do later work in a transaction of its own: "
+    "`async with plugin.transaction() as session:` (`with` in sync apps)"
+)
+
+
+def mark_ended(session: Session | AsyncSession) -> None:
+    """Note that ``session`` was closed for good by its unit of work: later operations through it raise."""
+    session.__dict__["_ended"] = True  # kept by a deferred session's initialisation
 
 
 def is_started(session: Session | AsyncSession) -> bool:
@@ -146,11 +166,21 @@ class RoutingSession(Session):
 
 @event.listens_for(RoutingSession, "after_begin")
 def _record_connection(session: RoutingSession, transaction: SessionTransaction, connection: Connection) -> None:
+    if transaction.nested:
+        # begin_nested(): the event fires again for the savepoint, after it fired for the root transaction
+        # on the same connection (which is what settle() commits).
+        return
     # At this point a connection the session began itself has no savepoint yet; one it joined with
     # join_transaction_mode="create_savepoint" (a sandbox) already has the session's savepoint.
+    try:
+        key = session.bind_of(connection.engine)
+    except LifecycleError:
+        # An engine that is not one of the binds (bind_arguments={"bind": engine}): nothing to order;
+        # the session's own commit() commits it after the binds.
+        return
     owned = connection.get_nested_transaction() is None
     root = connection.get_transaction() if owned else None
-    session._begun.append(BoundConnection(session.bind_of(connection.engine), connection, root))
+    session._begun.append(BoundConnection(key, connection, root))
 
 
 @event.listens_for(RoutingSession, "do_orm_execute")
@@ -179,6 +209,8 @@ _WRITES = ("insert", "update", "delete", "merge", "replace", "upsert", "create",
 
 @event.listens_for(RoutingSession, "do_orm_execute")
 def _refuse_writes_after_settle(state: ORMExecuteState) -> None:
+    if "_ended" in state.session.__dict__:  # a sync session (async ones are refused by their guard)
+        raise LifecycleError(AFTER_END.format(name="execute"))
     if not state.session.settled:  # type: ignore[attr-defined]
         return
     statement = state.statement
@@ -204,8 +236,10 @@ def _one_task_at_a_time(name: str) -> Callable[..., Any]:
 
     @functools.wraps(operation)
     async def guarded(self: AsyncRoutingSession, *args: Any, **kwargs: Any) -> Any:
-        task = asyncio.current_task()
         state = self.__dict__
+        if "_ended" in state:
+            raise LifecycleError(AFTER_END.format(name=name))
+        task = asyncio.current_task()
         user = state.get("_user")
         if user is not None and user is not task:
             state["_concurrent"] = True

@@ -21,7 +21,7 @@ from sqlalchemy.util import greenlet_spawn
 from plugin.commit import settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
-from plugin.sessions import AsyncRoutingSession, is_started, mark_settled
+from plugin.sessions import AsyncRoutingSession, is_started, mark_ended, mark_settled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -41,20 +41,21 @@ logger = logging.getLogger("plugin.transactions")
 T = TypeVar("T")
 
 
-async def _to_the_end(work: Awaitable[T]) -> tuple[T, bool]:
+async def _to_the_end(work: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
     """Await ``work`` to its end even if the calling task is cancelled meanwhile.
 
-    Returns the result and whether a cancellation arrived (the caller re-raises it after reporting).
+    Returns the result and the cancellation that arrived meanwhile, if any: the caller re-raises that very
+    exception after reporting (an anyio cancel scope recognises its own cancellation by its message).
     """
     task = asyncio.ensure_future(work)
-    cancelled = False
+    cancelled: asyncio.CancelledError | None = None
     while True:
         try:
             return await asyncio.shield(task), cancelled
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+            if task.done():  # the work finished in the same turn of the loop as the cancellation arrived
+                return task.result(), cancelled
 
 
 async def _settle_now(active: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
@@ -104,12 +105,12 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
     finally:
         for session in sessions:
             mark_settled(session)
-    if cancelled:
+    if cancelled is not None:
         outcome = f"committed: {quote_keys(committed)}" if commit else "rolled back"
         if error is not None:
             outcome = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
         logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", outcome)
-        raise asyncio.CancelledError
+        raise cancelled
     return misuse or error
 
 
@@ -146,10 +147,14 @@ async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
             (session.sync_session if isinstance(session, AsyncSession) else session).close()
         else:
             holding.append(session)
-    if holding:
-        _, cancelled = await _to_the_end(asyncio.gather(*(_close(session) for session in holding)))
-        if cancelled:
-            raise asyncio.CancelledError
+    try:
+        if holding:
+            _, cancelled = await _to_the_end(asyncio.gather(*(_close(session) for session in holding)))
+            if cancelled is not None:
+                raise cancelled
+    finally:
+        for session in sessions:
+            mark_ended(session)
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
@@ -78,19 +79,45 @@ def prepared(connection: Connection) -> list[str]:
     ]
 
 
+_ATTACHED_GRACE = 3.0
+"""Seconds to wait for MariaDB/MySQL to let go of an xid whose session is dying (see :func:`finish`)."""
+
+_XAER_NOTA = 1397
+
+
+def _pause(connection: Connection, seconds: float) -> None:
+    if connection.dialect.is_async:  # inside SQLAlchemy's greenlet: let the event loop run meanwhile
+        await_only(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
+
+
 def finish(engine: Engine, xid: str, decision: Decision) -> bool:
     """Commit or roll back the prepared transaction ``xid`` from a fresh connection.
 
     Returns False when ``xid`` is not prepared (any more): it was already finished, or never got
     prepared. Raises the driver's error when the server cannot be reached.
+
+    MariaDB/MySQL list an xid whose session the server has not torn down yet (the app saw the connection
+    die first), but refuse to finish it from another one (``XAER_NOTA``) until it has: that is retried
+    for up to :data:`_ATTACHED_GRACE` seconds.
     """
     if not _SAFE_XID.match(xid):
         raise ValueError(f"refusing to finish a transaction with the unexpected xid {xid!r}")
+    deadline = time.monotonic() + _ATTACHED_GRACE
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        if xid not in prepared(connection):
-            return False
-        connection.exec_driver_sql(resolution(engine, xid, decision))
-        return True
+        while True:
+            if xid not in prepared(connection):
+                return False
+            try:
+                connection.exec_driver_sql(resolution(engine, xid, decision))
+            except DBAPIError as exc:
+                code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+                if _is_postgresql(connection) or code != _XAER_NOTA or time.monotonic() > deadline:
+                    raise
+            else:
+                return True
+            _pause(connection, 0.1)
 
 
 def stale_prepared(connection: Connection, older_than: float | None = None) -> list[str]:
@@ -112,11 +139,7 @@ def stale_prepared(connection: Connection, older_than: float | None = None) -> l
     first = prepared(connection)
     if not first:
         return []
-    pause = min(older_than, 2.0)
-    if connection.dialect.is_async:  # inside SQLAlchemy's greenlet: let the event loop run meanwhile
-        await_only(asyncio.sleep(pause))
-    else:
-        time.sleep(pause)
+    _pause(connection, min(older_than, 2.0))
     still = set(prepared(connection))
     return [xid for xid in first if xid in still]
 

@@ -19,11 +19,12 @@ import pytest
 from litestar import Litestar, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
+from litestar.events import listener
 from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.testing import AsyncTestClient
-from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from plugin import ConcurrentSessionError, LifecycleError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
@@ -274,3 +275,66 @@ async def test_a_failing_rollback_after_a_4xx_still_answers_the_4xx(
         assert (await asgi.http(app, "POST", "/ok/bob")).status == 201
     assert names(db) == ["bob"]
     assert "rolling back a session failed; invalidating its connections" in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_statement_sent_to_an_engine_of_the_apps_own_is_not_refused(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    db, other = new_db(kind), new_db(kind)
+    engine = create_async_engine(other.url(), poolclass=NullPool)  # not one of the plugin's binds
+
+    @post("/elsewhere/{name:str}")
+    async def elsewhere(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> dict[str, int]:
+        db_session.add(Account(name=name))
+        seven = await db_session.scalar(text("select 7"), bind_arguments={"bind": engine.sync_engine})
+        return {"seven": int(seven or 0)}
+
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[elsewhere], plugins=[plugin], logging_config=None)
+    async with app.lifespan():
+        exchange = await asgi.http(app, "POST", "/elsewhere/ada")
+        assert (exchange.status, exchange.json()) == (201, {"seven": 7})
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+    await engine.dispose()
+    assert names(db) == ["ada"]
+
+
+# -- use after the request ended ----------------------------------------------------------------------
+
+
+@listener("signed_up")
+async def count_accounts_later(session: AsyncSession, outcome: list[str]) -> None:
+    await asyncio.sleep(0.2)  # the request has ended meanwhile: its sessions were closed
+    try:
+        outcome.append(str(await session.scalar(select(func.count()).select_from(Account))))
+    except LifecycleError as exc:
+        outcome.append(str(exc))
+
+
+@post("/sign-up/{name:str}")
+async def sign_up(
+    name: FromPath[str], request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> None:
+    db_session.add(Account(name=name))
+    request.app.emit("signed_up", session=db_session, outcome=request.app.state.outcome)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_session_used_after_its_request_ended_raises_instead_of_holding_a_connection(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[sign_up], listeners=[count_accounts_later], plugins=[plugin], logging_config=None)
+    app.state.outcome = outcome = []
+    async with app.lifespan():
+        assert (await asgi.http(app, "POST", "/sign-up/ada")).status == 201
+        await asyncio.sleep(0.5)
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+    assert outcome == [
+        "session.scalar() after this request (or unit of work) ended: its sessions were closed, and a "
+        "connection taken now would never be given back. Do later work in a transaction of its own: "
+        "`async with plugin.transaction() as session:` (`with` in sync apps)"
+    ]
+    assert names(db) == ["ada"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import asyncpg
 import pytest
 from litestar import Litestar, Request, Response, post
@@ -20,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from plugin import CommitConflictError, RoutingSession, TransactionPolicy
 from tests.databases import KINDS, POSTGRES_URL
-from tests.plugin.models import Account, make_plugin
+from tests.plugin import asgi
+from tests.plugin.models import Account, AuditEntry, make_plugin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -279,3 +282,133 @@ async def test_a_failing_before_commit_hook_is_a_500(new_db: Callable[[str], Dat
         event.remove(RoutingSession, "before_commit", refuse)
     assert response.status_code == 500
     assert names(db) == []
+
+
+@post("/accounts-quick/{name:str}")
+async def add_account_quickly(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_a_cancellation_that_lands_just_as_the_commit_finishes_still_says_what_was_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[add_account_quickly], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[Any]] = []
+
+    def cancel_when_done(_session: Session) -> None:
+        # Lands after the settling finished but before the request's task resumed: the cancellation and
+        # the result arrive in the same turn of the loop.
+        loop.call_soon(loop.call_soon, tasks[0].cancel)
+
+    async with app.lifespan():
+        event.listen(RoutingSession, "after_commit", cancel_when_done)
+        try:
+            tasks.append(asyncio.create_task(asgi.http(app, "POST", "/accounts-quick/ada")))
+            with pytest.raises(asyncio.CancelledError):
+                await tasks[0]
+        finally:
+            event.remove(RoutingSession, "after_commit", cancel_when_done)
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default'"
+    ]
+
+
+@post("/savepoint-left-open/{name:str}")
+async def savepoint_left_open(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(AuditEntry(message=name))
+    await db_session.flush()
+    await db_session.begin_nested()  # never released: Session.commit() would release it, then commit
+    db_session.add(Account(name=name))
+
+
+@pytest.mark.parametrize(
+    ("kind", "two_phase"),
+    [
+        *(pytest.param(*kind.values, False, id=kind.id, marks=kind.marks) for kind in KINDS),
+        pytest.param("postgresql", True, id="postgresql-two-phase", marks=pytest.mark.postgresql),
+        pytest.param("mariadb", True, id="mariadb-two-phase", marks=pytest.mark.mariadb),
+    ],
+)
+async def test_a_savepoint_left_open_is_released_and_committed_like_session_commit_does(
+    kind: str, two_phase: bool, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, logs = new_db(kind), new_db(kind)
+    plugin = make_plugin({"default": db, "logs": logs}, two_phase=two_phase)
+    app = Litestar(route_handlers=[savepoint_left_open], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with AsyncTestClient(app) as client:
+        assert (await client.post("/savepoint-left-open/ada")).status_code == 201
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+@post("/hooked/{name:str}")
+async def hooked(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add_all([Account(name=name), AuditEntry(message=name)])
+
+
+@pytest.mark.parametrize("two_phase", [False, True], ids=["one-by-one", "two-phase"])
+@pytest.mark.postgresql
+async def test_a_commit_hook_that_fails_once_the_binds_committed_is_reported_with_what_committed(
+    two_phase: bool, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, logs = new_db("postgresql"), new_db("postgresql")
+    plugin = make_plugin({"default": db, "logs": logs}, two_phase=two_phase)
+    app = Litestar(route_handlers=[hooked], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def failing_hook(_session: Session) -> None:
+        raise RuntimeError("the after_commit hook failed")
+
+    async with AsyncTestClient(app) as client:
+        event.listen(RoutingSession, "after_commit", failing_hook)
+        try:
+            response = await client.post("/hooked/ada")
+        finally:
+            event.remove(RoutingSession, "after_commit", failing_hook)
+        assert response.status_code == 500
+        assert {key: plugin.engines.sync_engine(key).pool.checkedout() for key in ("default", "logs")} == {
+            "default": 0,
+            "logs": 0,
+        }
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == [("ada",)]
+    [message] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert message.endswith(
+        "RuntimeError: the after_commit hook failed; committed: 'default', 'logs'; rolled back: (none)"
+    )
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_a_cancel_scope_that_times_out_a_request_mid_commit_still_catches_its_cancellation(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    app = Litestar(route_handlers=[add_account_quickly], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    loop = asyncio.get_running_loop()
+    async with app.lifespan():
+        engine = plugin.engines.sync_engine("default")
+        with anyio.CancelScope() as timeout:  # what an anyio-based timeout middleware (move_on_after) does
+
+            def time_out_at_commit(_connection: Any) -> None:
+                loop.call_soon(timeout.cancel)  # delivered while COMMIT is awaited
+
+            event.listen(engine, "commit", time_out_at_commit)
+            try:
+                await asgi.http(app, "POST", "/accounts-quick/ada")
+            finally:
+                event.remove(engine, "commit", time_out_at_commit)
+        assert timeout.cancelled_caught  # the scope's own cancellation came back to it, and stopped there
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default'"
+    ]

@@ -16,10 +16,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from sqlalchemy import String
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from plugin import CommitError, ConfigurationError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import BindConfig, CommitError, ConfigurationError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from tests.faults import COMMIT_PREPARED, PREPARE_TRANSACTION, XA_COMMIT, XA_PREPARE
 from tests.plugin.helpers import startup_error
 
@@ -54,10 +54,23 @@ async def place(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -
     db_session.add_all([Order(ref=ref), Audit(ref=ref)])
 
 
+@post("/orders/{ref:str}/savepoint")
+async def place_in_savepoint(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    async with db_session.begin_nested():  # e.g. a get-or-create that may roll back to a savepoint
+        db_session.add(Order(ref=ref))
+    db_session.add(Audit(ref=ref))
+
+
+@post("/orders/{ref:str}/alone")
+async def place_alone(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Order(ref=ref))  # one bind only
+
+
 def app_for(default: str, logs: str) -> tuple[Litestar, SQLAlchemyPlugin[Any]]:
     config = SQLAlchemyAsyncConfig(binds={"default": default, "logs": logs}, base=Base, create_all=True, two_phase=True)
     plugin = SQLAlchemyPlugin(config=config)
-    return Litestar(route_handlers=[place], plugins=[plugin], logging_config=None), plugin
+    handlers = [place, place_in_savepoint, place_alone]
+    return Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None), plugin
 
 
 def proxied(cluster: PrivateCluster, proxy: FaultProxy, *databases: str) -> list[str]:
@@ -118,6 +131,36 @@ async def test_a_lost_answer_to_commit_prepared_is_finished_by_xid_and_the_clien
     [warning] = [r.getMessage() for r in caplog.records if "COMMIT PREPARED failed" in r.getMessage()]
     assert warning.startswith("bind 'default': COMMIT PREPARED failed (")
     assert warning.endswith("committed by xid from a fresh connection")
+
+
+async def test_a_request_that_used_a_savepoint_is_still_finished_by_xid(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str]
+) -> None:
+    orders, logs = two_dbs
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
+    async with AsyncTestClient(app) as client:
+        rule = fault_proxy.drop_on(COMMIT_PREPARED, when="before", database=orders)
+        assert (await client.post("/orders/nested/savepoint")).status_code == 201
+        assert rule.fired
+
+    assert private_cluster.prepared_transactions() == []
+    assert refs(private_cluster, orders, "orders") == ["nested"]
+    assert refs(private_cluster, logs, "audits") == ["nested"]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_lost_answer_to_commit_prepared_on_a_single_bind_request_leaves_nothing_prepared(
+    when: str, private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str]
+) -> None:
+    orders, logs = two_dbs
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
+    async with AsyncTestClient(app) as client:
+        rule = fault_proxy.drop_on(COMMIT_PREPARED, when=when, database=orders)  # type: ignore[arg-type]
+        assert (await client.post("/orders/alone/alone")).status_code == 201
+        assert rule.fired
+
+    assert private_cluster.prepared_transactions() == []
+    assert refs(private_cluster, orders, "orders") == ["alone"]
 
 
 async def test_a_commit_prepared_that_ran_but_whose_answer_was_lost_counts_as_committed(
@@ -249,7 +292,51 @@ async def test_mariadb_lost_answer_to_xa_prepare_rolls_everything_back(
 
     assert orders.fetch("select ref from orders") == []
     assert logs.fetch("select ref from audits") == []
-    assert orders.fetch("select count(*) from pg_prepared_xacts") == [(0,)]
+    assert orders.fetch("select count(*) from pg_prepared_xacts where database = current_database()") == [(0,)]
     assert set(xa_recover(logs)) - before == set()  # nothing of this request left prepared
     [message] = errors(caplog)
     assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
+
+
+async def test_two_phase_on_a_given_sqlite_engine_is_a_configuration_error_naming_the_bind(tmp_path: Any) -> None:
+    engines = [create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/{name}.db") for name in ("a", "b")]
+    binds = {"default": BindConfig(engine=engines[0]), "logs": BindConfig(engine=engines[1])}
+    config = SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True, two_phase=True)
+    app = Litestar(route_handlers=[place], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    error = await startup_error(app)
+    assert isinstance(error, ConfigurationError)
+    assert str(error).startswith("bind 'default': two_phase=True needs PostgreSQL or MariaDB/MySQL")
+
+
+@pytest.mark.mariadb
+def test_mariadb_an_xid_still_attached_to_its_dying_session_is_finished_once_the_server_lets_go(
+    new_db: Callable[[str], Database],
+) -> None:
+    import threading
+
+    import pymysql
+    from sqlalchemy import create_engine
+
+    from plugin import twophase
+
+    db = new_db("mariadb")
+    db.execute("create table t (id integer primary key)")
+    url = db.url(sync=True)
+    owner = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, database=db.name)
+    cursor = owner.cursor()
+    xid = "_sa_review9_attached"
+    for sql in (f"XA START '{xid}'", "insert into t values (1)", f"XA END '{xid}'", f"XA PREPARE '{xid}'"):
+        cursor.execute(sql)
+    # The app saw this connection die; the server has not torn its session down yet (it lets go 0.5 s later).
+    closer = threading.Timer(0.5, owner.close)
+    closer.start()
+    engine = create_engine(url)
+    try:
+        assert twophase.finish(engine, xid, "rollback") is True
+    finally:
+        closer.join()
+        engine.dispose()
+        if xid in xa_recover(db):
+            db.execute(f"XA ROLLBACK '{xid}'")
+    assert xid not in xa_recover(db)
+    assert db.fetch("select id from t") == []
