@@ -12,7 +12,6 @@
     │   └── MigrationsError           a bind's Alembic migrations cannot be read (db check, health)
     ├── LifecycleError                engines used before startup or after shutdown; a write after
     │                                 the request's transaction was settled
-    ├── ConcurrentSessionError        one session used by two tasks at once
     ├── CrossBindError                one statement reads or writes tables of different binds
     ├── SandboxError                  a sandbox could not be opened or rolled back (see plugin.sandbox)
     │   └── StatementRefusedError     a statement that would escape a sandbox, refused before it ran
@@ -41,7 +40,6 @@ __all__ = (
     "BindKeyError",
     "CommitConflictError",
     "CommitError",
-    "ConcurrentSessionError",
     "ConfigurationError",
     "CrossBindError",
     "DriverMismatchError",
@@ -121,10 +119,6 @@ class MigrationsError(ConfigurationError):
 class LifecycleError(AlchemyError):
     """Engines were used before startup, after shutdown, or started twice; or a session wrote after its
     request's transaction was settled."""
-
-
-class ConcurrentSessionError(AlchemyError):
-    """A session was used by a second task while another task was using it (``asyncio.gather``)."""
 
 
 class CrossBindError(AlchemyError):

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import TextClause
 
-from plugin.exceptions import ConcurrentSessionError, LifecycleError
+from plugin.exceptions import LifecycleError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -240,17 +240,11 @@ def _one_task_at_a_time(name: str) -> Callable[..., Any]:
         if "_ended" in state:
             raise LifecycleError(AFTER_END.format(name=name))
         task = asyncio.current_task()
-        user = state.get("_user")
-        if user is not None and user is not task:
-            state["_concurrent"] = True
-            raise ConcurrentSessionError(
-                f"session.{name}() was called while another task was using the same session: an "
-                "AsyncSession is not safe for concurrent use (asyncio.gather, create_task). Run the "
-                "operations one after another, or give each task its own session "
-                "(`async with plugin.session() as session:`); this request will not be committed"
-            )
-        if user is not None:  # the same task, inside one of its own operations (scalars() calls execute())
+        if state.get("_user") is task:  # inside one of its own operations (scalars() calls execute())
             return await operation(self, *args, **kwargs)
+        # Another task is inside an operation (Litestar resolves sibling dependencies concurrently;
+        # asyncio.gather): wait for it, so the operations run one after another, never interleaved.
+        await self.until_idle()
         state["_user"] = task
         try:
             return await operation(self, *args, **kwargs)
@@ -266,9 +260,10 @@ def _one_task_at_a_time(name: str) -> Callable[..., Any]:
 class AsyncRoutingSession(AsyncSession):
     """The ``AsyncSession`` of a :class:`RoutingSession`; what ``db_session`` is in async apps.
 
-    Its operations check that only one task uses it at a time: a second task gets a
-    :class:`~plugin.exceptions.ConcurrentSessionError`, and the unit of work it belongs to is not
-    committed. (The check costs one extra frame per operation, a few hundred nanoseconds.)
+    Its operations run one task at a time: a task that calls one while another task is inside one waits
+    for it (an ``AsyncSession`` is not safe for interleaved use; Litestar resolves sibling dependencies,
+    and ``asyncio.gather`` runs coroutines, in several tasks at once). The check costs one extra frame
+    per operation, a few hundred nanoseconds.
     """
 
     sync_session_class = RoutingSession
@@ -286,11 +281,6 @@ class AsyncRoutingSession(AsyncSession):
             if self.__dict__.pop("_settled", False):
                 self.sync_session.settled = True
             return getattr(self, name)
-
-    @property
-    def used_concurrently(self) -> bool:
-        """Whether a second task tried to use the session while another one was (see the class docs)."""
-        return bool(self.__dict__.get("_concurrent"))
 
     async def until_idle(self) -> None:
         """Wait until no other task is inside one of this session's operations."""

@@ -72,18 +72,6 @@ async def _settle_now(active: Sequence[AsyncSession | Session], commit: bool) ->
     return committed, None
 
 
-def _misused(sessions: Sequence[AsyncSession | Session]) -> CommitError | None:
-    misused = [s for s in sessions if isinstance(s, AsyncRoutingSession) and s.used_concurrently]
-    if not misused:
-        return None
-    message = (
-        "not committed: a session of this unit of work was used by several tasks at once (asyncio.gather, "
-        "create_task), which SQLAlchemy sessions do not support; rolled back every bind"
-    )
-    logger.error(message)
-    return CommitError(message)
-
-
 async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> CommitError | None:
     """:func:`settle` a unit of work's used sessions from async code; returns the error, if any.
 
@@ -99,8 +87,6 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
         for session in active:
             if isinstance(session, AsyncRoutingSession):
                 await session.until_idle()
-        if (misuse := _misused(active)) is not None:
-            commit = False
         (committed, error), cancelled = await _to_the_end(_settle_now(active, commit))
     finally:
         for session in sessions:
@@ -111,7 +97,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             outcome = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
         logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", outcome)
         raise cancelled
-    return misuse or error
+    return error
 
 
 async def _in_session(session: AsyncSession | Session, function: Callable[..., None], *args: Any) -> None:

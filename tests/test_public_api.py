@@ -16,7 +16,6 @@ def test_plugin_exports() -> None:
         "BindRouter",
         "CommitConflictError",
         "CommitError",
-        "ConcurrentSessionError",
         "ConfigurationError",
         "CrossBindError",
         "DriverMismatchError",
