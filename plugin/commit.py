@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-__all__ = ("settle",)
+__all__ = ("flush_all", "settle")
 
 logger = logging.getLogger("plugin.transactions")
 
@@ -135,6 +135,23 @@ def _session_of(active: Sequence[Session], bound: BoundConnection) -> Session:
     )
 
 
+def flush_all(sessions: Sequence[Session]) -> None:
+    """Step 1 of :func:`settle`: flush every session (nothing is committed yet, so this may be cancelled).
+
+    Raises :class:`CommitError` when a flush fails, after rolling every session back.
+    """
+    active = [session for session in sessions if session.in_transaction()]
+    for session in active:
+        try:
+            # A savepoint the handler left open is released first, as Session.commit() does: the commit
+            # goes to each connection's root transaction, under the savepoint's feet.
+            while (nested := session.get_nested_transaction()) is not None:
+                nested.commit()
+            session.flush()
+        except Exception as exc:  # the failing statement was routed before it failed: its bind is known
+            raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
+
+
 def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
     """Commit or roll back a unit of work (a request's sessions, a script's) as one transaction.
 
@@ -149,15 +166,7 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
         for session in active:
             _roll_back(session)
         return []
-    for session in active:
-        try:
-            # A savepoint the handler left open is released first, as Session.commit() does: the commit
-            # below goes to each connection's root transaction, under the savepoint's feet.
-            while (nested := session.get_nested_transaction()) is not None:
-                nested.commit()
-            session.flush()
-        except Exception as exc:  # the failing statement was routed before it failed: its bind is known
-            raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
+    flush_all(active)
     bound = _bound(active)  # the flush may have begun connections on more binds
     two_phase = all(session.twophase for session in active)
     # One connection (or a sandbox's savepoints): nothing to order. With two-phase sessions even a single

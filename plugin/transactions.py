@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from plugin.commit import settle
+from plugin.commit import flush_all, settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
 from plugin.sessions import AsyncRoutingSession, is_started, mark_ended, mark_settled
@@ -58,9 +58,23 @@ async def _to_the_end(work: Awaitable[T]) -> tuple[T, asyncio.CancelledError | N
                 return task.result(), cancelled
 
 
-async def _settle_now(active: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
+def _by_kind(active: Sequence[AsyncSession | Session]) -> tuple[list[Session], list[Session]]:
     async_sessions = [session.sync_session for session in active if isinstance(session, AsyncSession)]
-    sync_sessions = [session for session in active if isinstance(session, Session)]
+    return async_sessions, [session for session in active if isinstance(session, Session)]
+
+
+async def _flush_now(active: Sequence[AsyncSession | Session]) -> None:
+    """Flush every session; cancellable, since nothing is committed yet (sessions of one request that
+    block each other on a lock would otherwise hang their request for good)."""
+    async_sessions, sync_sessions = _by_kind(active)
+    if async_sessions:
+        await greenlet_spawn(flush_all, async_sessions)
+    if sync_sessions:
+        await anyio.to_thread.run_sync(flush_all, sync_sessions)
+
+
+async def _settle_now(active: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
+    async_sessions, sync_sessions = _by_kind(active)
     committed: list[str] = []
     try:
         if async_sessions:
@@ -87,6 +101,11 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
         for session in active:
             if isinstance(session, AsyncRoutingSession):
                 await session.until_idle()
+        if commit:
+            try:
+                await _flush_now(active)
+            except CommitError as exc:
+                return exc
         (committed, error), cancelled = await _to_the_end(_settle_now(active, commit))
     finally:
         for session in sessions:

@@ -121,6 +121,41 @@ async def test_one_session_on_several_tasks_takes_turns_and_leaks_nothing(
     assert len(messages(logs)) == 21
 
 
+@post("/same-row-twice")
+async def same_row_twice(
+    db_session: NamedDependency[AsyncSession], logs_db_session: NamedDependency[AsyncSession]
+) -> None:
+    db_session.add(AuditEntry(id=1, message="routed"))
+    logs_db_session.add(AuditEntry(id=1, message="pinned"))  # the second INSERT waits on the first's lock
+
+
+@pytest.mark.postgresql
+async def test_a_request_cancelled_while_its_own_sessions_block_each_other_ends(
+    new_db: Callable[[str], Database],
+) -> None:
+    db, logs = new_db("postgresql"), new_db("postgresql")
+    plugin = make_plugin({"default": db, "logs": logs})
+    app = Litestar(route_handlers=[same_row_twice], plugins=[plugin], logging_config=None)
+    waiting = f"select count(*) from pg_stat_activity where datname = '{logs.name}' and wait_event_type = 'Lock'"
+    async with app.lifespan():
+        task = asyncio.create_task(asgi.http(app, "POST", "/same-row-twice"))
+        try:
+            for _ in range(100):
+                if logs.fetch(waiting) == [(1,)]:
+                    break
+                await asyncio.sleep(0.1)
+            task.cancel()  # a timeout middleware: nothing is committed yet, so giving up is safe
+            done, _ = await asyncio.wait({task}, timeout=10)
+            assert done, "the cancelled request is still waiting on its own lock"
+        finally:
+            logs.execute(
+                f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{logs.name}' "
+                "and pid <> pg_backend_pid()"
+            )
+            await asyncio.wait({task}, timeout=10)
+    assert logs.fetch("select id from audit_entries") == []
+
+
 # -- writes after the transaction was settled ---------------------------------------------------------
 
 
