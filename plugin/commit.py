@@ -166,6 +166,8 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
         for session in active:
             _roll_back(session)
         return []
+    if (in_doubt := _in_doubt(active)) and in_doubt:
+        in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
     flush_all(active)
     bound = _bound(active)  # the flush may have begun connections on more binds
     two_phase = all(session.twophase for session in active)
@@ -219,7 +221,7 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
             b.transaction.prepare()  # type: ignore[attr-defined]
         except Exception as exc:
             # The decision is rollback. A PREPARE whose answer was lost may still have prepared it.
-            _finish_all(bound[: index + 1], "rollback", ledger)
+            _finish_all(active, bound[: index + 1], "rollback", ledger, _in_doubt(active))
             raise _fail(active, exc, ledger, stage="two-phase commit (prepare)", failed=b.bind) from exc
     # Every bind prepared: the decision is commit, and every bind is driven to it.
     errors: list[tuple[BoundConnection, Exception]] = []
@@ -231,7 +233,7 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
         except Exception as exc:
             errors.append((b, exc))
     if errors:
-        _finish_all([b for b, _ in errors], "commit", ledger)
+        _finish_all(active, [b for b, _ in errors], "commit", ledger, _in_doubt(active))
         if ledger.unknown:
             failed, first = next((b, e) for b, e in errors if b.bind in ledger.unknown)
             raise _fail(
@@ -260,9 +262,28 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
         raise _fail(active, exc, ledger, stage="commit (after every bind committed)") from exc
 
 
-def _finish_all(bound: Sequence[BoundConnection], decision: twophase.Decision, ledger: _Ledger) -> None:
+def _in_doubt(sessions: Sequence[Session]) -> twophase.InDoubt | None:
+    return next((s.in_doubt for s in sessions if isinstance(s, RoutingSession)), None)
+
+
+def _forget_finished(active: Sequence[Session], bound: BoundConnection) -> None:
+    """After ``bound``'s transaction ended on its own connection, give its session a fresh one there, so the
+    session's own rollback finds a live transaction (SQLAlchemy warns about a finished one)."""
+    if bound.connection.invalidated or bound.connection.get_transaction() is not None:
+        return  # a dead connection is discarded by the rollback anyway; a failed COMMIT is still current
+    replace_finished_transaction(_session_of(active, bound), bound.connection)
+
+
+def _finish_all(
+    active: Sequence[Session],
+    bound: Sequence[BoundConnection],
+    decision: twophase.Decision,
+    ledger: _Ledger,
+    in_doubt: twophase.InDoubt | None,
+) -> None:
     """Drive each connection's transaction to ``decision``: on its own connection while it lives, else by
-    xid from a fresh one; log at ERROR what could not be finished, with the statement that finishes it."""
+    xid from a fresh one; log at ERROR what could not be finished, with the statement that finishes it, and
+    leave it to ``in_doubt``, which tries again before later commits and at shutdown."""
     for b in bound:
         assert b.transaction is not None
         xid: str = b.transaction.xid  # type: ignore[attr-defined]
@@ -273,12 +294,15 @@ def _finish_all(bound: Sequence[BoundConnection], decision: twophase.Decision, l
                 logger.warning("rolling back bind %r on its own connection failed; retrying by xid", b.bind)
             else:
                 if not b.connection.invalidated:  # SQLAlchemy skips the ROLLBACK on a connection it knows dead
+                    _forget_finished(active, b)
                     continue
         engine = b.connection.engine
         try:
             finished = twophase.finish(engine, xid, decision)
         except Exception as exc:
             ledger.lost(b)
+            if in_doubt is not None:
+                in_doubt.add(b.bind, engine, xid, decision)
             logger.error(
                 "bind %r: the prepared transaction %s could not be finished (%s); the decision was to %s it: "
                 "run %s on that database (%s); `litestar db check` lists it until then",

@@ -16,6 +16,7 @@ import anyio
 from sqlalchemy import create_engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from plugin.exceptions import (
     ConfigurationError,
@@ -25,6 +26,7 @@ from plugin.exceptions import (
     mask_url,
     unknown_binds,
 )
+from plugin.twophase import InDoubt
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -76,6 +78,8 @@ class EngineRegistry:
         self._engines: dict[str, AnyEngine] = {}
         self._sync: dict[str, Engine] = {}
         self._keys: dict[Engine, str] = {}
+        self.in_doubt = InDoubt()
+        """Prepared transactions decided but not yet finished (their server was unreachable)."""
         self.state: Literal["unopened", "open", "closed"] = "unopened"
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -178,12 +182,20 @@ class EngineRegistry:
             except Exception:
                 logger.exception("disposing the engine of bind %r failed", key)
 
+        if self.in_doubt:  # a last try for prepared transactions an earlier commit could not finish
+            with anyio.move_on_after(self._config.shutdown_timeout):
+                if self._config.is_async:
+                    await greenlet_spawn(self.in_doubt.retry)
+                else:
+                    await anyio.to_thread.run_sync(self.in_doubt.retry, abandon_on_cancel=True)
         await asyncio.gather(*(dispose_one(key, engine) for key, engine in self._detach().items()))
 
     def dispose_sync(self) -> None:
         """:meth:`dispose` for sync configs, callable without an event loop (sync scripts)."""
         if self._config.is_async:
             raise LifecycleError("this config is async; dispose its engines with `await registry.dispose()`")
+        if self.in_doubt:
+            self.in_doubt.retry()
         for key, engine in self._detach().items():
             sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
             outcome: list[BaseException | None] = []

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from plugin.config import _SQLAlchemyConfig
     from plugin.engines import EngineRegistry
     from plugin.sandbox import Sandbox
+    from plugin.twophase import InDoubt
 
 __all__ = (
     "AsyncRoutingSession",
@@ -106,6 +107,7 @@ class RoutingSession(Session):
     router: BindRouter
     targets: Callable[[str], Target]
     bind_of: Callable[[Engine], str]
+    in_doubt: InDoubt
     pinned: str | None
     settled = False
     """Set once a request's (or unit of work's) transaction was settled: a later write raises."""
@@ -117,10 +119,11 @@ class RoutingSession(Session):
         router: BindRouter,
         targets: Callable[[str], Target],
         bind_of: Callable[[Engine], str],
+        in_doubt: InDoubt,
         pinned: str | None = None,
         **options: Any,
     ) -> None:
-        self.__dict__["_deferred"] = (router, targets, bind_of, pinned, options)
+        self.__dict__["_deferred"] = (router, targets, bind_of, in_doubt, pinned, options)
 
     if not TYPE_CHECKING:
 
@@ -128,7 +131,7 @@ class RoutingSession(Session):
             deferred = self.__dict__.pop("_deferred", None)
             if deferred is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            self.router, self.targets, self.bind_of, self.pinned, options = deferred
+            self.router, self.targets, self.bind_of, self.in_doubt, self.pinned, options = deferred
             self._begun = []
             Session.__init__(self, **options)
             return getattr(self, name)
@@ -311,6 +314,7 @@ class SessionFactory:
             "router": router,
             "targets": registry.sync_engine,
             "bind_of": registry.bind_of,
+            "in_doubt": registry.in_doubt,
             "twophase": config.two_phase,
             # Objects stay readable after the commit (a streaming body, a response serialised later);
             # advanced-alchemy's default too. A bind's session_options may turn it back on.

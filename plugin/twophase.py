@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from typing import TYPE_CHECKING, Literal
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = (
     "STALE_AFTER",
     "Decision",
+    "InDoubt",
     "finish",
     "prepared",
     "require_enabled",
@@ -206,3 +208,37 @@ def require_two_phase_sync(registry: EngineRegistry) -> None:
             raise
         except Exception as exc:
             _warn_unverified(key, exc)
+
+
+class InDoubt:
+    """Prepared transactions whose outcome was decided but that could not be finished then (the server
+    was unreachable). The plugin tries them again before each later commit and at shutdown, so that once
+    the server is back nothing of the plugin's stays prepared, holding its locks.
+
+    Owned by the engine registry (one per plugin); safe to use from several threads and greenlets.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[str, Engine, Decision]] = {}
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, bind: str, engine: Engine, xid: str, decision: Decision) -> None:
+        with self._lock:
+            self._pending[xid] = (bind, engine, decision)
+
+    def retry(self) -> None:
+        """Try once to finish each pending transaction; those the server still cannot take stay pending."""
+        with self._lock:
+            pending = list(self._pending.items())
+        for xid, (bind, engine, decision) in pending:
+            try:
+                finished = finish(engine, xid, decision)
+            except Exception:
+                continue
+            with self._lock:
+                self._pending.pop(xid, None)
+            if finished:
+                logger.warning("bind %r: %s the prepared transaction %s once its server was back", bind, decision, xid)

@@ -110,6 +110,8 @@ async def test_a_lost_answer_to_prepare_rolls_back_every_bind_by_xid(
     [message] = errors(caplog)
     assert message.startswith("two-phase commit (prepare) failed on bind 'logs': ")
     assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
+    # The binds rolled back by xid leave their sessions clean: no failed rollback, no discarded connection.
+    assert not [r for r in caplog.records if "rolling back a session failed" in r.getMessage()]
 
 
 async def test_a_lost_answer_to_commit_prepared_is_finished_by_xid_and_the_client_gets_its_201(
@@ -188,11 +190,14 @@ async def test_a_prepared_transaction_that_cannot_be_finished_is_logged_with_its
         # Every COMMIT PREPARED on the logs database is cut before the server sees it: the retry too.
         fault_proxy.drop_on(COMMIT_PREPARED, when="before", database=logs, times=None)
         response = await client.post("/orders/stuck")
-        fault_proxy.pass_through()
+        [gid] = private_cluster.prepared_transactions(logs)  # holding its locks while the server is away
+        assert refs(private_cluster, orders, "orders") == ["stuck"]  # the decision was commit
+        fault_proxy.pass_through()  # the server can be reached again
+        # Nothing of the plugin's stays prepared once it can: the next commit finishes it first.
+        assert (await client.post("/orders/next")).status_code == 201
+        assert private_cluster.prepared_transactions(logs) == []
     assert response.status_code == 500
-
-    [gid] = private_cluster.prepared_transactions(logs)
-    assert refs(private_cluster, orders, "orders") == ["stuck"]  # the decision was commit
+    assert refs(private_cluster, logs, "audits") == ["stuck", "next"]
     [unfinished, summary] = errors(caplog)
     assert unfinished.startswith(f"bind 'logs': the prepared transaction {gid} could not be finished (")
     assert f"the decision was to commit it: run COMMIT PREPARED '{gid}' on that database (" in unfinished
@@ -201,10 +206,25 @@ async def test_a_prepared_transaction_that_cannot_be_finished_is_logged_with_its
         "committed: 'default'; outcome unknown: 'logs' (the connection was lost before the server answered); "
         "rolled back: (none)"
     )
-    # What the log says to run does finish it.
-    private_cluster.execute(f"commit prepared '{gid}'", database=logs)
-    assert refs(private_cluster, logs, "audits") == ["stuck"]
+    assert f"bind 'logs': commit the prepared transaction {gid} once its server was back" in [
+        r.getMessage() for r in caplog.records
+    ]
     assert plugin.engines.state == "closed"
+
+
+async def test_a_transaction_left_prepared_is_finished_at_shutdown_once_the_server_is_back(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str]
+) -> None:
+    orders, logs = two_dbs
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
+    async with AsyncTestClient(app) as client:
+        fault_proxy.drop_on(COMMIT_PREPARED, when="before", database=logs, times=None)
+        assert (await client.post("/orders/stuck")).status_code == 500
+        assert len(private_cluster.prepared_transactions(logs)) == 1
+        fault_proxy.pass_through()
+    # No later request came; the shutdown gave it one more try.
+    assert private_cluster.prepared_transactions(logs) == []
+    assert refs(private_cluster, logs, "audits") == ["stuck"]
 
 
 async def test_commit_error_lists_what_really_committed(
