@@ -11,12 +11,15 @@ the ASGI interface with no network:
 - ``plugin``: this project's ``SQLAlchemyPlugin``;
 - ``advanced-alchemy``: advanced-alchemy's ``SQLAlchemyPlugin`` with ``before_send_handler="autocommit"``;
 - ``hand-written``: a yield dependency that opens a session, yields it, commits and closes it;
-- ``plain``: a yield dependency that yields a plain object (the floor for handler ``a``).
+- ``plain``: a yield dependency that yields a plain object (the floor for handler ``a``);
+- ``no plugin``: the same Litestar app with no plugin and no dependency (the floor for handler ``n``).
 
-Handlers: ``a`` declares ``db_session`` and never uses it; ``b`` reads one row by primary key; ``c``
-inserts one row. Each round measures every (app, handler) pair, in alternating order; the printed rates
-are medians over rounds, and each ratio is the median of the per-round ratios (robust to the machine
-drifting), with the lowest and highest per-round ratio in brackets.
+Handlers: ``n`` declares no dependency at all and returns a small dict (most routes of a real app: the
+"no-session tax" is its rate on each app against the app without the plugin); ``a`` declares
+``db_session`` and never uses it; ``b`` reads one row by primary key; ``c`` inserts one row. Each round
+measures every (app, handler) pair, in alternating order; the printed rates are medians over rounds, and
+each ratio is the median of the per-round ratios (robust to the machine drifting), with the lowest and
+highest per-round ratio in brackets.
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-VARIANTS = ("plugin", "advanced-alchemy", "hand-written", "plain")
-HANDLERS = {"a": ("GET", "/unused"), "b": ("GET", "/read"), "c": ("POST", "/insert")}
+VARIANTS = ("plugin", "advanced-alchemy", "hand-written", "plain", "no plugin")
+HANDLERS = {"n": ("GET", "/nothing"), "a": ("GET", "/unused"), "b": ("GET", "/read"), "c": ("POST", "/insert")}
+SERVES = {"plain": ("n", "a"), "no plugin": ("n",)}
+"""The handlers an app serves when not all of them (the floors have no database)."""
 ROWS = 1000
 
 
@@ -64,6 +69,10 @@ def handlers() -> list[Any]:
     """Fresh handler objects (one set per app); identical code for every variant."""
     counter = iter(range(10**9))
 
+    @get("/nothing")
+    async def nothing() -> dict[str, str]:
+        return {"status": "ok"}
+
     @get("/unused")
     async def unused(db_session: NamedDependency[Any]) -> None:
         return None
@@ -78,7 +87,7 @@ def handlers() -> list[Any]:
     async def create(db_session: NamedDependency[AsyncSession]) -> None:
         db_session.add(Item(name=f"new-{next(counter)}"))
 
-    return [unused, read, create]
+    return [nothing, unused, read, create]
 
 
 def build_app(variant: str, url: str) -> Litestar:
@@ -110,10 +119,13 @@ def build_app(variant: str, url: str) -> Litestar:
             **quiet,
         )
 
+    if variant == "no plugin":
+        return Litestar(route_handlers=handlers()[:1], **quiet)
+
     async def provide_object() -> AsyncIterator[object]:
         yield object()
 
-    return Litestar(route_handlers=handlers()[:1], dependencies={"db_session": Provide(provide_object)}, **quiet)
+    return Litestar(route_handlers=handlers()[:2], dependencies={"db_session": Provide(provide_object)}, **quiet)
 
 
 async def drive(app: Litestar, method: str, path: str, requests: int) -> float:
@@ -163,7 +175,7 @@ async def run_database(url: str, rounds: int, requests: int) -> dict[str, dict[s
             order = list(apps.items()) if round_number % 2 else list(reversed(apps.items()))
             for handler, (method, path) in HANDLERS.items():
                 for variant, app in order:
-                    if variant == "plain" and handler != "a":
+                    if handler not in SERVES.get(variant, HANDLERS):
                         continue
                     rate = await drive(app, method, path, requests if round_number else requests // 4)
                     if round_number:
@@ -173,27 +185,31 @@ async def run_database(url: str, rounds: int, requests: int) -> dict[str, dict[s
 
 
 def report(title: str, results: dict[str, dict[str, list[float]]]) -> list[str]:
-    def ratio(handler: str, other: str) -> str:
-        mine, theirs = results["plugin"][handler], results[other][handler]
-        ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+    def ratio(handler: str, other: str, mine: str = "plugin") -> str:
+        ours, theirs = results[mine][handler], results[other][handler]
+        if not (ours and theirs):
+            return "-"
+        ratios = [m / t for m, t in zip(ours, theirs, strict=True)]
         return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
+    others = VARIANTS[1:]
     lines = [
         f"### {title}",
         "",
-        "| handler | plugin | advanced-alchemy | hand-written | plain "
-        "| vs advanced-alchemy | vs hand-written | vs plain |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| handler | {' | '.join(VARIANTS)} | {' | '.join(f'vs {v}' for v in others)} |",
+        f"|---|{'---:|' * (len(VARIANTS) + len(others))}",
     ]
-    names = {"a": "a: declares db_session, unused", "b": "b: primary-key read", "c": "c: insert"}
+    names = {
+        "n": "n: no dependency at all",
+        "a": "a: declares db_session, unused",
+        "b": "b: primary-key read",
+        "c": "c: insert",
+    }
     for handler in HANDLERS:
         rates = [f"{statistics.median(results[v][handler]):,.0f}" if results[v][handler] else "-" for v in VARIANTS]
-        plain = ratio(handler, "plain") if handler == "a" else "-"
-        lines.append(
-            f"| {names[handler]} | {' | '.join(rates)} | {ratio(handler, 'advanced-alchemy')} "
-            f"| {ratio(handler, 'hand-written')} | {plain} |"
-        )
-    return [*lines, ""]
+        lines.append(f"| {names[handler]} | {' | '.join(rates)} | {' | '.join(ratio(handler, v) for v in others)} |")
+    taxes = ", ".join(f"{v} {ratio('n', 'no plugin', v)}" for v in ("plugin", "advanced-alchemy", "hand-written"))
+    return [*lines, "", f"No-session tax (handler n, rate / the app without the plugin): {taxes}", ""]
 
 
 def postgres_database() -> tuple[str, Callable[[], None]] | None:
