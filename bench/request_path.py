@@ -129,8 +129,10 @@ def build_app(variant: str, url: str) -> Litestar:
     return Litestar(route_handlers=handlers()[:2], dependencies={"db_session": Provide(provide_object)}, **quiet)
 
 
-async def drive(app: Litestar, method: str, path: str, requests: int) -> float:
-    """Requests per second for ``requests`` sequential calls of one route through raw ASGI."""
+async def drive(
+    app: Litestar, method: str, path: str, requests: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Requests per second of ``clock`` for ``requests`` sequential calls of one route through raw ASGI."""
     template = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
         "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
@@ -146,10 +148,10 @@ async def drive(app: Litestar, method: str, path: str, requests: int) -> float:
             statuses.append(message["status"])
 
     gc.collect()
-    started = time.perf_counter()
+    started = clock()
     for _ in range(requests):
         await app(dict(template), receive, send)  # type: ignore[arg-type]
-    elapsed = time.perf_counter() - started
+    elapsed = clock() - started
     if bad := [s for s in statuses if s >= 300]:
         raise RuntimeError(f"{method} {path} answered {bad[0]} ({len(bad)} failures); the benchmark is invalid")
     return requests / elapsed
@@ -212,38 +214,52 @@ def report(title: str, results: dict[str, dict[str, list[float]]]) -> list[str]:
     return [*lines, ""]
 
 
-async def no_session_tax(pairs: int, requests: int) -> list[str]:
-    """The no-session tax on its own: many short interleaved runs of handler ``n`` on every app.
+async def overhead(passes: int, requests: int) -> list[str]:
+    """The plugin's own cost, on its own: many short interleaved runs of handlers ``n`` and ``a`` on every app.
 
-    Handler ``n`` never touches a database, so the apps stand on an unused SQLite file. Each app's rate in
-    one pass is divided by the plugin-less app's rate in the same pass (run right before or after it), and
-    the median over passes is printed with its quartiles: robust to a shared machine's bursts, which a few
-    long rounds are not.
+    Neither handler touches a database (``a``'s session is never used, so no app opens a connection), so
+    the apps stand on an unused SQLite file, and the rate is per second of this thread's CPU time: on a
+    shared machine, wall-clock rates of the same app swing by +-30 % from one pass to the next (other
+    processes take the core), while the CPU a request costs does not. Each ratio is taken within one pass
+    (the runs follow each other, in alternating order); the median over passes is printed with its
+    quartiles.
     """
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite+aiosqlite:///{Path(directory) / 'unused.db'}"
-        apps = {v: build_app(v, url) for v in ("no plugin", "plugin", "advanced-alchemy", "hand-written")}
-        ratios: dict[str, list[float]] = {v: [] for v in apps if v != "no plugin"}
+        apps = {v: build_app(v, url) for v in VARIANTS}
+        cells = [(h, v) for h in ("n", "a") for v in VARIANTS if h in SERVES.get(v, HANDLERS)]
+        rates: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
         async with AsyncExitStack() as stack:
             for app in apps.values():
                 await stack.enter_async_context(app.lifespan())
-                await drive(app, "GET", "/nothing", requests)  # warm-up
-            for number in range(pairs):
-                order = list(apps) if number % 2 else list(reversed(apps))
-                rates = {v: await drive(apps[v], "GET", "/nothing", requests) for v in order}
-                for v, values in ratios.items():
-                    values.append(rates[v] / rates["no plugin"])
+            for number in range(passes + 1):  # pass 0 warms up
+                for handler, variant in cells if number % 2 else reversed(cells):
+                    method, path = HANDLERS[handler]
+                    rate = await drive(apps[variant], method, path, requests, time.thread_time)
+                    if number:
+                        rates[handler, variant].append(rate)
 
-    def quartiles(values: list[float]) -> str:
+    def ratio(handler: str, mine: str, other: str) -> str:
+        values = [m / t for m, t in zip(rates[handler, mine], rates[handler, other], strict=True)]
         low, median, high = statistics.quantiles(values, n=4)
         return f"{median:.3f}x ({low:.3f}-{high:.3f})"
 
+    medians = {cell: f"{statistics.median(values):,.0f}" for cell, values in rates.items()}
     return [
-        f"### No-session tax ({pairs} interleaved passes of {requests} requests per app; median and quartiles)",
+        f"### Overhead ({passes} interleaved passes of {requests} requests; requests per CPU second)",
         "",
-        "Handler n on each app / on the same app without any plugin:",
+        f"| handler | {' | '.join(VARIANTS)} |",
+        f"|---|{'---:|' * len(VARIANTS)}",
+        *(f"| {h} | {' | '.join(medians.get((h, v), '-') for v in VARIANTS)} |" for h in ("n", "a")),
         "",
-        *(f"- {v}: {quartiles(values)}" for v, values in ratios.items()),
+        "Ratios within a pass (median, quartiles in brackets):",
+        "",
+        f"- no-session tax, n / the app without the plugin: plugin {ratio('n', 'plugin', 'no plugin')}, "
+        f"advanced-alchemy {ratio('n', 'advanced-alchemy', 'no plugin')}, hand-written "
+        f"{ratio('n', 'hand-written', 'no plugin')} (the hand-written app builds n exactly as the app without "
+        "a plugin does: its ratio is the method's own noise)",
+        f"- unused session, a, plugin / advanced-alchemy: {ratio('a', 'plugin', 'advanced-alchemy')}; "
+        f"/ hand-written: {ratio('a', 'plugin', 'hand-written')}; / plain: {ratio('a', 'plugin', 'plain')}",
         "",
     ]
 
@@ -275,10 +291,11 @@ async def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--rounds", type=int, default=7, help="measured rounds (plus one warm-up round)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per app, handler and round")
-    parser.add_argument("--tax-passes", type=int, default=41, help="interleaved passes for the no-session tax")
+    parser.add_argument("--passes", type=int, default=101, help="interleaved passes of the overhead (CPU) runs")
+    parser.add_argument("--pass-requests", type=int, default=1000, help="requests per app, handler and pass")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.rounds} rounds x {args.requests} requests\n")
-    print("\n".join(await no_session_tax(args.tax_passes, args.requests)))
+    print("\n".join(await overhead(args.passes, args.pass_requests)))
     for kind in args.databases.split(","):
         if kind == "sqlite":
             with tempfile.TemporaryDirectory() as directory:
