@@ -11,12 +11,16 @@ the ASGI interface with no network:
 - ``plugin``: this project's ``SQLAlchemyPlugin``;
 - ``advanced-alchemy``: advanced-alchemy's ``SQLAlchemyPlugin`` with ``before_send_handler="autocommit"``;
 - ``hand-written``: a yield dependency that opens a session, yields it, commits and closes it;
-- ``plain``: a yield dependency that yields a plain object (the floor for handler ``a``).
+- ``plain``: a yield dependency that yields a plain object (the floor for handler ``a``);
+- ``no plugin``: the same Litestar app with no plugin and no dependency (the floor for handler ``n``).
 
-Handlers: ``a`` declares ``db_session`` and never uses it; ``b`` reads one row by primary key; ``c``
-inserts one row. Each round measures every (app, handler) pair, in alternating order; the printed rates
-are medians over rounds, and each ratio is the median of the per-round ratios (robust to the machine
-drifting), with the lowest and highest per-round ratio in brackets.
+Handlers: ``n`` declares no dependency at all and returns a small dict (most routes of a real app; the
+"no-session tax" is its rate on each app against the app without the plugin, measured first, on its own,
+in many short interleaved passes); ``a`` declares
+``db_session`` and never uses it; ``b`` reads one row by primary key; ``c`` inserts one row. Each round
+measures every (app, handler) pair, in alternating order; the printed rates are medians over rounds, and
+each ratio is the median of the per-round ratios (robust to the machine drifting), with the lowest and
+highest per-round ratio in brackets.
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-VARIANTS = ("plugin", "advanced-alchemy", "hand-written", "plain")
-HANDLERS = {"a": ("GET", "/unused"), "b": ("GET", "/read"), "c": ("POST", "/insert")}
+VARIANTS = ("plugin", "advanced-alchemy", "hand-written", "plain", "no plugin")
+HANDLERS = {"n": ("GET", "/nothing"), "a": ("GET", "/unused"), "b": ("GET", "/read"), "c": ("POST", "/insert")}
+SERVES = {"plain": ("n", "a"), "no plugin": ("n",)}
+"""The handlers an app serves when not all of them (the floors have no database)."""
 ROWS = 1000
 
 
@@ -64,6 +70,10 @@ def handlers() -> list[Any]:
     """Fresh handler objects (one set per app); identical code for every variant."""
     counter = iter(range(10**9))
 
+    @get("/nothing")
+    async def nothing() -> dict[str, str]:
+        return {"status": "ok"}
+
     @get("/unused")
     async def unused(db_session: NamedDependency[Any]) -> None:
         return None
@@ -78,7 +88,7 @@ def handlers() -> list[Any]:
     async def create(db_session: NamedDependency[AsyncSession]) -> None:
         db_session.add(Item(name=f"new-{next(counter)}"))
 
-    return [unused, read, create]
+    return [nothing, unused, read, create]
 
 
 def build_app(variant: str, url: str) -> Litestar:
@@ -110,14 +120,19 @@ def build_app(variant: str, url: str) -> Litestar:
             **quiet,
         )
 
+    if variant == "no plugin":
+        return Litestar(route_handlers=handlers()[:1], **quiet)
+
     async def provide_object() -> AsyncIterator[object]:
         yield object()
 
-    return Litestar(route_handlers=handlers()[:1], dependencies={"db_session": Provide(provide_object)}, **quiet)
+    return Litestar(route_handlers=handlers()[:2], dependencies={"db_session": Provide(provide_object)}, **quiet)
 
 
-async def drive(app: Litestar, method: str, path: str, requests: int) -> float:
-    """Requests per second for ``requests`` sequential calls of one route through raw ASGI."""
+async def drive(
+    app: Litestar, method: str, path: str, requests: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Requests per second of ``clock`` for ``requests`` sequential calls of one route through raw ASGI."""
     template = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
         "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
@@ -133,10 +148,10 @@ async def drive(app: Litestar, method: str, path: str, requests: int) -> float:
             statuses.append(message["status"])
 
     gc.collect()
-    started = time.perf_counter()
+    started = clock()
     for _ in range(requests):
         await app(dict(template), receive, send)  # type: ignore[arg-type]
-    elapsed = time.perf_counter() - started
+    elapsed = clock() - started
     if bad := [s for s in statuses if s >= 300]:
         raise RuntimeError(f"{method} {path} answered {bad[0]} ({len(bad)} failures); the benchmark is invalid")
     return requests / elapsed
@@ -163,7 +178,7 @@ async def run_database(url: str, rounds: int, requests: int) -> dict[str, dict[s
             order = list(apps.items()) if round_number % 2 else list(reversed(apps.items()))
             for handler, (method, path) in HANDLERS.items():
                 for variant, app in order:
-                    if variant == "plain" and handler != "a":
+                    if handler not in SERVES.get(variant, HANDLERS):
                         continue
                     rate = await drive(app, method, path, requests if round_number else requests // 4)
                     if round_number:
@@ -173,27 +188,80 @@ async def run_database(url: str, rounds: int, requests: int) -> dict[str, dict[s
 
 
 def report(title: str, results: dict[str, dict[str, list[float]]]) -> list[str]:
-    def ratio(handler: str, other: str) -> str:
-        mine, theirs = results["plugin"][handler], results[other][handler]
-        ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+    def ratio(handler: str, other: str, mine: str = "plugin") -> str:
+        ours, theirs = results[mine][handler], results[other][handler]
+        if not (ours and theirs):
+            return "-"
+        ratios = [m / t for m, t in zip(ours, theirs, strict=True)]
         return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
+    others = VARIANTS[1:]
     lines = [
         f"### {title}",
         "",
-        "| handler | plugin | advanced-alchemy | hand-written | plain "
-        "| vs advanced-alchemy | vs hand-written | vs plain |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| handler | {' | '.join(VARIANTS)} | {' | '.join(f'vs {v}' for v in others)} |",
+        f"|---|{'---:|' * (len(VARIANTS) + len(others))}",
     ]
-    names = {"a": "a: declares db_session, unused", "b": "b: primary-key read", "c": "c: insert"}
+    names = {
+        "n": "n: no dependency at all",
+        "a": "a: declares db_session, unused",
+        "b": "b: primary-key read",
+        "c": "c: insert",
+    }
     for handler in HANDLERS:
         rates = [f"{statistics.median(results[v][handler]):,.0f}" if results[v][handler] else "-" for v in VARIANTS]
-        plain = ratio(handler, "plain") if handler == "a" else "-"
-        lines.append(
-            f"| {names[handler]} | {' | '.join(rates)} | {ratio(handler, 'advanced-alchemy')} "
-            f"| {ratio(handler, 'hand-written')} | {plain} |"
-        )
+        lines.append(f"| {names[handler]} | {' | '.join(rates)} | {' | '.join(ratio(handler, v) for v in others)} |")
     return [*lines, ""]
+
+
+async def overhead(passes: int, requests: int) -> list[str]:
+    """The plugin's own cost, on its own: many short interleaved runs of handlers ``n`` and ``a`` on every app.
+
+    Neither handler touches a database (``a``'s session is never used, so no app opens a connection), so
+    the apps stand on an unused SQLite file, and the rate is per second of this thread's CPU time: on a
+    shared machine, wall-clock rates of the same app swing by +-30 % from one pass to the next (other
+    processes take the core), while the CPU a request costs does not. Each ratio is taken within one pass
+    (the runs follow each other, in alternating order); the median over passes is printed with its
+    quartiles.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        url = f"sqlite+aiosqlite:///{Path(directory) / 'unused.db'}"
+        apps = {v: build_app(v, url) for v in VARIANTS}
+        cells = [(h, v) for h in ("n", "a") for v in VARIANTS if h in SERVES.get(v, HANDLERS)]
+        rates: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
+        async with AsyncExitStack() as stack:
+            for app in apps.values():
+                await stack.enter_async_context(app.lifespan())
+            for number in range(passes + 1):  # pass 0 warms up
+                for handler, variant in cells if number % 2 else reversed(cells):
+                    method, path = HANDLERS[handler]
+                    rate = await drive(apps[variant], method, path, requests, time.thread_time)
+                    if number:
+                        rates[handler, variant].append(rate)
+
+    def ratio(handler: str, mine: str, other: str) -> str:
+        values = [m / t for m, t in zip(rates[handler, mine], rates[handler, other], strict=True)]
+        low, median, high = statistics.quantiles(values, n=4)
+        return f"{median:.3f}x ({low:.3f}-{high:.3f})"
+
+    medians = {cell: f"{statistics.median(values):,.0f}" for cell, values in rates.items()}
+    return [
+        f"### Overhead ({passes} interleaved passes of {requests} requests; requests per CPU second)",
+        "",
+        f"| handler | {' | '.join(VARIANTS)} |",
+        f"|---|{'---:|' * len(VARIANTS)}",
+        *(f"| {h} | {' | '.join(medians.get((h, v), '-') for v in VARIANTS)} |" for h in ("n", "a")),
+        "",
+        "Ratios within a pass (median, quartiles in brackets):",
+        "",
+        f"- no-session tax, n / the app without the plugin: plugin {ratio('n', 'plugin', 'no plugin')}, "
+        f"advanced-alchemy {ratio('n', 'advanced-alchemy', 'no plugin')}, hand-written "
+        f"{ratio('n', 'hand-written', 'no plugin')} (the hand-written app builds n exactly as the app without "
+        "a plugin does: its ratio is the method's own noise)",
+        f"- unused session, a, plugin / advanced-alchemy: {ratio('a', 'plugin', 'advanced-alchemy')}; "
+        f"/ hand-written: {ratio('a', 'plugin', 'hand-written')}; / plain: {ratio('a', 'plugin', 'plain')}",
+        "",
+    ]
 
 
 def postgres_database() -> tuple[str, Callable[[], None]] | None:
@@ -223,8 +291,11 @@ async def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--rounds", type=int, default=7, help="measured rounds (plus one warm-up round)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per app, handler and round")
+    parser.add_argument("--passes", type=int, default=101, help="interleaved passes of the overhead (CPU) runs")
+    parser.add_argument("--pass-requests", type=int, default=1000, help="requests per app, handler and pass")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.rounds} rounds x {args.requests} requests\n")
+    print("\n".join(await overhead(args.passes, args.pass_requests)))
     for kind in args.databases.split(","):
         if kind == "sqlite":
             with tempfile.TemporaryDirectory() as directory:

@@ -6,6 +6,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 
 # Imported at runtime, not for type checkers only: Litestar resolves the providers' annotations below in
 # this module's globals, and the names lent to handlers may be withheld from a handler whose module
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session  # noqa: TC002
 
 from plugin.exceptions import DuplicateKeyError, LifecycleError
 from plugin.middleware import TransactionMiddleware, conflict_response, current_request_sessions, mark_raised
+from plugin.routes import TransactionRoutes
 from plugin.schema import create_all, create_all_sync
 from plugin.twophase import require_two_phase, require_two_phase_sync
 from plugin.typenames import lend_names
@@ -56,7 +58,7 @@ def _engine_provider(plugin: SQLAlchemyPlugin[Any], bind: str) -> Callable[[], A
 
 
 def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
-    """Add providers, the transaction middleware, the exception hook, the lifespan and type names."""
+    """Add providers, the transaction middleware (per route: plugin/routes.py), hooks, the lifespan, type names."""
     from plugin.plugin import SQLAlchemyPlugin
 
     others = [p for p in app_config.plugins if isinstance(p, SQLAlchemyPlugin) and p is not plugin]
@@ -81,7 +83,9 @@ def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
             app_config.dependencies[config.session_key_for(bind)] = Provide(
                 _session_provider(plugin, bind), sync_to_thread=False
             )
-    app_config.middleware.append(partial(TransactionMiddleware, policy=config.transaction))
+    # Not app middleware: only the handlers that can be given one of these keys get it (plugin/routes.py).
+    middleware = DefineMiddleware(TransactionMiddleware, policy=config.transaction)
+    app_config.plugins.append(TransactionRoutes(middleware, (key for key, _ in config.dependency_keys())))
     if config.map_integrity_errors:
         app_config.exception_handlers.setdefault(IntegrityError, conflict_response)
     app_config.after_exception.append(mark_raised)

@@ -1,0 +1,312 @@
+"""Request path over real HTTP under concurrency: this plugin, advanced-alchemy and hand-written code.
+
+Run (needs ``.[bench]``, wrk on the PATH: ``apt-get install wrk``, and PostgreSQL at
+``BENCH_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``)::
+
+    .venv-bench/bin/python -m bench.http    # --servers uvicorn,granian --concurrency 1,16,64 --rounds 3
+
+``bench/http_app.py`` runs under a real ASGI server (uvicorn, then granian) on 127.0.0.1, on two fresh
+PostgreSQL databases (created here, dropped at the end), in three variants side by side: this plugin,
+advanced-alchemy's plugin (``before_send_handler="autocommit"``) and a hand-written yield dependency per
+bind. wrk, a real HTTP load generator, drives four routes (no session, a primary-key read, an insert, a
+request touching two binds) at each concurrency. With two or more cores the servers are pinned to one
+core and wrk to another (``taskset``); the PostgreSQL server is shared and not pinned.
+
+Each run is bounded by ``--duration`` seconds and ``--max-requests`` responses. Every (server, route,
+concurrency) cell runs each variant once per round, in a rotating order, after one unmeasured warm-up
+round; rates and latencies are medians over rounds, and each ratio is the median of the per-round ratios
+(this plugin / the other variant, for p99 too), so the machine drifting between rounds cancels out.
+Any non-2xx answer or socket error makes the run invalid (exit code 1). Nothing here is a pass/fail
+test of speed: the targets are printed next to the measured ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import create_engine, insert
+from sqlalchemy.engine import make_url
+
+from bench.http_app import ROWS, Base, Item, LogsBase
+from bench.request_path import postgres_database
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+ROOT = Path(__file__).parents[1]
+VARIANTS = ("plugin", "advanced-alchemy", "hand-written")
+ROUTES = {
+    "no session": ("GET", "/nothing"),
+    "primary-key read": ("GET", "/read"),
+    "insert": ("POST", "/insert"),
+    "two binds": ("POST", "/two-binds"),
+}
+TARGET_THROUGHPUT = 1.0
+"""Throughput of this plugin / each other variant, at every concurrency."""
+TARGET_P99 = 1.10
+"""p99 latency of this plugin / each other variant: no worse by more than 10 %."""
+
+
+def server_command(server: str, port: int) -> list[str]:
+    """The command line of one ASGI server serving ``bench.http_app:create_app`` with default options."""
+    common = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    if server == "uvicorn":
+        # keep-alive longer than any run: wrk holds its connections open throughout
+        return [sys.executable, "-m", "uvicorn", "bench.http_app:create_app", "--factory", *common,
+                "--timeout-keep-alive", "300"]  # fmt: skip
+    if server == "granian":
+        granian = str(Path(sys.executable).with_name("granian"))
+        return [granian, "--interface", "asgi", "--factory", "--workers", "1", "--no-ws", *common,
+                "bench.http_app:create_app"]  # fmt: skip
+    raise SystemExit(f"unknown server {server!r}; use uvicorn or granian")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _pinned(cpus: str | None, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
+class Server:
+    """One ASGI server process serving one variant, pinned to ``cpus``."""
+
+    def __init__(self, server: str, variant: str, urls: dict[str, str], cpus: str | None) -> None:
+        self.variant, self.port = variant, _free_port()
+        env = {
+            **os.environ,
+            "HTTP_VARIANT": variant,
+            "HTTP_DEFAULT_URL": urls["default"],
+            "HTTP_LOGS_URL": urls["logs"],
+        }
+        self.process = subprocess.Popen(
+            _pinned(cpus, server_command(server, self.port)), cwd=ROOT, env=env, start_new_session=True
+        )
+
+    def ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/nothing", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.variant} app did not start on port {self.port}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGINT to the server (granian passes it to its worker): the lifespan disposes the engines."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: only this server and its workers
+            self.process.wait()
+
+
+@dataclass(frozen=True)
+class Run:
+    """What wrk measured for one variant in one cell of one round."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def load(port: int, route: str, concurrency: int, args: argparse.Namespace) -> Run:
+    """One bounded wrk run against one route."""
+    method, path = ROUTES[route]
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{args.duration}s", "--timeout", "10s",
+               "-s", str(ROOT / "bench" / "http.lua"), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+    env = {**os.environ, "WRK_METHOD": method, "WRK_MAX_REQUESTS": str(args.max_requests)}
+    done = subprocess.run(
+        _pinned(args.client_cpus, command), check=False, env=env, capture_output=True, text=True,
+        timeout=args.duration + 60,
+    )  # fmt: skip
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"wrk failed on {method} {path}: {done.stderr.strip() or done.stdout.strip()}")
+    summary = json.loads(lines[-1])
+    if errors := {kind: n for kind, n in summary["errors"].items() if n}:
+        raise RuntimeError(f"{method} {path} at concurrency {concurrency}: {errors}; the benchmark is invalid")
+    return Run(summary["requests"], summary["duration_us"] / 1e6, summary["p50_us"] / 1e3, summary["p99_us"] / 1e3)
+
+
+def prepare(urls: dict[str, str]) -> None:
+    """Tables in both databases and ``ROWS`` items to read."""
+    for key, base in (("default", Base), ("logs", LogsBase)):
+        engine = create_engine(make_url(urls[key]).set(drivername="postgresql+psycopg"))
+        with engine.begin() as connection:
+            base.metadata.create_all(connection)
+            if key == "default":
+                connection.execute(insert(Item), [{"name": f"item-{n}"} for n in range(ROWS)])
+        engine.dispose()
+
+
+Results = dict[tuple[str, int], dict[str, list[Run]]]
+
+
+def measure(server: str, urls: dict[str, str], args: argparse.Namespace) -> Results:
+    servers = [Server(server, variant, urls, args.server_cpus) for variant in VARIANTS]
+    results: Results = {(route, c): {v: [] for v in VARIANTS} for route in ROUTES for c in args.concurrency}
+    try:
+        for each in servers:
+            each.ready()
+        for round_number in range(args.rounds + 1):  # round 0 warms every app and route up, not counted
+            for cell_number, (route, concurrency) in enumerate(results):
+                if round_number == 0 and concurrency != max(args.concurrency):
+                    continue
+                shift = (round_number + cell_number) % len(servers)  # rotate who goes first
+                for each in servers[shift:] + servers[:shift]:
+                    run = load(each.port, route, concurrency, args)
+                    if round_number:
+                        results[route, concurrency][each.variant].append(run)
+            if round_number:
+                print(f"  {server}: round {round_number}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for each in servers:
+            each.stop()
+    return results
+
+
+def _ratios(mine: list[Run], theirs: list[Run], value: Callable[[Run], float]) -> list[float]:
+    return [value(m) / value(t) for m, t in zip(mine, theirs, strict=True)]
+
+
+def _fmt(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def report(server: str, results: Results) -> tuple[list[str], list[str]]:
+    """The markdown table of one server, and the cells where a target was missed."""
+    others = VARIANTS[1:]
+    lines = [
+        f"### {server}",
+        "",
+        "| route | c | req/s: plugin / advanced-alchemy / hand-written | p50 ms | p99 ms "
+        + "".join(f"| req/s vs {o} " for o in others)
+        + "".join(f"| p99 vs {o} " for o in others)
+        + "|",
+        "|---|---:|---:|---:|---:" + "|---:" * 2 * len(others) + "|",
+    ]
+    missed: list[str] = []
+    for (route, concurrency), runs in results.items():
+
+        def medians(value: Callable[[Run], float], spec: str, runs: dict[str, list[Run]] = runs) -> str:
+            return " / ".join(format(statistics.median(value(r) for r in runs[v]), spec) for v in VARIANTS)
+
+        cells = [
+            medians(lambda r: r.rate, ",.0f"),
+            medians(lambda r: r.p50_ms, ".1f"),
+            medians(lambda r: r.p99_ms, ".1f"),
+        ]
+        for other in others:
+            ratios = _ratios(runs["plugin"], runs[other], lambda r: r.rate)
+            cells.append(_fmt(ratios))
+            if statistics.median(ratios) < TARGET_THROUGHPUT:
+                missed.append(f"{server} {route} c={concurrency}: throughput {statistics.median(ratios):.2f}x {other}")
+        for other in others:
+            ratios = _ratios(runs["plugin"], runs[other], lambda r: r.p99_ms)
+            cells.append(_fmt(ratios))
+            if statistics.median(ratios) > TARGET_P99:
+                missed.append(f"{server} {route} c={concurrency}: p99 {statistics.median(ratios):.2f}x {other}")
+        lines.append(f"| {route} | {concurrency} | {' | '.join(cells)} |")
+    return [*lines, ""], missed
+
+
+def _postgres_databases() -> Iterator[tuple[str, Callable[[], None]]]:
+    for _ in ("default", "logs"):
+        database = postgres_database()
+        if database is None:
+            raise SystemExit("PostgreSQL is unreachable; set BENCH_POSTGRES_URL")
+        yield database
+
+
+def describe(args: argparse.Namespace) -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    wrk = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True).stdout.split("[")[0].strip()
+    servers = ", ".join(f"{name} {version(name)}" for name in args.servers)
+    placement = (
+        f"servers on CPU {args.server_cpus}, wrk on CPU {args.client_cpus} (taskset); PostgreSQL not pinned"
+        if args.server_cpus
+        else "not pinned (fewer than 2 cores)"
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, litestar {version('litestar')}, "
+        f"sqlalchemy {version('sqlalchemy')}, advanced-alchemy {version('advanced-alchemy')}, {servers}, {wrk}\n"
+        f"placement: {placement}; load average {os.getloadavg()[0]:.2f} at start\n"
+        f"{args.rounds} rounds (+1 warm-up) x {len(ROUTES)} routes x concurrency {args.concurrency} x "
+        f"{len(VARIANTS)} variants; each run {args.duration} s or {args.max_requests:,} responses"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default="uvicorn,granian", type=lambda s: s.split(","))
+    parser.add_argument("--concurrency", default="1,16,64", type=lambda s: [int(c) for c in s.split(",")])
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (plus one warm-up round)")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="responses per wrk run, at most")
+    two_cores = (os.cpu_count() or 1) >= 2
+    parser.add_argument("--server-cpus", default="0" if two_cores else None, help="taskset list for the servers")
+    parser.add_argument("--client-cpus", default="1" if two_cores else None, help="taskset list for wrk")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed; on Debian: apt-get install wrk")
+    print(describe(args), "\n", sep="")
+    started = time.monotonic()
+    databases = list(_postgres_databases())
+    missed: list[str] = []
+    try:
+        urls = dict(zip(("default", "logs"), (url for url, _ in databases), strict=True))
+        prepare(urls)
+        for server in args.servers:
+            lines, server_missed = report(server, measure(server, urls, args))
+            print("\n".join(lines))
+            missed += server_missed
+    finally:
+        for _, drop in databases:
+            drop()
+    print(f"Targets: throughput >= {TARGET_THROUGHPUT:.2f}x and p99 <= {TARGET_P99:.2f}x of advanced-alchemy and")
+    print(f"the hand-written dependency, in every cell: {'all met' if not missed else f'{len(missed)} missed'}")
+    for line in missed:
+        print(f"- {line}")
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end; {time.monotonic() - started:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
