@@ -269,9 +269,12 @@ def _in_doubt(sessions: Sequence[Session]) -> twophase.InDoubt | None:
 def _forget_finished(active: Sequence[Session], bound: BoundConnection) -> None:
     """After ``bound``'s transaction ended on its own connection, give its session a fresh one there, so the
     session's own rollback finds a live transaction (SQLAlchemy warns about a finished one)."""
-    if bound.connection.invalidated or bound.connection.get_transaction() is not None:
-        return  # a dead connection is discarded by the rollback anyway; a failed COMMIT is still current
-    replace_finished_transaction(_session_of(active, bound), bound.connection)
+    if bound.connection.get_transaction() is not None:
+        return  # a failed COMMIT is still the connection's transaction: the session's rollback ends it
+    try:  # on a connection SQLAlchemy invalidated this reconnects, which may fail while the server is away
+        replace_finished_transaction(_session_of(active, bound), bound.connection)
+    except Exception:
+        logger.debug("no fresh transaction for bind %r; its session's rollback will warn", bound.bind, exc_info=True)
 
 
 def _finish_all(
@@ -314,5 +317,7 @@ def _finish_all(
             # Either the retry committed it now (finished), or it is no longer prepared because the
             # COMMIT PREPARED whose answer was lost did commit it (nobody else finishes this plugin's xids).
             ledger.done(b)
-        elif finished:
-            logger.warning("bind %r: rolled back the prepared transaction %s from a fresh connection", b.bind, xid)
+        else:
+            if finished:
+                logger.warning("bind %r: rolled back the prepared transaction %s from a fresh connection", b.bind, xid)
+            _forget_finished(active, b)

@@ -8,6 +8,7 @@ for apps started twice, as tests do); using it in the wrong state raises a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Union
@@ -80,6 +81,7 @@ class EngineRegistry:
         self._keys: dict[Engine, str] = {}
         self.in_doubt = InDoubt()
         """Prepared transactions decided but not yet finished (their server was unreachable)."""
+        self._retrying: asyncio.Task[None] | None = None
         self.state: Literal["unopened", "open", "closed"] = "unopened"
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -163,6 +165,26 @@ class EngineRegistry:
             self._config.shutdown_timeout,
         )
 
+    def keep_finishing_in_doubt(self, every: float = 2.0) -> None:
+        """While the engines run, try every ``every`` seconds to finish the prepared transactions an
+        earlier commit left in doubt, so none outlives its server's return even when no request comes
+        (two-phase configs; stopped by :meth:`dispose`)."""
+
+        async def retry_forever() -> None:
+            while True:
+                await asyncio.sleep(every)
+                if not self.in_doubt:
+                    continue
+                try:
+                    if self._config.is_async:
+                        await greenlet_spawn(self.in_doubt.retry)
+                    else:
+                        await anyio.to_thread.run_sync(self.in_doubt.retry, abandon_on_cancel=True)
+                except Exception:
+                    logger.exception("finishing prepared transactions left in doubt failed")
+
+        self._retrying = asyncio.get_running_loop().create_task(retry_forever())
+
     async def dispose(self) -> None:
         """Dispose every engine at once, each within ``shutdown_timeout``; then the registry is ``closed``.
 
@@ -182,6 +204,11 @@ class EngineRegistry:
             except Exception:
                 logger.exception("disposing the engine of bind %r failed", key)
 
+        if (retrying := self._retrying) is not None:
+            self._retrying = None
+            retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retrying
         if self.in_doubt:  # a last try for prepared transactions an earlier commit could not finish
             with anyio.move_on_after(self._config.shutdown_timeout):
                 if self._config.is_async:

@@ -118,6 +118,7 @@ class _Lifespan:
             plugin.router.validate()
             if plugin.config.two_phase:
                 await require_two_phase(plugin.engines)
+                plugin.engines.keep_finishing_in_doubt()
             if plugin.config.create_all:
                 await create_all(plugin.engines, plugin.router)
         except BaseException:
