@@ -18,17 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from litestar import Litestar, get, post
+from litestar import Litestar, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
-from sqlalchemy import String, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from tests.faults import COMMIT
 from tests.plugin import asgi
+from tests.plugin.orders import Audit, Base, place, refs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -36,28 +35,6 @@ if TYPE_CHECKING:
     from tests.faults import FaultProxy, PrivateCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgresql]
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(20))
-
-
-class Audit(Base):
-    __tablename__ = "audits"
-    __bind_key__ = "logs"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(20))
-
-
-@post("/orders/{ref:str}")
-async def place(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
-    db_session.add_all([Order(ref=ref), Audit(ref=ref)])
 
 
 @get("/audits")
@@ -79,10 +56,6 @@ def app_for(
     }
     plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True, **options))
     return Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None), plugin
-
-
-def refs(cluster: PrivateCluster, database: str, table: str) -> list[str]:
-    return [ref for (ref,) in cluster.execute(f"select ref from {table} order by id", database=database)]
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

@@ -15,13 +15,12 @@ from litestar import Litestar, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
-from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from plugin import BindConfig, CommitError, ConfigurationError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from tests.faults import COMMIT_PREPARED, PREPARE_TRANSACTION, XA_COMMIT, XA_PREPARE
 from tests.plugin.helpers import startup_error
+from tests.plugin.orders import Audit, Base, Order, place, refs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,28 +29,6 @@ if TYPE_CHECKING:
     from tests.faults import FaultProxy, PrivateCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgresql]
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(20))
-
-
-class Audit(Base):
-    __tablename__ = "audits"
-    __bind_key__ = "logs"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(20))
-
-
-@post("/orders/{ref:str}")
-async def place(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
-    db_session.add_all([Order(ref=ref), Audit(ref=ref)])
 
 
 @post("/orders/{ref:str}/savepoint")
@@ -75,10 +52,6 @@ def app_for(default: str, logs: str) -> tuple[Litestar, SQLAlchemyPlugin[Any]]:
 
 def proxied(cluster: PrivateCluster, proxy: FaultProxy, *databases: str) -> list[str]:
     return [cluster.url(database, port=proxy.port) for database in databases]
-
-
-def refs(cluster: PrivateCluster, database: str, table: str) -> list[str]:
-    return [ref for (ref,) in cluster.execute(f"select ref from {table} order by id", database=database)]
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
