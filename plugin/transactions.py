@@ -63,6 +63,11 @@ def _by_kind(active: Sequence[AsyncSession | Session]) -> tuple[list[Session], l
     return async_sessions, [session for session in active if isinstance(session, Session)]
 
 
+def _has_pending(session: AsyncSession | Session) -> bool:
+    """Whether a flush would do anything: changes to write, or a savepoint the handler left open."""
+    return bool(session.new or session.deleted or session.dirty) or session.get_nested_transaction() is not None
+
+
 async def _flush_now(active: Sequence[AsyncSession | Session]) -> None:
     """Flush every session; cancellable, since nothing is committed yet (sessions of one request that
     block each other on a lock would otherwise hang their request for good)."""
@@ -101,7 +106,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
         for session in active:
             if isinstance(session, AsyncRoutingSession):
                 await session.until_idle()
-        if commit:
+        if commit and any(_has_pending(session) for session in active):  # reads have nothing to flush
             try:
                 await _flush_now(active)
             except CommitError as exc:
