@@ -27,25 +27,14 @@ __all__ = ("Confirmation", "DestructiveStatementError", "destructive_statements"
 
 _ALWAYS = {"DROP", "TRUNCATE", "ALTER", "RENAME"}
 _UNLESS_WHERE = {"DELETE", "UPDATE"}
-_AFTER_WITH = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE"}
 
 
 class DestructiveStatementError(AlchemyError):
     """A destructive statement was not confirmed: refused without a terminal, or answered no."""
 
 
-def _kind(statement: Statement) -> str | None:
-    """The statement's verb: its first word, or after a ``WITH`` clause the first top-level DML word."""
-    words = [token.value for token in statement.tokens if token.kind == "word" and not token.depth]
-    if not words:
-        return None
-    if words[0] == "WITH":
-        return next((word for word in words[1:] if word in _AFTER_WITH), None)
-    return words[0]
-
-
 def _reason(statement: Statement) -> str | None:
-    kind = _kind(statement)
+    kind = statement.verb
     if kind in _ALWAYS:
         return kind
     if kind in _UNLESS_WHERE and not statement.has_word("WHERE", top_level=True):

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import TextClause
 
 from plugin.exceptions import LifecycleError
+from plugin.statements import split
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -207,7 +208,7 @@ def _refuse_flush_after_settle(session: RoutingSession, _context: Any, _instance
         raise LifecycleError(AFTER_SETTLE.format(what="a flush"))
 
 
-_WRITES = ("insert", "update", "delete", "merge", "replace", "upsert", "create", "alter", "drop", "truncate")
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT", "CREATE", "ALTER", "DROP", "TRUNCATE"})
 
 
 @event.listens_for(RoutingSession, "do_orm_execute")
@@ -217,9 +218,8 @@ def _refuse_writes_after_settle(state: ORMExecuteState) -> None:
     if not state.session.settled:  # type: ignore[attr-defined]
         return
     statement = state.statement
-    if isinstance(statement, TextClause):
-        words = statement.text.split(None, 1)
-        writes = bool(words) and words[0].lower() in _WRITES
+    if isinstance(statement, TextClause):  # read as the sandbox reads SQL: comments, strings, WITH clauses
+        writes = any(s.verb in _WRITES for s in split(statement.text))
     else:
         writes = state.is_insert or state.is_update or state.is_delete
     if writes:

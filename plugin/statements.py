@@ -24,6 +24,7 @@ TokenKind = Literal["word", "string", "name", "punct"]
 
 _WORD = re.compile(r"[A-Za-z_@][A-Za-z0-9_$@]*")
 _ROUTINES = frozenset({"TRIGGER", "PROCEDURE", "FUNCTION", "EVENT"})
+_AFTER_WITH = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE"})
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
@@ -57,6 +58,17 @@ class Statement:
     def has_word(self, word: str, *, top_level: bool = False) -> bool:
         """Whether ``word`` appears outside strings and comments (only outside parentheses if ``top_level``)."""
         return any(t.kind == "word" and t.value == word and not (top_level and t.depth) for t in self.tokens)
+
+    @property
+    def verb(self) -> str | None:
+        """What the statement does: its first word, or after a ``WITH`` clause the first top-level
+        ``SELECT``/``INSERT``/``UPDATE``/``DELETE``/``MERGE``/``REPLACE`` (``None`` when it has no words)."""
+        words = [token.value for token in self.tokens if token.kind == "word" and not token.depth]
+        if not words:
+            return None
+        if words[0] == "WITH":
+            return next((word for word in words[1:] if word in _AFTER_WITH), None)
+        return words[0]
 
     @property
     def label(self) -> str:

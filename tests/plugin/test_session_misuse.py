@@ -183,6 +183,25 @@ async def after_response(
     logs_db_session.add(AuditEntry(message=name))
 
 
+async def audit_after_response_disguised(request: Request[Any, Any, Any]) -> None:
+    session: AsyncSession = request.state.session
+    # A leading comment, then a WITH clause: still a write, read as the sandbox reads SQL.
+    await session.execute(
+        text(
+            "/* audit */ with m as (select 'hidden' as message) "
+            "insert into audit_entries (message) select message from m"
+        )
+    )
+
+
+@post("/after-response-disguised/{name:str}", after_response=audit_after_response_disguised)
+async def after_response_disguised(
+    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
+) -> None:
+    request.state.session = logs_db_session
+    logs_db_session.add(AuditEntry(message=name))
+
+
 @get("/streamed-write")
 async def streamed_write(db_session: NamedDependency[AsyncSession]) -> Stream:
     async def body() -> AsyncIterator[bytes]:
@@ -200,9 +219,10 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
 ) -> None:
     db, logs = new_db(kind), new_db(kind)
     plugin = make_plugin({"default": db, "logs": logs})
-    app = Litestar(route_handlers=[background, after_response, streamed_write], plugins=[plugin], logging_config=None)
+    handlers = [background, after_response, after_response_disguised, streamed_write]
+    app = Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None)
     async with app.lifespan():
-        for path in ("/background/ada", "/after-response/bob"):
+        for path in ("/background/ada", "/after-response/bob", "/after-response-disguised/cy"):
             sent: list[dict[str, Any]] = []
             error = await raised_by(asgi.http(app, "POST", path, on_send=sent.append))
             assert caused_by(error, LifecycleError), path
@@ -211,7 +231,7 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
         assert caused_by(error, LifecycleError)
         assert checked_out(plugin) == {"default": 0, "logs": 0}
     assert names(db) == ["ada"]
-    assert messages(logs) == ["bob"]  # only what the handlers themselves wrote, committed with their requests
+    assert messages(logs) == ["bob", "cy"]  # only what the handlers themselves wrote, committed with their requests
     while not isinstance(error, LifecycleError):
         error = error.__cause__ or error.exceptions[0]  # type: ignore[attr-defined]
     assert str(error) == (
