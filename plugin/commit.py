@@ -193,7 +193,8 @@ def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None)
             for b in bound or []:
                 ledger.lost(b)
         raise _fail(active, exc, ledger, stage="commit") from exc
-    return ledger.binds
+    # A sandbox's sessions only released savepoints: nothing of theirs is committed.
+    return list(dict.fromkeys(b.bind for b in bound or [] if b.transaction is not None))
 
 
 def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection], ledger: _Ledger) -> None:
@@ -308,7 +309,8 @@ def _finish_all(
                 in_doubt.add(b.bind, engine, xid, decision)
             logger.error(
                 "bind %r: the prepared transaction %s could not be finished (%s); the decision was to %s it: "
-                "run %s on that database (%s); `litestar db check` lists it until then",
+                "run %s on that database (%s), or let the plugin do it: it tries again every 2 s and before each "
+                "commit while it runs, and at shutdown; `litestar db check` lists it until then",
                 b.bind, xid, describe_error(exc), decision, twophase.resolution(engine, xid, decision),
                 mask_url(engine.url),
             )  # fmt: skip
