@@ -184,11 +184,11 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
 
 
 def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None) -> list[str]:
-    ledger = _Ledger(bound or [])
     try:
         for session in active:
             session.commit()
     except Exception as exc:
+        ledger = _Ledger(bound or [])
         if _lost(exc):
             for b in bound or []:
                 ledger.lost(b)

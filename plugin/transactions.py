@@ -30,6 +30,7 @@ __all__ = (
     "SUCCESS_STATUS",
     "TransactionPolicy",
     "close_all",
+    "close_idle",
     "settle",
     "settle_all",
     "unit_of_work",
@@ -104,7 +105,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
         if not active:
             return None
         for session in active:
-            if isinstance(session, AsyncRoutingSession):
+            if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
                 await session.until_idle()
         if commit and any(_has_pending(session) for session in active):  # reads have nothing to flush
             try:
@@ -133,7 +134,7 @@ async def _in_session(session: AsyncSession | Session, function: Callable[..., N
 
 
 async def _close(session: AsyncSession | Session) -> None:
-    if isinstance(session, AsyncRoutingSession):
+    if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
         await session.until_idle()
     try:
         await _in_session(session, Session.close)
@@ -146,24 +147,30 @@ async def _close(session: AsyncSession | Session) -> None:
             logger.exception("invalidating a session's connections failed")
 
 
-async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
-    """Close every used session (rolling back what is open), to the end even when cancelled meanwhile."""
+def close_idle(sessions: Sequence[AsyncSession | Session]) -> list[AsyncSession | Session]:
+    """Close the sessions that hold no connection (bookkeeping, no I/O) and mark them ended; return the
+    others, for :func:`close_all`. Synchronous, so a request whose session was never used awaits nothing."""
     holding = []
     for session in sessions:
-        if not is_started(session):
-            continue
-        if not session.in_transaction():
-            # Holds no connection: closing is bookkeeping (no I/O), so no greenlet or thread is needed.
-            (session.sync_session if isinstance(session, AsyncSession) else session).close()
-        else:
+        if is_started(session) and session.in_transaction():
             holding.append(session)
+            continue
+        if is_started(session):
+            (session.sync_session if isinstance(session, AsyncSession) else session).close()
+        mark_ended(session)
+    return holding
+
+
+async def close_all(sessions: Sequence[AsyncSession | Session]) -> None:
+    """Close every used session (rolling back what is open), to the end even when cancelled meanwhile."""
+    holding = close_idle(sessions)
     try:
         if holding:
             _, cancelled = await _to_the_end(asyncio.gather(*(_close(session) for session in holding)))
             if cancelled is not None:
                 raise cancelled
     finally:
-        for session in sessions:
+        for session in holding:
             mark_ended(session)
 
 
