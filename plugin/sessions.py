@@ -159,11 +159,11 @@ class RoutingSession(Session):
 
     def bound_connections(self) -> list[BoundConnection]:
         """The connections of the current transaction, in bind order (empty when none was taken)."""
-        begun = self.__dict__.get("_begun")
+        begun: list[BoundConnection] | None = self.__dict__.get("_begun")
         if not begun:
             return []
-        order = {key: index for index, key in enumerate(self.router.keys)}
-        return sorted(begun, key=lambda bound: order[bound.bind])
+        rank = self.router.rank
+        return sorted(begun, key=lambda bound: rank[bound.bind]) if len(begun) > 1 else list(begun)
 
 
 @event.listens_for(RoutingSession, "after_begin")
