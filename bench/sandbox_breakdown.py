@@ -2,7 +2,7 @@
 
 Run (PostgreSQL by default, or ``--database sqlite|mariadb``)::
 
-    .venv/bin/python -m bench.sandbox_breakdown --rounds 7
+    .venv/bin/python -m bench.sandbox_breakdown --rounds 7 2>/dev/null
 
 The app of bench/sandbox_tests.py (two binds, ``POST /notes`` writes a note and an audit entry, ``GET
 /notes/count`` reads) is started once; then, interleaved round by round, each step is run 100 times and
@@ -11,6 +11,9 @@ run are printed:
 
 - ``test, client``: one sandboxed test as bench/sandbox_tests.py runs it: ``plugin.sandbox()`` around
   three POSTs and one GET through the client ``alchemy_client`` uses;
+- ``test, client, httpx quiet``: the same with the ``httpx`` logger at WARNING: httpx logs every request
+  at INFO, and Litestar's default logging config sets the root logger to INFO, so by default each request
+  writes a log line (here to stderr: run with ``2>/dev/null``; under pytest into its capture);
 - ``test, ASGI``: the same four requests as direct ASGI calls (no httpx, no test client);
 - ``test, no sandbox``: the four requests through the client, committed for real (rows pile up);
 - ``4 requests, no db``: four requests to a handler without a session, through the client and as ASGI
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import time
@@ -109,7 +113,7 @@ async def asgi(app: Litestar, method: str, path: str, body: bytes = b"") -> tupl
     return answer["status"], answer["body"]
 
 
-async def measure(binds: dict[str, str], rounds: int) -> None:
+async def measure(binds: dict[str, str], rounds: int) -> None:  # noqa: PLR0915 - the steps are closures on one app
     app = make_app(binds)
     plugin = next(p for p in app.plugins if isinstance(p, SQLAlchemyPlugin))
     starts = []
@@ -131,6 +135,15 @@ async def measure(binds: dict[str, str], rounds: int) -> None:
             async def test_client() -> None:
                 async with plugin.sandbox():
                     await requests_via_client()
+
+            async def test_client_unlogged() -> None:
+                httpx_logger = logging.getLogger("httpx")
+                level = httpx_logger.level
+                httpx_logger.setLevel(logging.WARNING)
+                try:
+                    await test_client()
+                finally:
+                    httpx_logger.setLevel(level)
 
             async def test_asgi() -> None:
                 async with plugin.sandbox():
@@ -160,6 +173,7 @@ async def measure(binds: dict[str, str], rounds: int) -> None:
 
             steps: dict[str, Callable[[], Awaitable[None]]] = {
                 "test, client": test_client,
+                "test, client, httpx quiet": test_client_unlogged,
                 "test, ASGI": test_asgi,
                 "test, no sandbox": requests_via_client,
                 "4 requests, no db, client": nodb_client,
