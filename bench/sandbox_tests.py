@@ -21,7 +21,8 @@ entry per note on ``logs``) and reads the count back through another request. Th
 
 Per-test time is the sum of pytest's setup, call and teardown durations over the suite, divided by the
 number of tests; the runs are interleaved round by round and the medians printed, with the ratio
-``recreate / sandbox`` (target: at least 10x on PostgreSQL). The sandbox's own cost per test is timed
+``recreate / sandbox`` of the medians (target: at least 10x on PostgreSQL) and of each round (the two
+runs of a round are close in time, so a load that comes and goes moves both). The sandbox's own cost per test is timed
 around ``plugin.sandbox()``'s enter and exit (two pooled connections, BEGIN, ROLLBACK; the BEGIN itself
 goes out with the first statement, inside the test), and shown next to ``sandbox - bare``, the whole
 difference a sandboxed test makes (each request's commit becomes a savepoint release).
@@ -239,7 +240,8 @@ def run_suite(directory: Path, variant: str, urls: list[str], tests: int) -> tup
     return (fixtures + float(result["call"])) / tests, fixtures / tests, float(result["sandbox"]) / tests
 
 
-def measure(kind: str, tests: int, rounds: int) -> dict[str, tuple[float, float, float]]:
+def measure(kind: str, tests: int, rounds: int) -> tuple[dict[str, tuple[float, float, float]], list[float]]:
+    """Medians per variant (test, fixtures, sandbox enter+exit), and ``recreate / sandbox`` of each round."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         (directory / "test_suite.py").write_text(SUITE)
@@ -261,7 +263,7 @@ def measure(kind: str, tests: int, rounds: int) -> dict[str, tuple[float, float,
         finally:
             if names:
                 _drop(kind, names)
-    return {
+    medians = {
         variant: (
             statistics.median(v[0] for v in values),
             statistics.median(v[1] for v in values),
@@ -269,6 +271,7 @@ def measure(kind: str, tests: int, rounds: int) -> dict[str, tuple[float, float,
         )
         for variant, values in times.items()
     }
+    return medians, [r[0] / s[0] for r, s in zip(times["recreate"], times["sandbox"], strict=True)]
 
 
 def main() -> None:
@@ -283,7 +286,7 @@ def main() -> None:
     head = ("database", *VARIANTS, "recreate/sandbox", "fixtures:", *VARIANTS)
     print("{:<11}{:>9}{:>9}{:>9}{:>7}{:>7}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}{:>7}".format(*head))
     for kind in args.databases.split(","):
-        t = measure(kind, args.tests, args.rounds)
+        t, per_round = measure(kind, args.tests, args.rounds)
         test = [t[variant][0] * 1000 for variant in VARIANTS]
         fixtures = [t[variant][1] * 1000 for variant in VARIANTS]
         sandbox, _, recreate, bare, empty = test
@@ -296,6 +299,7 @@ def main() -> None:
             f"{'':<11}the sandbox's own cost per test: {t['sandbox'][2] * 1000:.2f} ms entering and leaving it; "
             f"a sandboxed test against the same test without isolation (sandbox - bare): {sandbox - bare:+.1f} ms"
         )
+        print(f"{'':<11}recreate / sandbox in each round: {', '.join(f'{r:.1f}x' for r in per_round)}")
         print(
             f"{'':<11}recreating the tables: {recreate - bare:.1f} ms per test (recreate - bare); "
             f"the four requests: {bare - empty:.1f} ms (bare - empty); pytest, loop and client: {empty:.1f} ms"
