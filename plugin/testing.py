@@ -19,10 +19,14 @@ When the app starts: ``alchemy_client`` starts an ``alchemy_app`` of module, pac
 once per test module, on the module's event loop, and stops it at the end of the module; each test then
 only opens a sandbox (two pooled connections, one BEGIN and one ROLLBACK per bind). That needs an
 ``anyio_backend`` fixture of module scope or wider (anyio's own is); the async tests of such a module
-then share one event loop. A function- or class-scoped ``alchemy_app`` (or a function-scoped
-``anyio_backend``) is started and stopped around every test, which costs more than the test itself:
-engines created, a first connection per bind, dispose. An app whose engines are already open (started by
-the suite itself) is used as it is.
+then share one event loop. ``alchemy_sync_client`` likewise starts such an app once per module, on the
+helper loop of one ``TestClient``, and gives each test a ``TestClient`` of its own that sends its
+requests through that loop. The app runs on one of the two loops at a time: an async test after sync
+ones (or the other way round) stops it and starts it on its own. A function- or class-scoped
+``alchemy_app`` (or, for ``alchemy_client``, a function-scoped ``anyio_backend``) is started and stopped
+around every test, which costs more than the test itself: engines created, a first connection per bind,
+dispose. An app whose engines are already open (started by the suite itself) is used as it is by
+``alchemy_client``.
 
 At the end of each test everything is rolled back on every bind; the tables must exist beforehand
 (``create_all=True`` in the config, or migrations run once per session).
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Generator, Iterator
     from contextlib import AbstractAsyncContextManager
 
+    from anyio.from_thread import BlockingPortal
     from httpx import Request, Response
     from litestar import Litestar
     from litestar.testing import AsyncTestClient, TestClient
@@ -67,6 +72,7 @@ __all__ = (
 
 _SCOPES = pytest.StashKey[dict[str, str]]()
 _MODULE_APPS = pytest.StashKey["dict[int, _ModuleApp]"]()
+_MODULE_SYNC_APPS = pytest.StashKey["dict[int, _ModuleSyncApp]"]()
 _ONCE = frozenset({"module", "package", "session"})  # scopes that outlive a module's tests
 
 
@@ -145,9 +151,47 @@ async def _alchemy_module_app(request: pytest.FixtureRequest, alchemy_app: Lites
         await module_app.stop()
 
 
+class _ModuleSyncApp:
+    """The app started once for a module's sync tests, in a ``TestClient``'s helper thread and loop; each
+    test gets a ``TestClient`` of its own (its own cookies) that sends its requests through that loop."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        self._owner: TestClient[Litestar] | None = None
+
+    def start(self) -> BlockingPortal:
+        if self._owner is None:
+            from litestar.testing import TestClient
+
+            owner = TestClient(self.app)
+            owner.__enter__()
+            self._owner = owner
+        return self._owner.blocking_portal
+
+    def stop(self) -> None:
+        if (owner := self._owner) is not None:
+            self._owner = None
+            owner.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def _alchemy_module_sync_app(request: pytest.FixtureRequest, alchemy_app: Litestar) -> Iterator[_ModuleSyncApp]:
+    """The app for the module's sync tests, started by the first of them (see :class:`_ModuleSyncApp`)."""
+    module_app = _ModuleSyncApp(alchemy_app)
+    running = request.config.stash.setdefault(_MODULE_SYNC_APPS, {})
+    running[id(alchemy_app)] = module_app
+    try:
+        yield module_app
+    finally:
+        running.pop(id(alchemy_app), None)
+        module_app.stop()
+
+
 @pytest.fixture
 def _alchemy_module_app_if_any(request: pytest.FixtureRequest, alchemy_app: Litestar) -> _ModuleApp | None:
     """The module's started app, when this test's app and event loop both live for the module; else None."""
+    if (sync_app := request.config.stash.get(_MODULE_SYNC_APPS, {}).get(id(alchemy_app))) is not None:
+        sync_app.stop()  # it runs on the sync client's loop; async tests run the app on their own
     request.getfixturevalue("anyio_backend")  # set up before its scope is read (it is in every anyio test)
     scopes = request.config.stash.get(_SCOPES, {})
     if scopes.get("alchemy_app") in _ONCE and scopes.get("anyio_backend") in _ONCE:
@@ -209,7 +253,10 @@ async def alchemy_session(
 def alchemy_sync_client(
     request: pytest.FixtureRequest, alchemy_app: Litestar, alchemy_plugin: SQLAlchemyPlugin[Any]
 ) -> Iterator[TestClient[Litestar]]:
-    """A ``TestClient`` on the app, started for this test, inside a sandbox on every bind (plain tests)."""
+    """A ``TestClient`` on the started app, inside a sandbox on every bind (plain tests).
+
+    The app is started once per module if ``alchemy_app`` has module scope or wider, else for this test.
+    """
     from litestar.testing import TestClient
 
     module_app = request.config.stash.get(_MODULE_APPS, {}).get(id(alchemy_app))
@@ -218,8 +265,14 @@ def alchemy_sync_client(
         # it on a loop of its own: stop it there first (the next async test starts it again).
         request.getfixturevalue("anyio_backend")  # so that anyio's plugin runs the async fixture below
         request.getfixturevalue("_alchemy_stop_module_app")
-
-    with TestClient(alchemy_app) as client, _sandbox_on(client, alchemy_plugin):
+    if request.config.stash.get(_SCOPES, {}).get("alchemy_app") not in _ONCE:
+        with TestClient(alchemy_app) as client, _sandbox_on(client, alchemy_plugin):
+            yield client
+        return
+    sync_app: _ModuleSyncApp = request.getfixturevalue("_alchemy_module_sync_app")
+    client = TestClient(alchemy_app)
+    client.blocking_portal = sync_app.start()  # Litestar's clients send requests through this portal
+    with _sandbox_on(client, alchemy_plugin):
         yield client
 
 

@@ -1,9 +1,10 @@
 """A module-scoped ``alchemy_app`` is started once for the module by ``alchemy_client`` itself.
 
 Each test still gets its own sandbox: every test below writes one note and finds only that one. The app's
-own ``on_startup``/``on_shutdown`` hooks record when it starts and stops. A sync test in the same module
-(``alchemy_sync_client`` runs the app on its own loop) stops the module's app first; the next async test
-starts it again. At the end of the module the app is stopped before its databases are dropped.
+own ``on_startup``/``on_shutdown`` hooks record when it starts and stops. The sync tests of the module
+(``alchemy_sync_client`` runs the app on a loop of its own) stop the async tests' app and start it once
+for themselves; the next async test stops that and starts it again on its loop. At the end of the module
+the app is stopped before its databases are dropped.
 """
 
 from __future__ import annotations
@@ -66,10 +67,15 @@ async def test_started_once_and_each_test_starts_empty(
     assert EVENTS == ["start"]
 
 
-def test_a_sync_test_runs_the_app_on_its_own_client(alchemy_sync_client: TestClient[Litestar]) -> None:
-    assert alchemy_sync_client.post("/notes", json={"title": "sync"}).status_code == 201
+@pytest.mark.parametrize("title", ["sync", "sync again"])
+def test_sync_tests_start_it_once_on_the_sync_clients_loop(
+    alchemy_sync_client: TestClient[Litestar], title: str
+) -> None:
+    assert alchemy_sync_client.post("/notes", json={"title": title}).status_code == 201
     assert alchemy_sync_client.get("/notes/count").json() == 1
-    assert EVENTS == ["start", "stop", "start"]
+    assert alchemy_sync_client.cookies.get("seen") is None  # each test has a client of its own
+    alchemy_sync_client.cookies.set("seen", "yes")
+    assert EVENTS == ["start", "stop", "start"]  # stopped on the async tests' loop, started once for these
 
 
 async def test_the_next_async_test_starts_it_again(
