@@ -73,6 +73,7 @@ __all__ = (
 _SCOPES = pytest.StashKey[dict[str, str]]()
 _MODULE_APPS = pytest.StashKey["dict[int, _ModuleApp]"]()
 _MODULE_SYNC_APPS = pytest.StashKey["dict[int, _ModuleSyncApp]"]()
+_NEXT_TEST = pytest.StashKey["pytest.Item | None"]()
 _ONCE = frozenset({"module", "package", "session"})  # scopes that outlive a module's tests
 
 
@@ -88,6 +89,12 @@ def pytest_fixture_setup(
     if fixturedef.argname in ("alchemy_app", "anyio_backend"):
         request.config.stash.setdefault(_SCOPES, {})[fixturedef.argname] = fixturedef.scope
     return (yield)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Note the test that runs next, before this one's fixtures are torn down (see ``alchemy_client``)."""
+    item.config.stash[_NEXT_TEST] = nextitem
 
 
 @pytest.fixture
@@ -201,13 +208,6 @@ def _alchemy_module_app_if_any(request: pytest.FixtureRequest, alchemy_app: Lite
     return None
 
 
-@pytest.fixture
-async def _alchemy_stop_module_app(request: pytest.FixtureRequest, alchemy_app: Litestar) -> None:
-    """Stop the app the module started (on the module's loop and task), so that a sync client can start it."""
-    if (module_app := request.config.stash.get(_MODULE_APPS, {}).get(id(alchemy_app))) is not None:
-        await module_app.stop()
-
-
 @pytest.fixture(scope="module")
 async def alchemy_started_app(alchemy_app: Litestar, _alchemy_module_app: _ModuleApp) -> Litestar:
     """The app started for the whole module (``alchemy_client`` does this by itself for a module-scoped app)."""
@@ -217,6 +217,7 @@ async def alchemy_started_app(alchemy_app: Litestar, _alchemy_module_app: _Modul
 
 @pytest.fixture
 async def alchemy_client(
+    request: pytest.FixtureRequest,
     alchemy_app: Litestar,
     alchemy_plugin: SQLAlchemyPlugin[Any],
     _alchemy_module_app_if_any: _ModuleApp | None,
@@ -226,12 +227,18 @@ async def alchemy_client(
     The app is started once per module if ``alchemy_app`` has module scope or wider (see the module docs),
     else for this test only.
     """
-    if _alchemy_module_app_if_any is not None and alchemy_plugin.engines.state != "open":
-        await _alchemy_module_app_if_any.start()
+    module_app = _alchemy_module_app_if_any
+    if module_app is not None and alchemy_plugin.engines.state != "open":
+        await module_app.start()
     started = alchemy_plugin.engines.state == "open"  # by this module, or by the suite itself
     client = _same_loop_client(alchemy_app, started=started)
     async with client, alchemy_plugin.sandbox():
         yield client
+    following = request.config.stash.get(_NEXT_TEST, None)
+    if module_app is not None and "alchemy_sync_client" in getattr(following, "fixturenames", ()):
+        # The next test runs the app on the sync client's loop; stopped here, on this loop and task (a sync
+        # test cannot run anything on them).
+        await module_app.stop()
 
 
 @pytest.fixture
@@ -260,11 +267,11 @@ def alchemy_sync_client(
     from litestar.testing import TestClient
 
     module_app = request.config.stash.get(_MODULE_APPS, {}).get(id(alchemy_app))
-    if module_app is not None and module_app.running:
-        # The module's async tests started the app on the module's event loop, and the sync client runs
-        # it on a loop of its own: stop it there first (the next async test starts it again).
-        request.getfixturevalue("anyio_backend")  # so that anyio's plugin runs the async fixture below
-        request.getfixturevalue("_alchemy_stop_module_app")
+    if module_app is not None and module_app.running:  # alchemy_client stops it when a sync test comes next
+        pytest.fail(
+            "the app is still running on the event loop of this module's async tests; alchemy_client stops it "
+            "before a test that uses alchemy_sync_client, but pytest did not say that this test comes next"
+        )
     if request.config.stash.get(_SCOPES, {}).get("alchemy_app") not in _ONCE:
         with TestClient(alchemy_app) as client, _sandbox_on(client, alchemy_plugin):
             yield client
