@@ -1,9 +1,9 @@
 """pytest fixtures that run each test inside a sandbox on every bind (Django's ``TestCase``, for Litestar).
 
-Installed with the package as a pytest plugin (the ``pytest11`` entry point); it only defines fixtures
-(and notes the scope of the ``alchemy_app`` and ``anyio_backend`` fixtures as pytest sets them up), so
-nothing happens until a test asks for one. Tell it which app to test with a fixture named
-``alchemy_app``; then:
+Installed with the package as a pytest plugin (the ``pytest11`` entry point); it defines fixtures, and two
+hooks only take notes (the scopes of the ``alchemy_app`` and ``anyio_backend`` fixtures as pytest sets
+them up, and which test runs next), so nothing happens until a test asks for a fixture. Tell it which
+app to test with a fixture named ``alchemy_app``; then:
 
 - ``alchemy_client`` (async tests, any config): a ``litestar.testing.AsyncTestClient`` on the started app,
   inside ``plugin.sandbox()``. Requests it makes commit into savepoints.
