@@ -6,22 +6,26 @@ Run (PostgreSQL by default; ``--databases sqlite,postgresql,mariadb``)::
 
 Writes a small test suite into a temporary directory and runs it with pytest, in a child process per
 run. Each of the 200 tests posts three notes through the app (two binds: notes on ``default``, an audit
-entry per note on ``logs``) and reads the count back through another request. Three ways to isolate:
+entry per note on ``logs``) and reads the count back through another request. The ways to isolate:
 
-- ``sandbox``: the shipped fixtures (``alchemy_client``): every test runs in ``plugin.sandbox()``, rolled
-  back at its end; the app is started for each test;
-- ``started``: the same, with the app started once for the module (``alchemy_started_app``): per test,
-  only the sandbox (two pooled connections, BEGIN, ROLLBACK) and the requests;
-- ``recreate``: the app started once, the same client without a sandbox, after dropping and creating
-  every table on both binds through the app's own engines (what a suite does without a sandbox to start
-  each test from empty tables);
-- ``bare``: the app started once, the same client, no isolation at all (rows pile up): the floor, so
-  that ``started - bare`` is the sandbox's own cost per test.
+- ``sandbox``: the shipped fixture as the README shows it: ``alchemy_client`` with a module-scoped
+  ``alchemy_app``, so the app is started once for the module and every test runs in ``plugin.sandbox()``,
+  rolled back at its end;
+- ``per-test``: the same fixture with a function-scoped ``alchemy_app``: the app is started and stopped
+  around every test (what a suite that keeps a function-scoped app gets);
+- ``recreate``: the app started once (the same module fixture), the same client without a sandbox, after
+  dropping and creating every table on both binds through the app's own engines (what a suite does
+  without a sandbox to start each test from empty tables);
+- ``bare``: the app started once, the same client, no isolation at all (rows pile up);
+- ``empty``: ``bare`` without the requests: pytest, the event loop and the client, the floor of any test.
 
 Per-test time is the sum of pytest's setup, call and teardown durations over the suite, divided by the
-number of tests; the runs are interleaved round by round and the medians printed, with the ratios
-``recreate / started`` (like for like: the app started once; target at least 10x on PostgreSQL) and
-``recreate / sandbox``.
+number of tests; the runs are interleaved round by round and the medians printed, with the ratio
+``recreate / sandbox`` of the medians (target: at least 10x on PostgreSQL) and of each round (the two
+runs of a round are close in time, so a load that comes and goes moves both). The sandbox's own cost per test is timed
+around ``plugin.sandbox()``'s enter and exit (two pooled connections, BEGIN, ROLLBACK; the BEGIN itself
+goes out with the first statement, inside the test), and shown next to ``sandbox - bare``, the whole
+difference a sandboxed test makes (each request's commit becomes a savepoint release).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-VARIANTS = ("sandbox", "started", "recreate", "bare")
+VARIANTS = ("sandbox", "per-test", "recreate", "bare", "empty")
 
 SUITE = """
 from __future__ import annotations
@@ -56,8 +60,10 @@ from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from plugin.testing import _same_loop_client
 
 VARIANT = os.environ["BENCH_VARIANT"]
-STARTED_ONCE = VARIANT != "sandbox"  # every other variant starts the app once for the module
-pytestmark = [pytest.mark.anyio] + ([pytest.mark.usefixtures("alchemy_started_app")] if STARTED_ONCE else [])
+SANDBOXED = VARIANT in ("sandbox", "per-test")
+# The app is started once for the module (by alchemy_client itself, or by alchemy_started_app for the
+# variants without a sandbox: the same module fixture), except in per-test.
+pytestmark = [pytest.mark.anyio] + ([] if SANDBOXED else [pytest.mark.usefixtures("alchemy_started_app")])
 BINDS = {"default": os.environ["BENCH_DEFAULT"], "logs": os.environ["BENCH_LOGS"]}
 
 
@@ -93,12 +99,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module" if STARTED_ONCE else "function")
+@pytest.fixture(scope="function" if VARIANT == "per-test" else "module")
 def alchemy_app() -> Litestar:
     return Litestar([add, count], plugins=[SQLAlchemyPlugin(SQLAlchemyAsyncConfig(binds=BINDS, base=Base))])
 
 
-if VARIANT in ("sandbox", "started"):
+if SANDBOXED:
 
     @pytest.fixture
     def client(alchemy_client: AsyncTestClient) -> AsyncTestClient:
@@ -121,6 +127,8 @@ else:
 
 @pytest.mark.parametrize("n", range(int(os.environ["BENCH_TESTS"])))
 async def test_notes(client, n: int) -> None:
+    if VARIANT == "empty":
+        return
     for i in range(3):
         assert (await client.post("/notes", json={"title": f"{n}-{i}"})).status_code == 201
     assert (await client.get("/notes/count")).json() >= 3
@@ -147,8 +155,25 @@ asyncio.run(main())
 CONFTEST = """
 import json
 import os
+import time
 
-DURATIONS = {"setup": 0.0, "call": 0.0, "teardown": 0.0}
+from plugin.sandbox import Sandbox
+
+DURATIONS = {"setup": 0.0, "call": 0.0, "teardown": 0.0, "sandbox": 0.0}
+
+
+def _timed(method):
+    async def timed(self, *args):
+        start = time.perf_counter()
+        try:
+            return await method(self, *args)
+        finally:
+            DURATIONS["sandbox"] += time.perf_counter() - start
+
+    return timed
+
+
+Sandbox.__aenter__, Sandbox.__aexit__ = _timed(Sandbox.__aenter__), _timed(Sandbox.__aexit__)
 
 
 def pytest_runtest_logreport(report):
@@ -199,8 +224,9 @@ def _drop(kind: str, names: list[str]) -> None:
     engine.dispose()
 
 
-def run_suite(directory: Path, variant: str, urls: list[str], tests: int) -> tuple[float, float]:
-    """Run the suite once; the per-test time in seconds, and the part spent in fixtures (setup, teardown)."""
+def run_suite(directory: Path, variant: str, urls: list[str], tests: int) -> tuple[float, float, float]:
+    """Run the suite once; per test, in seconds: the whole test, its fixtures (setup, teardown), and the time
+    spent entering and leaving ``plugin.sandbox()``."""
     out = directory / f"{variant}.json"
     path = os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, BENCH_VARIANT=variant, BENCH_DEFAULT=urls[0], BENCH_LOGS=urls[1], BENCH_TESTS=str(tests),
@@ -211,10 +237,11 @@ def run_suite(directory: Path, variant: str, urls: list[str], tests: int) -> tup
     if result["exit"] != 0:
         raise SystemExit(f"the {variant} run failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
     fixtures = float(result["setup"]) + float(result["teardown"])
-    return (fixtures + float(result["call"])) / tests, fixtures / tests
+    return (fixtures + float(result["call"])) / tests, fixtures / tests, float(result["sandbox"]) / tests
 
 
-def measure(kind: str, tests: int, rounds: int) -> dict[str, tuple[float, float]]:
+def measure(kind: str, tests: int, rounds: int) -> tuple[dict[str, tuple[float, float, float]], list[float]]:
+    """Medians per variant (test, fixtures, sandbox enter+exit), and ``recreate / sandbox`` of each round."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         (directory / "test_suite.py").write_text(SUITE)
@@ -228,7 +255,7 @@ def measure(kind: str, tests: int, rounds: int) -> dict[str, tuple[float, float]
         try:
             env = dict(os.environ, BENCH_DEFAULT=urls[0], BENCH_LOGS=urls[1], BENCH_VARIANT="bare", BENCH_TESTS="0")
             subprocess.run([sys.executable, "-c", CREATE_TABLES, str(directory)], env=env, check=True)
-            times: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+            times: dict[str, list[tuple[float, float, float]]] = {variant: [] for variant in VARIANTS}
             for round_ in range(rounds):
                 order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
                 for variant in order:
@@ -236,10 +263,15 @@ def measure(kind: str, tests: int, rounds: int) -> dict[str, tuple[float, float]
         finally:
             if names:
                 _drop(kind, names)
-    return {
-        variant: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+    medians = {
+        variant: (
+            statistics.median(v[0] for v in values),
+            statistics.median(v[1] for v in values),
+            statistics.median(v[2] for v in values),
+        )
         for variant, values in times.items()
     }
+    return medians, [r[0] / s[0] for r, s in zip(times["recreate"], times["sandbox"], strict=True)]
 
 
 def main() -> None:
@@ -248,21 +280,31 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"{args.tests} tests per run, median of {args.rounds} rounds; milliseconds per test")
+    print(f"{args.tests} tests per run, median of {args.rounds} rounds; milliseconds per test; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")  # fmt: skip
     print("  test: setup + call + teardown; fixtures: setup + teardown only (client, app start, isolation)")
-    head = ("database", *VARIANTS, "recreate/sandbox", "recreate/started", "fixtures:", *VARIANTS)
-    print("{:<11}{:>9}{:>9}{:>9}{:>7}{:>18}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}".format(*head))
+    head = ("database", *VARIANTS, "recreate/sandbox", "fixtures:", *VARIANTS)
+    print("{:<11}{:>9}{:>9}{:>9}{:>7}{:>7}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}{:>7}".format(*head))
     for kind in args.databases.split(","):
-        t = measure(kind, args.tests, args.rounds)
+        t, per_round = measure(kind, args.tests, args.rounds)
         test = [t[variant][0] * 1000 for variant in VARIANTS]
         fixtures = [t[variant][1] * 1000 for variant in VARIANTS]
-        sandbox, started, recreate, bare = test
+        sandbox, _, recreate, bare, empty = test
         print(
-            "{:<11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}".format(kind, *test)
-            + f"{recreate / sandbox:>17.1f}x{recreate / started:>17.1f}x"
-            + "{:>11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}".format("", *fixtures)
+            "{:<11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}{:>7.1f}".format(kind, *test)
+            + f"{recreate / sandbox:>17.1f}x"
+            + "{:>11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}{:>7.1f}".format("", *fixtures)
         )
-        print(f"{'':<11}the sandbox's own cost per test (started - bare): {started - bare:.1f} ms")
+        print(
+            f"{'':<11}the sandbox's own cost per test: {t['sandbox'][2] * 1000:.2f} ms entering and leaving it; "
+            f"a sandboxed test against the same test without isolation (sandbox - bare): {sandbox - bare:+.1f} ms"
+        )
+        print(f"{'':<11}recreate / sandbox in each round: {', '.join(f'{r:.1f}x' for r in per_round)}")
+        print(
+            f"{'':<11}recreating the tables: {recreate - bare:.1f} ms per test (recreate - bare); "
+            f"the four requests: {bare - empty:.1f} ms (bare - empty); pytest, loop and client: {empty:.1f} ms"
+        )
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -199,9 +200,8 @@ class Sandbox:
         def refuse_escapes(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
             if conn not in self._held:
                 raise StatementRefusedError(key, shorten(statement), _OUTSIDE)
-            for part in split(statement, dialect):
-                if (reason := sandbox_refusal(part, dialect)) is not None:
-                    raise StatementRefusedError(key, part.label, reason)
+            if (refused := _refusal(statement, dialect)) is not None:
+                raise StatementRefusedError(key, *refused)
 
         return refuse_escapes
 
@@ -217,3 +217,17 @@ class Sandbox:
                 raise StatementRefusedError(key, f"Connection.{name}() on the sandbox's connection", _ENDED_BY_SANDBOX)
 
         return refuse
+
+
+@functools.lru_cache(maxsize=1024)
+def _refusal(statement: str, dialect: str) -> tuple[str, str] | None:
+    """The first part of ``statement`` the sandbox refuses on ``dialect``, as (label, reason), or None.
+
+    Cached: an app sends the same few compiled statements over and over (a test of three inserts and a
+    read sends 21, of 4 distinct texts), and reading one costs ~17 us against ~0.2 us for a cache hit
+    (measured for bench/sandbox_tests.py's statements on PostgreSQL).
+    """
+    for part in split(statement, dialect):
+        if (reason := sandbox_refusal(part, dialect)) is not None:
+            return part.label, reason
+    return None

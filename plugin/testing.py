@@ -1,20 +1,32 @@
 """pytest fixtures that run each test inside a sandbox on every bind (Django's ``TestCase``, for Litestar).
 
-Installed with the package as a pytest plugin (the ``pytest11`` entry point); it only defines fixtures,
-so nothing happens until a test asks for one. Tell it which app to test with a fixture named
-``alchemy_app``; then:
+Installed with the package as a pytest plugin (the ``pytest11`` entry point); it defines fixtures, and two
+hooks only take notes (the scopes of the ``alchemy_app`` and ``anyio_backend`` fixtures as pytest sets
+them up, and which test runs next), so nothing happens until a test asks for a fixture. Tell it which
+app to test with a fixture named ``alchemy_app``; then:
 
-- ``alchemy_client`` (async tests, any config): a ``litestar.testing.AsyncTestClient`` on the app, started
-  (lifespan) and inside ``plugin.sandbox()``. Requests it makes commit into savepoints.
+- ``alchemy_client`` (async tests, any config): a ``litestar.testing.AsyncTestClient`` on the started app,
+  inside ``plugin.sandbox()``. Requests it makes commit into savepoints.
 - ``alchemy_session`` (async tests): a session joined to the same sandbox, so the test sees what the
   requests wrote (an ``AsyncSession``; a ``Session`` for sync configs).
 - ``alchemy_sync_client`` / ``alchemy_sync_session``: the same for plain (sync) tests with a
   ``litestar.testing.TestClient``; the session needs a sync config.
 - ``alchemy_plugin``: the app's :class:`~plugin.plugin.SQLAlchemyPlugin`.
-- ``alchemy_started_app`` (module scope, opt-in): starts the app once for a module of async tests, so
-  that ``alchemy_client`` only opens a sandbox per test (its connections come warm from the pool).
-  Needs a module-scoped ``alchemy_app``; request it with
-  ``pytestmark = pytest.mark.usefixtures("alchemy_started_app")``.
+- ``alchemy_started_app`` (module scope): starts the app for the module right away. Not needed any more:
+  ``alchemy_client`` does the same by itself for a module-scoped (or wider) ``alchemy_app``.
+
+When the app starts: ``alchemy_client`` starts an ``alchemy_app`` of module, package or session scope
+once per test module, on the module's event loop, and stops it at the end of the module; each test then
+only opens a sandbox (two pooled connections, one BEGIN and one ROLLBACK per bind). That needs an
+``anyio_backend`` fixture of module scope or wider (anyio's own is); the async tests of such a module
+then share one event loop. ``alchemy_sync_client`` likewise starts such an app once per module, on the
+helper loop of one ``TestClient``, and gives each test a ``TestClient`` of its own that sends its
+requests through that loop. The app runs on one of the two loops at a time: an async test after sync
+ones (or the other way round) stops it and starts it on its own. A function- or class-scoped
+``alchemy_app`` (or, for ``alchemy_client``, a function-scoped ``anyio_backend``) is started and stopped
+around every test, which costs more than the test itself: engines created, a first connection per bind,
+dispose. An app whose engines are already open (started by the suite itself) is used as it is by
+``alchemy_client``.
 
 At the end of each test everything is rolled back on every bind; the tables must exist beforehand
 (``create_all=True`` in the config, or migrations run once per session).
@@ -22,23 +34,25 @@ At the end of each test everything is rolled back on every bind; the tables must
 One event loop: Litestar's test clients run the app on a loop of their own in a helper thread, while an
 async test awaits on the test's loop; an async driver's connection (asyncpg, asyncmy) works on the loop
 that opened it only. ``alchemy_client`` therefore runs the app's lifespan and requests on the test's own
-loop (through SQLAlchemy's greenlet bridge: the client's transport calls the app synchronously), so the
-app, the sandbox and the test's session share one loop and one held connection per bind. It serves HTTP;
-for websockets use ``alchemy_sync_client``. The sync client runs everything on its helper loop, the
-sandbox included.
+loop (its transport awaits the app directly), so the app, the sandbox and the test's session share one
+loop and one held connection per bind. It serves HTTP; for websockets use ``alchemy_sync_client``. The
+sync client runs everything on its helper loop, the sandbox included.
 """
 
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Generator, Iterator
+    from contextlib import AbstractAsyncContextManager
 
+    from anyio.from_thread import BlockingPortal
+    from httpx import Request, Response
     from litestar import Litestar
     from litestar.testing import AsyncTestClient, TestClient
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,10 +70,40 @@ __all__ = (
     "alchemy_sync_session",
 )
 
+_SCOPES = pytest.StashKey[dict[str, str]]()
+_MODULE_APPS = pytest.StashKey["dict[int, _ModuleApp]"]()
+_MODULE_SYNC_APPS = pytest.StashKey["dict[int, _ModuleSyncApp]"]()
+_NEXT_TEST = pytest.StashKey["pytest.Item | None"]()
+_ONCE = frozenset({"module", "package", "session"})  # scopes that outlive a module's tests
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    """Note the scope of the last ``alchemy_app`` and ``anyio_backend`` set up (pytest's public hook).
+
+    A fixture of the test being set up was set up for it (or earlier, if it is wider): when the note says
+    function, the app is started per test, which is right even if a wider app is in use.
+    """
+    if fixturedef.argname in ("alchemy_app", "anyio_backend"):
+        request.config.stash.setdefault(_SCOPES, {})[fixturedef.argname] = fixturedef.scope
+    return (yield)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Note the test that runs next, before this one's fixtures are torn down (see ``alchemy_client``)."""
+    item.config.stash[_NEXT_TEST] = nextitem
+
 
 @pytest.fixture
 def alchemy_app() -> Litestar:
-    """The app under test: override this fixture (in your ``conftest.py``) to return your Litestar app."""
+    """The app under test: override this fixture (in your ``conftest.py``) to return your Litestar app.
+
+    Give it module or session scope (``@pytest.fixture(scope="session")``) so that it starts once per
+    test module; a function-scoped app is started and stopped for every test.
+    """
     pytest.fail("define a fixture named `alchemy_app` that returns your Litestar app (e.g. in conftest.py)")
 
 
@@ -74,22 +118,127 @@ def alchemy_plugin(alchemy_app: Litestar) -> SQLAlchemyPlugin[Any]:
     return plugin
 
 
+class _ModuleApp:
+    """An app started once for a test module, on the module's event loop; stopped at the module's end, or
+    when its ``alchemy_app`` is torn down (a parametrized app), or before a sync client starts it."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        self._lifespan: AbstractAsyncContextManager[None] | None = None
+
+    async def start(self) -> None:
+        if self._lifespan is None:
+            lifespan = self.app.lifespan()
+            await lifespan.__aenter__()
+            self._lifespan = lifespan
+
+    async def stop(self) -> None:
+        if (lifespan := self._lifespan) is not None:
+            self._lifespan = None
+            await lifespan.__aexit__(None, None, None)
+
+    @property
+    def running(self) -> bool:
+        return self._lifespan is not None
+
+
 @pytest.fixture(scope="module")
-async def alchemy_started_app(alchemy_app: Litestar) -> AsyncIterator[Litestar]:
-    """The app started once for the whole module (async tests, module-scoped ``alchemy_app``)."""
-    async with alchemy_app.lifespan():
-        yield alchemy_app
+async def _alchemy_module_app(request: pytest.FixtureRequest, alchemy_app: Litestar) -> AsyncIterator[_ModuleApp]:
+    """The app, started by the first test that needs it; this async fixture also keeps the module's loop.
+
+    It depends on ``alchemy_app``, so pytest tears it down (stopping the app) before the app's own fixtures.
+    """
+    module_app = _ModuleApp(alchemy_app)
+    running = request.config.stash.setdefault(_MODULE_APPS, {})
+    running[id(alchemy_app)] = module_app
+    try:
+        yield module_app
+    finally:
+        running.pop(id(alchemy_app), None)
+        await module_app.stop()
+
+
+class _ModuleSyncApp:
+    """The app started once for a module's sync tests, in a ``TestClient``'s helper thread and loop; each
+    test gets a ``TestClient`` of its own (its own cookies) that sends its requests through that loop."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        self._owner: TestClient[Litestar] | None = None
+
+    def start(self) -> BlockingPortal:
+        if self._owner is None:
+            from litestar.testing import TestClient
+
+            owner = TestClient(self.app)
+            owner.__enter__()
+            self._owner = owner
+        return self._owner.blocking_portal
+
+    def stop(self) -> None:
+        if (owner := self._owner) is not None:
+            self._owner = None
+            owner.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def _alchemy_module_sync_app(request: pytest.FixtureRequest, alchemy_app: Litestar) -> Iterator[_ModuleSyncApp]:
+    """The app for the module's sync tests, started by the first of them (see :class:`_ModuleSyncApp`)."""
+    module_app = _ModuleSyncApp(alchemy_app)
+    running = request.config.stash.setdefault(_MODULE_SYNC_APPS, {})
+    running[id(alchemy_app)] = module_app
+    try:
+        yield module_app
+    finally:
+        running.pop(id(alchemy_app), None)
+        module_app.stop()
+
+
+@pytest.fixture
+def _alchemy_module_app_if_any(request: pytest.FixtureRequest, alchemy_app: Litestar) -> _ModuleApp | None:
+    """The module's started app, when this test's app and event loop both live for the module; else None."""
+    if (sync_app := request.config.stash.get(_MODULE_SYNC_APPS, {}).get(id(alchemy_app))) is not None:
+        sync_app.stop()  # it runs on the sync client's loop; async tests run the app on their own
+    request.getfixturevalue("anyio_backend")  # set up before its scope is read (it is in every anyio test)
+    scopes = request.config.stash.get(_SCOPES, {})
+    if scopes.get("alchemy_app") in _ONCE and scopes.get("anyio_backend") in _ONCE:
+        module_app: _ModuleApp = request.getfixturevalue("_alchemy_module_app")
+        if module_app.app is alchemy_app:
+            return module_app
+    return None
+
+
+@pytest.fixture(scope="module")
+async def alchemy_started_app(alchemy_app: Litestar, _alchemy_module_app: _ModuleApp) -> Litestar:
+    """The app started for the whole module (``alchemy_client`` does this by itself for a module-scoped app)."""
+    await _alchemy_module_app.start()
+    return alchemy_app
 
 
 @pytest.fixture
 async def alchemy_client(
-    alchemy_app: Litestar, alchemy_plugin: SQLAlchemyPlugin[Any]
+    request: pytest.FixtureRequest,
+    alchemy_app: Litestar,
+    alchemy_plugin: SQLAlchemyPlugin[Any],
+    _alchemy_module_app_if_any: _ModuleApp | None,
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """An ``AsyncTestClient`` on the started app, inside a sandbox on every bind (async tests)."""
-    started = alchemy_plugin.engines.state == "open"  # by alchemy_started_app
+    """An ``AsyncTestClient`` on the started app, inside a sandbox on every bind (async tests).
+
+    The app is started once per module if ``alchemy_app`` has module scope or wider (see the module docs),
+    else for this test only.
+    """
+    module_app = _alchemy_module_app_if_any
+    if module_app is not None and alchemy_plugin.engines.state != "open":
+        await module_app.start()
+    started = alchemy_plugin.engines.state == "open"  # by this module, or by the suite itself
     client = _same_loop_client(alchemy_app, started=started)
     async with client, alchemy_plugin.sandbox():
         yield client
+    following = request.config.stash.get(_NEXT_TEST, None)
+    if module_app is not None and "alchemy_sync_client" in getattr(following, "fixturenames", ()):
+        # The next test runs the app on the sync client's loop; stopped here, on this loop and task (a sync
+        # test cannot run anything on them).
+        await module_app.stop()
 
 
 @pytest.fixture
@@ -108,11 +257,29 @@ async def alchemy_session(
 
 
 @pytest.fixture
-def alchemy_sync_client(alchemy_app: Litestar, alchemy_plugin: SQLAlchemyPlugin[Any]) -> Iterator[TestClient[Litestar]]:
-    """A ``TestClient`` on the started app, inside a sandbox on every bind (plain tests)."""
+def alchemy_sync_client(
+    request: pytest.FixtureRequest, alchemy_app: Litestar, alchemy_plugin: SQLAlchemyPlugin[Any]
+) -> Iterator[TestClient[Litestar]]:
+    """A ``TestClient`` on the started app, inside a sandbox on every bind (plain tests).
+
+    The app is started once per module if ``alchemy_app`` has module scope or wider, else for this test.
+    """
     from litestar.testing import TestClient
 
-    with TestClient(alchemy_app) as client, _sandbox_on(client, alchemy_plugin):
+    module_app = request.config.stash.get(_MODULE_APPS, {}).get(id(alchemy_app))
+    if module_app is not None and module_app.running:  # alchemy_client stops it when a sync test comes next
+        pytest.fail(
+            "the app is still running on the event loop of this module's async tests; alchemy_client stops it "
+            "before a test that uses alchemy_sync_client, but pytest did not say that this test comes next"
+        )
+    if request.config.stash.get(_SCOPES, {}).get("alchemy_app") not in _ONCE:
+        with TestClient(alchemy_app) as client, _sandbox_on(client, alchemy_plugin):
+            yield client
+        return
+    sync_app: _ModuleSyncApp = request.getfixturevalue("_alchemy_module_sync_app")
+    client = TestClient(alchemy_app)
+    client.blocking_portal = sync_app.start()  # Litestar's clients send requests through this portal
+    with _sandbox_on(client, alchemy_plugin):
         yield client
 
 
@@ -147,41 +314,24 @@ def _sandbox_on(client: TestClient[Litestar], plugin: SQLAlchemyPlugin[Any]) -> 
         portal.call(sandbox.__aexit__, None, None, None)
 
 
-class _SameLoopPortal:
-    """Stands in for the anyio portal Litestar's transport calls: runs the call on the current loop.
-
-    Only valid inside ``greenlet_spawn`` (see :func:`_same_loop_client`).
-    """
-
-    def call(self, function: Any, *args: Any) -> Any:
-        from sqlalchemy.util import await_only
-
-        result = function(*args)
-        return await_only(result) if inspect.isawaitable(result) else result
-
-
 def _same_loop_client(app: Litestar, *, started: bool = False) -> AsyncTestClient[Litestar]:
     """An ``AsyncTestClient`` whose lifespan and requests run on the test's own event loop.
 
-    Uses two Litestar internals, checked by tests/plugin/test_testing.py: the transport's synchronous
-    ``handle_request`` (run here in a SQLAlchemy greenlet, so its portal calls can await on this loop)
-    and the client's ``portal()`` hook.
+    Its transport awaits the app directly, on the caller's loop and task, instead of calling it through a
+    portal to the client's helper thread. It uses three methods of Litestar's ``TestClientTransport``
+    (``parse_request``, ``create_receive``, ``create_send``) that every request made through
+    ``alchemy_client`` in tests/plugin/test_testing.py goes through.
     """
     from litestar.testing import AsyncTestClient
     from litestar.testing.transport import TestClientTransport
-    from sqlalchemy.util import greenlet_spawn
 
     class SameLoopTransport(TestClientTransport):  # type: ignore[type-arg]
-        async def handle_async_request(self, request: Any) -> Any:
-            return await greenlet_spawn(self.handle_request, request)
+        async def handle_async_request(self, request: Request) -> Response:
+            return await _handle_on_this_loop(self, request)
 
     class SameLoopClient(AsyncTestClient):  # type: ignore[type-arg]
-        @contextmanager
-        def portal(self) -> Iterator[Any]:
-            yield _SameLoopPortal()
-
         async def __aenter__(self) -> SameLoopClient:
-            self._lifespan = None if started else self.app.lifespan()  # alchemy_started_app runs it
+            self._lifespan = None if started else self.app.lifespan()  # else the module (or the suite) runs it
             if self._lifespan is not None:
                 await self._lifespan.__aenter__()
             return self
@@ -193,3 +343,39 @@ def _same_loop_client(app: Litestar, *, started: bool = False) -> AsyncTestClien
     client = SameLoopClient(app)
     client._transport = SameLoopTransport(client=client)  # type: ignore[assignment]
     return client
+
+
+async def _handle_on_this_loop(transport: Any, request: Request) -> Response:
+    """What ``TestClientTransport.handle_request`` does for HTTP, awaiting the app instead of a portal call."""
+    from anyio import Event
+    from httpx import ByteStream, Response
+
+    scope = transport.parse_request(request=request)
+    if scope["type"] == "websocket":
+        return transport.handle_request(request)  # type: ignore[no-any-return]  # raises: use the sync client
+    scope.update(method=request.method, http_version="1.1", extensions={"http.response.template": {}})
+    raw_kwargs: dict[str, Any] = {"stream": BytesIO()}
+    context: dict[str, Any] = {
+        "response_complete": Event(),
+        "request_complete": False,
+        "raw_kwargs": raw_kwargs,
+        "response_started": False,
+        "template": None,
+        "context": None,
+    }
+    try:
+        receive = transport.create_receive(request=request, context=context)
+        await transport.client.app(scope, receive, transport.create_send(request=request, context=context))
+    except BaseException:
+        if transport.raise_server_exceptions:
+            raise
+        return Response(status_code=500, headers=[], stream=ByteStream(b""), request=request)
+    if not context["response_started"]:
+        if transport.raise_server_exceptions:
+            raise AssertionError("TestClient did not receive any response.")
+        return Response(status_code=500, headers=[], stream=ByteStream(b""), request=request)
+    body = raw_kwargs.pop("stream").getvalue()
+    response = Response(**raw_kwargs, stream=ByteStream(body), request=request)
+    response.template = context["template"]  # type: ignore[attr-defined]  # as Litestar's transport sets them
+    response.context = context["context"]  # type: ignore[attr-defined]
+    return response

@@ -51,3 +51,23 @@ def test_the_readme_test_file_is_the_one_the_suite_runs() -> None:
     readme = (root / "README.md").read_text()
     shown = readme.split("A complete test file", 1)[1].split("```python\n", 1)[1].split("\n```", 1)[0]
     assert shown == (root / "tests" / "test_readme_testing.py").read_text().rstrip("\n")
+
+
+def test_the_readme_test_file_passes_in_a_project_of_its_own(tmp_path: Path) -> None:
+    """As a user runs it: no conftest of this repository (its anyio_backend is session-scoped and single;
+    anyio's own is module-scoped and parametrized), the package's pytest plugin loaded by its entry point."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "test_notes.py").write_text((root / "tests" / "test_readme_testing.py").read_text())
+    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "3 passed" in done.stdout

@@ -16,9 +16,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")  # one pair of databases for every test of this module
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def alchemy_app(data_dir: Path) -> Litestar:
-    """The app under test (the plugin's fixtures start it and put each test in a sandbox)."""
+    """The app under test: module scope, so it starts once and each test only opens a sandbox."""
     return create_app(data_dir)  # creates its tables at startup (create_all=True)
 
 
