@@ -299,8 +299,9 @@ async def main() -> None:
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
-        help="rounds on a database: wall-clock time, or this process's CPU time (the client's own cost; the "
-        "database server's work, the same for every app, is left out)",
+        help="rounds on a database: wall-clock time, or this process's CPU time (the client's own cost: a "
+        "PostgreSQL server's work is left out, but SQLite runs in this process, in aiosqlite's threads, so its "
+        "query work is counted)",
     )
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter

@@ -24,6 +24,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.exceptions.responses import create_exception_response
 
+from plugin._litestar import keep_out_of_response_cache
 from plugin.exceptions import CommitConflictError
 from plugin.sessions import is_started, mark_settled
 from plugin.transactions import SUCCESS_STATUS, close_all, close_idle, settle_all
@@ -81,6 +82,7 @@ class RequestSessions:
         commit = not self.raised and self.policy.should_commit(message["status"])
         if (error := await settle_all(self.sessions, commit)) is not None:
             self.replaced = True
+            keep_out_of_response_cache(self.scope)  # the dropped response must not be served to the next client
             await send_exception_response(self.scope, self.receive, self.send, error)
             return
         await self.send(message)

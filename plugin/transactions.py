@@ -50,8 +50,9 @@ async def _to_the_end(work: Awaitable[T]) -> tuple[T, asyncio.CancelledError | N
 
     The work runs in a task of its own, so cancelling the caller cannot cancel the database call it is
     awaiting. The caller waits on a plain future the work resolves as its last step, which is what
-    ``asyncio.shield`` does with two more callbacks through the loop: 110,000 CPU instructions per
-    settle with ``shield``, (see docs/benchmarks.md) against a third of that now.
+    ``asyncio.shield`` does with two more callbacks through the loop. Measured with callgrind (Python
+    3.11, a work of one ``sleep(0)`` awaited 2,000 times): about 52,000 instructions more than awaiting
+    the work directly, against about 88,000 with ``shield``.
     """
     loop = asyncio.get_running_loop()
     finished = loop.create_future()

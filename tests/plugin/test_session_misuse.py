@@ -241,6 +241,57 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
     )
 
 
+@post("/untouched-then-background/{name:str}")
+async def untouched_then_background(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> Response[None]:
+    async def write_later() -> None:  # the session's first use of all
+        db_session.add(Account(name=name))
+        await db_session.flush()
+
+    return Response(None, status_code=201, background=BackgroundTask(write_later))
+
+
+@post("/untouched-then-after-response/{name:str}", after_response=audit_after_response)
+async def untouched_then_after_response(
+    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
+) -> None:
+    request.state.session = logs_db_session
+
+
+@get("/untouched-then-streamed-write")
+async def untouched_then_streamed_write(db_session: NamedDependency[AsyncSession]) -> Stream:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"writing\n"
+        await db_session.execute(text("insert into accounts (name) values ('from the body')"))
+        yield b"done\n"
+
+    return Stream(body())
+
+
+@pytest.mark.parametrize("kind", KINDS[:2])
+async def test_a_session_first_used_after_the_response_started_cannot_write_either(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    # A declared session the handler never touched is settled without a commit when the response starts
+    # (nothing to settle): its first use afterwards must be refused like any other late write.
+    db, logs = new_db(kind), new_db(kind)
+    plugin = make_plugin({"default": db, "logs": logs})
+    handlers = [untouched_then_background, untouched_then_after_response, untouched_then_streamed_write]
+    app = Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None)
+    async with app.lifespan():
+        for method, path in (
+            ("POST", "/untouched-then-background/ada"),
+            ("POST", "/untouched-then-after-response/bob"),
+            ("GET", "/untouched-then-streamed-write"),
+        ):
+            sent: list[dict[str, Any]] = []
+            error = await raised_by(asgi.http(app, method, path, on_send=sent.append))
+            assert caused_by(error, LifecycleError), path
+            assert next(m["status"] for m in sent if m["type"] == "http.response.start") in (200, 201)
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+    assert names(db) == []
+    assert messages(logs) == []
+
+
 # -- objects stay readable after the commit -----------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import anyio
 import asyncpg
 import pytest
 from litestar import Litestar, Request, Response, post
+from litestar.config.compression import CompressionConfig
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
@@ -182,6 +183,32 @@ async def test_an_app_maps_commit_errors_like_any_exception(new_db: Callable[[st
         response = await client.post("/ok/ada")
 
     assert (response.status_code, response.json()) == (422, {"problem": "duplicate", "failed_bind": "default"})
+
+
+@post("/claim/{name:str}", cache=60)
+async def claim(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> dict[str, str]:
+    db_session.add(Account(name=name))
+    return {"claimed": name}
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+async def test_a_response_whose_commit_failed_is_not_kept_by_the_response_cache(
+    compressed: bool, new_db: Callable[[str], Database]
+) -> None:
+    # Litestar's response cache sits inside the transaction middleware: it sees the handler's response
+    # before the commit decides it, and stores it when its last body message passes.
+    db = new_db("sqlite")
+    plugin = make_plugin({"default": db, "logs": new_db("sqlite")})
+    compression = CompressionConfig(backend="gzip", minimum_size=1) if compressed else None
+    app = Litestar(route_handlers=[claim], plugins=[plugin], compression_config=compression, logging_config=None)
+    async with AsyncTestClient(app) as client:
+        db.execute("insert into accounts (name) values ('taken')")
+        first = await client.post("/claim/taken")
+        again = await client.post("/claim/taken")
+
+    assert (first.status_code, again.status_code) == (409, 409)
+    assert again.json() == {"status_code": 409, "detail": "The request's changes conflict with data already stored."}
+    assert names(db) == ["taken"]
 
 
 @post("/flush-in-handler/{name:str}")
