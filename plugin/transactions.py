@@ -82,8 +82,18 @@ def _by_kind(active: Sequence[AsyncSession | Session]) -> tuple[list[Session], l
 
 
 def _has_pending(session: AsyncSession | Session) -> bool:
-    """Whether a flush would do anything: changes to write, or a savepoint the handler left open."""
-    return bool(session.new or session.deleted or session.dirty) or session.get_nested_transaction() is not None
+    """Whether a flush would do anything: changes to write, or a savepoint the handler left open.
+
+    SQLAlchemy's own test before a flush (``Session._is_clean``) through public names; ``session.dirty``
+    builds a set of every modified object, through the async proxy, on every request that read anything.
+    """
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    return (
+        bool(sync.new)
+        or bool(sync.deleted)
+        or sync.identity_map.check_modified()
+        or sync.get_nested_transaction() is not None
+    )
 
 
 async def _flush_now(active: Sequence[AsyncSession | Session]) -> None:
