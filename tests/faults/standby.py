@@ -74,8 +74,9 @@ class PrivateStandby(PrivateCluster):
         shutil.rmtree(self.data_dir)
         self.data_dir.mkdir(mode=0o700)
         shutil.chown(self.data_dir, "postgres", "postgres")
-        _run("runuser", "-u", "postgres", "--", "pg_basebackup", "-D", str(self.data_dir), "-R",
-             "-C", "-S", self._slot, "-X", "stream", "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres")  # fmt: skip
+        source = ("-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres")
+        _run("runuser", "-u", "postgres", "--", "pg_basebackup", "-D", str(self.data_dir), "-R", "-C", "-S", self._slot,
+             "-X", "stream", *source)  # fmt: skip
         self._configure()
         self._marker.write_text(wanted)
 
@@ -95,7 +96,8 @@ class PrivateStandby(PrivateCluster):
             f"recovery_min_apply_delay = '{int(APPLY_DELAY * 1000)}ms'\n"
             "ssl = off\n"
         )
-        for path, text in ((self.config_dir / "conf.d" / "standby.conf", settings), (self.config_dir / "pg_hba.conf", _HBA)):
+        files = ((self.config_dir / "conf.d" / "standby.conf", settings), (self.config_dir / "pg_hba.conf", _HBA))
+        for path, text in files:
             if not path.exists() or path.read_text() != text:
                 path.write_text(text)
 
