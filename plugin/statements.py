@@ -299,14 +299,16 @@ def is_plain_read(statement: Statement) -> bool:
     """Whether a read replica can run ``statement``: a query that neither writes nor locks rows.
 
     ``SELECT``, ``SHOW``, ``EXPLAIN``, ``VALUES``, ``TABLE``, ``DESCRIBE`` (or ``WITH ... SELECT``), without
-    ``FOR UPDATE``/``FOR SHARE``/``LOCK IN SHARE MODE`` and without ``SELECT ... INTO`` (which makes a table on
-    PostgreSQL). Anything else, unknown verbs included, is not: the primary runs it. ``EXPLAIN ANALYZE``
-    of a write is counted as a read; it fails on a standby, as the statement itself would.
+    ``FOR UPDATE``/``FOR SHARE``/``LOCK IN SHARE MODE``, without ``SELECT ... INTO`` (which makes a table on
+    PostgreSQL) and without a data-modifying ``WITH``. Anything else, unknown verbs included, is not: the
+    primary runs it. ``EXPLAIN ANALYZE`` of a write counts as a read; it fails on a standby.
     """
     if statement.executable_comment or statement.verb not in _READ_VERBS:
         return False
     words = statement.words
     if "INTO" in words and statement.verb == "SELECT":
+        return False
+    if words[0] == "WITH" and {"INSERT", "UPDATE", "DELETE", "MERGE"} & set(words):  # a data-modifying WITH
         return False
     return not any(
         (word == "FOR" and words[i + 1 : i + 2] in (("UPDATE",), ("SHARE",), ("NO",), ("KEY",)))

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from litestar import Litestar, get, post
+from litestar import Litestar, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
@@ -84,6 +84,15 @@ async def get_that_writes(note_id: FromPath[int], db_session: NamedDependency[As
     return {"before": before, "body": read, "after": await where(db_session)}
 
 
+@get("/forced")
+async def forced(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> dict[str, Any]:
+    plugin = next(p for p in request.app.plugins if isinstance(p, SQLAlchemyPlugin))
+    with plugin.primary():
+        inside = await where(db_session)
+    one = list((await db_session.execute(WHERE, bind_arguments={"primary": True})).one())
+    return {"inside": inside, "after": await where(db_session), "one_statement": one, "then": await where(db_session)}
+
+
 def replica_engine(standby: PrivateStandby, database: str, name: str) -> AsyncEngine:
     return create_async_engine(
         standby.url(database), connect_args={"server_settings": {"application_name": name}}, pool_size=2
@@ -101,7 +110,7 @@ def app_for(
     )
     config = SQLAlchemyAsyncConfig(binds={"default": bind}, base=Base, sticky_secret=SECRET)
     plugin = SQLAlchemyPlugin(config=config)
-    handlers = [where_twice, read_note, write_then_read, get_that_writes]
+    handlers = [where_twice, read_note, write_then_read, get_that_writes, forced]
     return Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None), plugin
 
 
@@ -295,3 +304,66 @@ async def test_every_replica_engine_is_disposed_at_shutdown(
     assert len(engines) == 3
     assert while_running == {"primary": 2, "given": 1}  # pooled after their requests
     assert after == {}  # every replica engine was disposed, the given one too
+
+
+async def test_primary_is_forced_for_a_block_or_a_statement(
+    pair: tuple[PrivateCluster, PrivateStandby], replica_db: str
+) -> None:
+    primary, standby = pair
+    app, _ = app_for(primary, [replica_engine(standby, replica_db, "r1")], replica_db)
+    async with AsyncTestClient(app) as client:
+        answer = (await client.get("/forced")).json()
+
+    assert answer == {
+        "inside": [False, "primary"],
+        "after": [True, "r1"],  # reading on the primary pins nothing
+        "one_statement": [False, "primary"],
+        "then": [True, "r1"],
+    }
+
+
+async def test_sessions_outside_requests_use_the_primary_unless_asked(
+    pair: tuple[PrivateCluster, PrivateStandby], replica_db: str
+) -> None:
+    primary, standby = pair
+    _, plugin = app_for(primary, [replica_engine(standby, replica_db, "r1")], replica_db)
+    note = new_id()
+    async with plugin.lifespan():
+        async with plugin.session() as session:
+            plain = await where(session)
+        async with plugin.session(replica=True) as session:
+            asked = await where(session)
+        async with plugin.transaction(replica=True) as session:
+            before = await where(session)
+            session.add(Note(id=note, body="script"))
+            await session.flush()
+            after = await where(session)
+        async with plugin.transaction() as session:
+            unit = await where(session)
+
+    assert plain == [False, "primary"]
+    assert asked == [True, "r1"]
+    assert (before, after) == ([True, "r1"], [False, "primary"])
+    assert unit == [False, "primary"]
+    assert primary.execute(f"select body from notes where id = {note}", database=replica_db) == [("script",)]
+
+
+async def test_two_phase_configs_read_from_replicas_and_commit_writes(
+    pair: tuple[PrivateCluster, PrivateStandby], replica_db: str
+) -> None:
+    primary, standby = pair
+    bind = BindConfig(url=primary.url(replica_db), replicas=[replica_engine(standby, replica_db, "r1")])
+    logs = primary.url(replica_db)  # a second bind on the same database: enough for two-phase commit
+    config = SQLAlchemyAsyncConfig(binds={"default": bind, "logs": logs}, base=Base, two_phase=True)
+    app = Litestar([where_twice, write_then_read], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    note = new_id()
+    async with AsyncTestClient(app) as client:
+        read = await client.get("/where")
+        written = await client.post(f"/notes/{note}/twophase")
+
+    assert read.status_code == 200
+    assert read.json()["first"][0] is True
+    assert written.status_code == 201
+    assert written.json()["body"] == "twophase"
+    assert primary.execute(f"select body from notes where id = {note}", database=replica_db) == [("twophase",)]
+    assert primary.prepared_transactions(replica_db) == []
