@@ -307,6 +307,14 @@ class EngineRegistry:
             raise self._lookup_error(key)
         return self._replicas.get(key, ())
 
+    def every_sync_engine(self) -> list[tuple[str, Engine]]:
+        """Every started sync engine with its bind key, replicas included: each bind's, then its replicas'."""
+        found: list[tuple[str, Engine]] = []
+        for key, sync in self._sync.items():
+            found.append((key, sync))
+            found += [(key, e.sync_engine if isinstance(e, AsyncEngine) else e) for e in self._replicas.get(key, ())]
+        return found
+
     @property
     def engines(self) -> Mapping[str, AnyEngine]:
         """Every started engine by bind key, in bind order (empty unless ``open``)."""
