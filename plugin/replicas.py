@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import select
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -88,17 +89,30 @@ def is_read(clause: Any) -> bool:
     return bool(getattr(clause, "is_select", False)) and not locks_rows(clause)
 
 
+def _idle_socket_spoke(driver: Any) -> bool:
+    """Whether the server sent something on an idle connection: a server that shuts down says goodbye
+    (PostgreSQL: "terminating connection due to administrator command") and closes the socket."""
+    fileno = getattr(driver, "fileno", None)  # psycopg
+    if not callable(fileno):
+        return False
+    try:
+        readable, _, _ = select.select([fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def _known_dead(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    """Pool ``checkout`` listener of replica engines: a pooled connection whose driver already knows it is
-    closed (its server went away) is replaced, without a round trip, by a new one, whose failure to
-    connect is then what :meth:`ReplicaRouting.connect` sees."""
+    """Pool ``checkout`` listener of replica engines: a pooled connection that its driver knows is closed,
+    or whose idle socket the server wrote to (its goodbye), is replaced, without a round trip, by a new
+    one, whose failure to connect is then what :meth:`ReplicaRouting.connect` sees."""
     driver = getattr(record, "driver_connection", None)
-    is_closed = getattr(driver, "is_closed", None)  # asyncpg
+    is_closed = getattr(driver, "is_closed", None)  # asyncpg notices on its own: its socket is on the loop
     if callable(is_closed):
-        closed = is_closed()
+        closed = bool(is_closed())
     else:  # psycopg: closed/broken; pymysql: open
         closed = bool(getattr(driver, "closed", False) or getattr(driver, "broken", False))
-        closed = closed or getattr(driver, "open", True) is False
+        closed = closed or getattr(driver, "open", True) is False or _idle_socket_spoke(driver)
     if closed:
         raise DisconnectionError("the replica's connection was closed by its server")
 

@@ -17,11 +17,11 @@ from litestar import Litestar, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
-from sqlalchemy import String, select, text
+from sqlalchemy import String, create_engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -367,3 +367,33 @@ async def test_two_phase_configs_read_from_replicas_and_commit_writes(
     assert written.json()["body"] == "twophase"
     assert primary.execute(f"select body from notes where id = {note}", database=replica_db) == [("twophase",)]
     assert primary.prepared_transactions(replica_db) == []
+
+
+@get("/where-sync", sync_to_thread=True)
+def where_sync(db_session: NamedDependency[Session]) -> list[Any]:
+    return list(db_session.execute(WHERE).one())
+
+
+async def test_sync_apps_read_from_the_replica_and_fall_back(
+    pair: tuple[PrivateCluster, PrivateStandby], replica_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, standby = pair
+    sync_url = standby.url(replica_db, driver="postgresql+psycopg")
+    replica = create_engine(sync_url, connect_args={"application_name": "sync-r1"})
+    bind = BindConfig(
+        url=primary.url(replica_db, driver="postgresql+psycopg"),
+        engine_options={"connect_args": {"application_name": "primary"}},
+        replicas=[replica],
+    )
+    config = SQLAlchemySyncConfig(binds={"default": bind}, base=Base)
+    app = Litestar([where_sync], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    async with AsyncTestClient(app) as client:
+        served = (await client.get("/where-sync")).json()
+        standby.stop()
+        with caplog.at_level(logging.WARNING, logger="plugin.replicas"):
+            fallback = await client.get("/where-sync")
+        standby.start()
+
+    assert served == [True, "sync-r1"]
+    assert (fallback.status_code, fallback.json()) == (200, [False, "primary"])
+    assert len([r for r in caplog.records if r.name == "plugin.replicas"]) == 1
