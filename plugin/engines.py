@@ -93,6 +93,7 @@ class EngineRegistry:
         self._sync: dict[str, Engine] = {}
         self._keys: dict[Engine, str] = {}
         self._replicas: dict[str, tuple[AnyEngine, ...]] = {}
+        self._replica_keys: dict[Engine, str] = {}
         self.generation = 0
         """Counts starts: state kept about the engines of an earlier start (replica health) is stale."""
         self.in_doubt = InDoubt()
@@ -124,6 +125,9 @@ class EngineRegistry:
             raise
         self._engines = engines
         self._replicas = replicas
+        self._replica_keys = {
+            (e.sync_engine if isinstance(e, AsyncEngine) else e): key for key, group in replicas.items() for e in group
+        }
         self.generation += 1
         self._sync = {k: e.sync_engine if isinstance(e, AsyncEngine) else e for k, e in engines.items()}
         self._keys = {}
@@ -178,7 +182,7 @@ class EngineRegistry:
         engines = dict(self._engines)
         for key, replicas in self._replicas.items():
             engines.update({f"{key} replica {number}": engine for number, engine in enumerate(replicas, 1)})
-        self._engines, self._sync, self._keys, self._replicas = {}, {}, {}, {}
+        self._engines, self._sync, self._keys, self._replicas, self._replica_keys = {}, {}, {}, {}, {}
         self.state = "closed"
         return engines
 
@@ -292,6 +296,8 @@ class EngineRegistry:
         try:
             return self._keys[engine]
         except KeyError:
+            if (key := self._replica_keys.get(engine)) is not None:  # every replica read asks: no URL to format
+                raise LifecycleError(f"a read replica's engine of bind {key!r} is not a bind's engine") from None
             raise LifecycleError(f"engine {mask_url(engine.url)} is not one of this plugin's started engines") from None
 
     def sync_engine(self, key: str) -> Engine:

@@ -131,20 +131,32 @@ class ReplicaSet:
         self._turn = itertools.count()
         self.down_until = [0.0] * len(self.engines)
         """``time.monotonic()`` until which each replica is skipped (0: not cooling down)."""
+        self._down = False
         for engine in self.engines:
             if not event.contains(engine.pool, "checkout", _known_dead):
                 event.listen(engine.pool, "checkout", _known_dead)
 
     def pick(self, tried: set[int] | frozenset[int] = frozenset()) -> int | None:
         """The index of the replica to use next, skipping those cooling down or ``tried``; None if none is left."""
+        count = len(self.engines)
+        if not tried and not self._cooling():  # the usual case: every replica is up
+            return random.randrange(count) if self._random else next(self._turn) % count  # spreading load
         now = time.monotonic()
-        healthy = [i for i in range(len(self.engines)) if i not in tried and self.down_until[i] <= now]
+        healthy = [i for i in range(count) if i not in tried and self.down_until[i] <= now]
         if not healthy:
             return None
         if self._random:
             return random.choice(healthy)  # spreading load, not a secret
-        turn = next(self._turn) % len(self.engines)
-        return min(healthy, key=lambda i: (i - turn) % len(self.engines))  # the next healthy one from `turn`
+        turn = next(self._turn) % count
+        return min(healthy, key=lambda i: (i - turn) % count)  # the next healthy one from `turn`
+
+    def _cooling(self) -> bool:
+        """Whether some replica is cooling down (clears cool-downs that are over)."""
+        if not self._down:
+            return False
+        now = time.monotonic()
+        self._down = any(until > now for until in self.down_until)
+        return self._down
 
     def failed(self, index: int, exc: BaseException, fallback: str) -> None:
         """Replica ``index`` failed to connect: skip it for the cool-down, with one WARNING."""
@@ -155,6 +167,7 @@ class ReplicaSet:
                 self.key, index + 1, self.urls[index], describe_error(exc), self.cooldown, fallback,
             )  # fmt: skip
         self.down_until[index] = now + self.cooldown
+        self._down = True
 
 
 class ReplicaRouting:
