@@ -207,6 +207,7 @@ class ReplicaRouting:
             return None
         index = self._chosen.get(key)
         tried: set[int] = set()
+        failure = "every replica is cooling down after failing to connect"
         if index is None or replicas.down_until[index] > time.monotonic():
             index = replicas.pick()
         while index is not None:
@@ -219,12 +220,13 @@ class ReplicaRouting:
                 if self.replica_only:
                     fallback = f"replica {following + 1}" if following is not None else "nowhere (--replica)"
                 replicas.failed(index, exc, fallback)
+                failure = f"replica {index + 1}: {describe_error(exc)}"
                 index = following
                 continue
             self._chosen[key] = index
             return connection
         if self.replica_only:
-            raise ConnectionError(f"bind {key!r}: no replica could be reached (see the warnings above)")
+            raise ConnectionError(f"bind {key!r}: no replica could be reached ({failure})")
         self._chosen[key] = None
         return None
 
