@@ -70,3 +70,44 @@ def test_replica_sessions_need_replicas() -> None:
         "replica=True, but no bind has replicas; configure BindConfig(replicas=[...]) or drop replica=True"
     )
     assert plugin.replicas is None  # no replica machinery at all on such an app
+
+
+def test_apps_without_replicas_keep_the_plain_request_path() -> None:
+    from litestar import Litestar
+
+    from plugin.middleware import TransactionMiddleware
+    from plugin.replica_middleware import ReplicaMiddleware
+    from plugin.routes import TransactionRoutes
+    from plugin.sessions import SessionFactory
+
+    def middleware_of(plugin: SQLAlchemyPlugin[Any]) -> type:
+        app = Litestar(plugins=[plugin])
+        (routes,) = [p for p in app.plugins if isinstance(p, TransactionRoutes)]
+        return routes.middleware.middleware  # type: ignore[no-any-return]
+
+    plain = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": PRIMARY}))
+    with_replicas = SQLAlchemyPlugin(
+        config=SQLAlchemyAsyncConfig(binds={"default": BindConfig(PRIMARY, replicas=[REPLICA])})
+    )
+
+    assert type(plain.sessions) is SessionFactory
+    assert middleware_of(plain) is TransactionMiddleware
+    assert middleware_of(with_replicas) is ReplicaMiddleware
+
+
+def test_the_sticky_cookie_round_trips_and_refuses_forgeries() -> None:
+    from plugin.sticky import StickyCookie
+
+    cookie = StickyCookie("db_primary_until", "k" * 16)
+    name, value = cookie.header({"default": 1005.5, "logs": 1002.0}, now=1000.0, secure=True)
+    pair = value.decode().split(";")[0]
+    headers = [(b"cookie", f"theme=dark; {pair}".encode())]
+
+    assert name == b"set-cookie"
+    assert value.decode().endswith("; Max-Age=6; Path=/; HttpOnly; SameSite=Lax; Secure")
+    assert cookie.read(headers, now=1001.0) == {"default": 1005.5, "logs": 1002.0}
+    assert cookie.read(headers, now=1003.0) == {"default": 1005.5}  # logs' time has passed
+    assert StickyCookie("db_primary_until", "another-secret!!").read(headers, now=1001.0) == {}
+    forged = [(b"cookie", pair.replace("1005.500", "9999.000").encode())]
+    assert cookie.read(forged, now=1001.0) == {}
+    assert cookie.read([(b"cookie", b"db_primary_until=garbage")], now=1001.0) == {}
