@@ -173,7 +173,7 @@ class ReplicaSet:
 class ReplicaRouting:
     """Where one unit of work's statements go, bind by bind (shared by all the sessions of a request)."""
 
-    __slots__ = ("_chosen", "pinned", "primary", "read", "replica_only", "sets", "wrote")
+    __slots__ = ("_chosen", "pinned", "read", "replica_only", "sets", "wrote")
 
     def __init__(
         self, sets: Mapping[str, ReplicaSet], *, read: bool, pinned: set[str] | None = None, replica_only: bool = False
@@ -229,10 +229,6 @@ class ReplicaRouting:
             raise ConnectionError(f"bind {key!r}: no replica could be reached ({failure})")
         self._chosen[key] = None
         return None
-
-    def chosen(self, key: str) -> int | None:
-        """The index of the replica this unit of work reads ``key`` from (None: none yet, or the primary)."""
-        return self._chosen.get(key)
 
 
 class Replicas:
