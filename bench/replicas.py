@@ -4,6 +4,7 @@ Run (as root, on a machine with the PostgreSQL 15 server binaries: it uses the t
 hot standby, tests/faults/standby.py, built on first use)::
 
     .venv/bin/python -m bench.replicas            # --rounds 31 --requests 300
+    .venv/bin/python -m bench.replicas --sqlite   # none and routing only, on one SQLite file, no root needed
 
 Three apps of this plugin on the same private primary, identical handlers, interleaved round by round
 in one process and driven through the ASGI interface (no network, one request at a time):
@@ -31,14 +32,16 @@ import gc
 import os
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency
-from sqlalchemy import String
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import String, insert
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
@@ -110,9 +113,10 @@ Results = dict[str, dict[str, dict[str, list[float]]]]
 """clock -> variant -> handler -> rate of each round."""
 
 
-async def run(primary: str, standby: str, rounds: int, requests: int) -> Results:
-    results: Results = {c: {v: {h: [] for h in HANDLERS} for v in VARIANTS} for c in ("wall", "cpu")}
-    apps = {variant: build_app(variant, primary, standby) for variant in VARIANTS}
+async def run(primary: str, standby: str | None, rounds: int, requests: int) -> Results:
+    variants = VARIANTS if standby is not None else VARIANTS[:2]
+    results: Results = {c: {v: {h: [] for h in HANDLERS} for v in variants} for c in ("wall", "cpu")}
+    apps = {variant: build_app(variant, primary, standby or primary) for variant in variants}
     async with AsyncExitStack() as stack:
         for app in apps.values():
             await stack.enter_async_context(app.lifespan())
@@ -130,14 +134,15 @@ async def run(primary: str, standby: str, rounds: int, requests: int) -> Results
 
 
 def report(results: Results) -> list[str]:
+    variants = list(results["wall"])
     lines = [
-        f"| handler | clock | {' | '.join(VARIANTS)} | routing / none | standby / none |",
-        f"|---|---|{'---:|' * (len(VARIANTS) + 2)}",
+        f"| handler | clock | {' | '.join(variants)} | {' | '.join(f'{v} / none' for v in variants[1:])} |",
+        f"|---|---|{'---:|' * (2 * len(variants) - 1)}",
     ]
     for handler in HANDLERS:
         for clock, by_variant in results.items():
-            rates = " | ".join(f"{statistics.median(by_variant[v][handler]):,.0f}" for v in VARIANTS)
-            ratios = " | ".join(_ratio(by_variant[v][handler], by_variant["none"][handler]) for v in VARIANTS[1:])
+            rates = " | ".join(f"{statistics.median(by_variant[v][handler]):,.0f}" for v in variants)
+            ratios = " | ".join(_ratio(by_variant[v][handler], by_variant["none"][handler]) for v in variants[1:])
             lines.append(f"| {handler} | {clock} | {rates} | {ratios} |")
     return lines
 
@@ -146,6 +151,14 @@ def _ratio(ours: list[float], theirs: list[float]) -> str:
     """Median of the per-round ratios, quartiles in brackets."""
     low, median, high = statistics.quantiles([m / t for m, t in zip(ours, theirs, strict=True)], n=4)
     return f"{median:.2f}x ({low:.2f}-{high:.2f})"
+
+
+async def prepare_sqlite(url: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+        await connection.execute(insert(Item), [{"name": f"item-{n}"} for n in range(ROWS)])
+    await engine.dispose()
 
 
 def prepare(primary: Any, standby: Any) -> str:
@@ -163,14 +176,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=31, help="measured rounds (plus one warm-up round)")
     parser.add_argument("--requests", type=int, default=300, help="requests per app, handler and round")
+    parser.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="none and routing on one SQLite file (no server: the routing's share is largest)",
+    )
     args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"{args.rounds} rounds x {args.requests} requests; requests per second of each clock, medians over rounds\n")
+    if args.sqlite:
+        with tempfile.TemporaryDirectory() as directory:
+            url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
+            asyncio.run(prepare_sqlite(url))
+            print("\n".join(report(asyncio.run(run(url, None, args.rounds, args.requests)))))
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+        return
 
     from tests.faults.standby import leased_pair, standby_problem
 
     if problem := standby_problem():
         raise SystemExit(f"bench.replicas needs a private primary and standby: {problem}")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
-    print(f"{args.rounds} rounds x {args.requests} requests; requests per second of each clock, medians over rounds\n")
     with leased_pair() as (primary, standby):
         name = prepare(primary, standby)
         try:
