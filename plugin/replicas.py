@@ -158,13 +158,19 @@ class ReplicaSet:
         self._down = any(until > now for until in self.down_until)
         return self._down
 
+    def describe(self, index: int, exc: BaseException) -> str:
+        """``exc`` in one line, without replica ``index``'s password (some drivers echo the connection string)."""
+        text = describe_error(exc)
+        password = self.engines[index].url.password
+        return text.replace(str(password), "***") if password else text
+
     def failed(self, index: int, exc: BaseException, fallback: str) -> None:
         """Replica ``index`` failed to connect: skip it for the cool-down, with one WARNING."""
         now = time.monotonic()
         if self.down_until[index] <= now:
             logger.warning(
                 "bind %r: replica %d (%s) failed to connect (%s); it is skipped for %g s, reads go to %s",
-                self.key, index + 1, self.urls[index], describe_error(exc), self.cooldown, fallback,
+                self.key, index + 1, self.urls[index], self.describe(index, exc), self.cooldown, fallback,
             )  # fmt: skip
         self.down_until[index] = now + self.cooldown
         self._down = True
@@ -220,7 +226,7 @@ class ReplicaRouting:
                 if self.replica_only:
                     fallback = f"replica {following + 1}" if following is not None else "nowhere (--replica)"
                 replicas.failed(index, exc, fallback)
-                failure = f"replica {index + 1}: {describe_error(exc)}"
+                failure = f"replica {index + 1}: {replicas.describe(index, exc)}"
                 index = following
                 continue
             self._chosen[key] = index
