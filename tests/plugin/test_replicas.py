@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from litestar import Litestar, Request, get, post
+from litestar import Litestar, Request, Response, WebSocket, get, post, route, websocket
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
@@ -397,3 +397,42 @@ async def test_sync_apps_read_from_the_replica_and_fall_back(
     assert served == [True, "sync-r1"]
     assert (fallback.status_code, fallback.json()) == (200, [False, "primary"])
     assert len([r for r in caplog.records if r.name == "plugin.replicas"]) == 1
+
+
+@route("/any-method", http_method=["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"], status_code=200)
+async def any_method(db_session: NamedDependency[AsyncSession]) -> Response[None]:
+    standby, name = await where(db_session)
+    return Response(None, headers={"x-served-by": f"{'standby' if standby else 'primary'} {name}"})
+
+
+@websocket("/socket")
+async def socket(socket: WebSocket[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> None:
+    await socket.accept()
+    await socket.send_json(await where(db_session))
+    await socket.close()
+
+
+async def test_only_safe_methods_read_from_replicas_and_websockets_use_the_primary(
+    pair: tuple[PrivateCluster, PrivateStandby], replica_db: str
+) -> None:
+    primary, standby = pair
+    bind = BindConfig(url=primary.url(replica_db), replicas=[replica_engine(standby, replica_db, "r1")])
+    config = SQLAlchemyAsyncConfig(binds={"default": bind}, base=Base)
+    app = Litestar([any_method, socket], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    async with AsyncTestClient(app) as client:
+        served = {
+            method: (await client.request(method, "/any-method")).headers["x-served-by"]
+            for method in ("GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE")
+        }
+        with await client.websocket_connect("/socket") as ws:
+            over_socket = ws.receive_json()
+
+    assert served == {
+        "GET": "standby r1",
+        "HEAD": "standby r1",
+        "OPTIONS": "standby r1",
+        "PUT": "primary ",
+        "PATCH": "primary ",
+        "DELETE": "primary ",
+    }
+    assert over_socket == [False, ""]
