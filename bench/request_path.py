@@ -166,7 +166,9 @@ async def prepare(url: str) -> None:
     await engine.dispose()
 
 
-async def run_database(url: str, rounds: int, requests: int) -> dict[str, dict[str, list[float]]]:
+async def run_database(
+    url: str, rounds: int, requests: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, dict[str, list[float]]]:
     await prepare(url)
     results: dict[str, dict[str, list[float]]] = {v: {h: [] for h in HANDLERS} for v in VARIANTS}
     apps = {variant: build_app(variant, url) for variant in VARIANTS}
@@ -180,7 +182,7 @@ async def run_database(url: str, rounds: int, requests: int) -> dict[str, dict[s
                 for variant, app in order:
                     if handler not in SERVES.get(variant, HANDLERS):
                         continue
-                    rate = await drive(app, method, path, requests if round_number else requests // 4)
+                    rate = await drive(app, method, path, requests if round_number else requests // 4, clock)
                     if round_number:
                         results[variant][handler].append(rate)
             print(f"  round {round_number}/{rounds} done", file=sys.stderr) if round_number else None
@@ -293,20 +295,30 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per app, handler and round")
     parser.add_argument("--passes", type=int, default=101, help="interleaved passes of the overhead (CPU) runs")
     parser.add_argument("--pass-requests", type=int, default=1000, help="requests per app, handler and pass")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="rounds on a database: wall-clock time, or this process's CPU time (the client's own cost; the "
+        "database server's work, the same for every app, is left out)",
+    )
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    unit = " (requests per CPU second of this process)" if args.clock == "cpu" else ""
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.rounds} rounds x {args.requests} requests\n")
-    print("\n".join(await overhead(args.passes, args.pass_requests)))
+    if args.passes:
+        print("\n".join(await overhead(args.passes, args.pass_requests)))
     for kind in args.databases.split(","):
         if kind == "sqlite":
             with tempfile.TemporaryDirectory() as directory:
                 url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
-                print(
-                    "\n".join(report("SQLite (aiosqlite, file)", await run_database(url, args.rounds, args.requests)))
-                )
+                results = await run_database(url, args.rounds, args.requests, clock)
+                print("\n".join(report(f"SQLite (aiosqlite, file){unit}", results)))
         elif kind == "postgresql" and (database := postgres_database()):
             url, drop = database
             try:
-                print("\n".join(report("PostgreSQL (asyncpg)", await run_database(url, args.rounds, args.requests))))
+                results = await run_database(url, args.rounds, args.requests, clock)
+                print("\n".join(report(f"PostgreSQL (asyncpg){unit}", results)))
             finally:
                 drop()
 

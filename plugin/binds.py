@@ -109,6 +109,8 @@ class BindRouter:
     def __init__(self, keys: Sequence[str], default: str, sources: ModelSource | Sequence[ModelSource] | None) -> None:
         self.keys: tuple[str, ...] = tuple(keys)
         """Configured bind keys, default first, then config order (the commit order)."""
+        self.rank: dict[str, int] = {key: index for index, key in enumerate(self.keys)}
+        """Each bind key's place in :attr:`keys`: the sort key of the commit order."""
         self.default = default
         self._sources = sources
         self._by_mapper: dict[Any, str] = {}

@@ -119,11 +119,13 @@ def _fail(
 
 def _bound(sessions: Sequence[Session]) -> list[BoundConnection] | None:
     """Every connection the sessions' transactions began, in bind order (None: not routing sessions)."""
-    routing = [session for session in sessions if isinstance(session, RoutingSession)]
-    if not routing or len(routing) != len(sessions):
+    if not sessions or not all(isinstance(session, RoutingSession) for session in sessions):
         return None
-    order = {key: index for index, key in enumerate(routing[0].router.keys)}
-    return sorted((b for session in routing for b in session.bound_connections()), key=lambda b: order[b.bind])
+    bound = [b for session in sessions for b in session.__dict__.get("_begun") or ()]
+    if len(bound) > 1:
+        rank = sessions[0].router.rank  # type: ignore[attr-defined]
+        bound.sort(key=lambda b: rank[b.bind])
+    return bound
 
 
 def _session_of(active: Sequence[Session], bound: BoundConnection) -> Session:
@@ -184,7 +186,6 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
 
 
 def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None) -> list[str]:
-    ledger = _Ledger(bound or [])
     # No connection of a bind: what the sessions hold are replica reads (a standby refuses PREPARE) or
     # engines outside the binds; two-phase commit has nothing to coordinate, so each commits in one phase.
     one_phase = bound == []
@@ -199,6 +200,7 @@ def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None)
                 continue
             session.commit()
     except Exception as exc:
+        ledger = _Ledger(bound or [])
         if _lost(exc):
             for b in bound or []:
                 ledger.lost(b)

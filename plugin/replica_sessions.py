@@ -12,6 +12,7 @@ primary's engine, exactly as a plain routed session would.
 from __future__ import annotations
 
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -21,6 +22,8 @@ from plugin.replicas import is_read
 from plugin.sessions import AsyncRoutingSession, RoutingSession, SessionFactory
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.orm import SessionTransaction
     from sqlalchemy.sql.expression import ClauseElement
@@ -147,3 +150,8 @@ class ReplicaSessionFactory(SessionFactory):
                 routing = self.replicas.routing(read=replica)
         options["routing"] = routing
         return AsyncReplicaRoutingSession(**options) if self._is_async else ReplicaRoutingSession(**options)
+
+    def maker(self, bind: str | None) -> Callable[[], AsyncRoutingSession | RoutingSession]:
+        """What the request path calls per session: a session sharing the request's routing (the base
+        class's un-copied fast path would make plain sessions)."""
+        return partial(self, bind)

@@ -114,17 +114,10 @@ class RoutingSession(Session):
     """Set once a request's (or unit of work's) transaction was settled: a later write raises."""
     _begun: list[BoundConnection]
 
-    def __init__(
-        self,
-        *,
-        router: BindRouter,
-        targets: Callable[[str], Target],
-        bind_of: Callable[[Engine], str],
-        in_doubt: InDoubt,
-        pinned: str | None = None,
-        **options: Any,
-    ) -> None:
-        self.__dict__["_deferred"] = (router, targets, bind_of, in_doubt, pinned, options)
+    def __init__(self, **options: Any) -> None:
+        """Keyword arguments: ``router``, ``targets``, ``bind_of``, ``in_doubt``, ``pinned`` (optional), and
+        ``Session``'s own. They are kept as given (not copied) until first use."""
+        self.__dict__["_deferred"] = options
 
     if not TYPE_CHECKING:
 
@@ -132,7 +125,12 @@ class RoutingSession(Session):
             deferred = self.__dict__.pop("_deferred", None)
             if deferred is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            self.router, self.targets, self.bind_of, self.in_doubt, self.pinned, options = deferred
+            options = dict(deferred)
+            self.router = options.pop("router")
+            self.targets = options.pop("targets")
+            self.bind_of = options.pop("bind_of")
+            self.in_doubt = options.pop("in_doubt")
+            self.pinned = options.pop("pinned", None)
             self._begun = []
             Session.__init__(self, **options)
             return getattr(self, name)
@@ -161,11 +159,11 @@ class RoutingSession(Session):
 
     def bound_connections(self) -> list[BoundConnection]:
         """The connections of the current transaction, in bind order (empty when none was taken)."""
-        begun = self.__dict__.get("_begun")
+        begun: list[BoundConnection] | None = self.__dict__.get("_begun")
         if not begun:
             return []
-        order = {key: index for index, key in enumerate(self.router.keys)}
-        return sorted(begun, key=lambda bound: order[bound.bind])
+        rank = self.router.rank
+        return sorted(begun, key=lambda bound: rank[bound.bind]) if len(begun) > 1 else list(begun)
 
 
 @event.listens_for(RoutingSession, "after_begin")
@@ -187,15 +185,6 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
     session._begun.append(BoundConnection(key, connection, root))
 
 
-@event.listens_for(RoutingSession, "do_orm_execute")
-def _route_by_statement(state: ORMExecuteState) -> None:
-    # For ORM compound selects (union, except, intersect of ORM selects) SQLAlchemy hands get_bind neither
-    # a mapper nor the statement; without this the default bind would answer. ORM selects and DML already
-    # carry it (setdefault leaves theirs). SQLAlchemy builds this execute state for the settle guard
-    # below anyway; this listener adds one call.
-    state.bind_arguments.setdefault("clause", state.statement)
-
-
 @event.listens_for(RoutingSession, "after_transaction_end")
 def _forget_connections(session: RoutingSession, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
@@ -212,10 +201,17 @@ _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT",
 
 
 @event.listens_for(RoutingSession, "do_orm_execute")
-def _refuse_writes_after_settle(state: ORMExecuteState) -> None:
-    if "_ended" in state.session.__dict__:  # a sync session (async ones are refused by their guard)
+def _before_orm_execute(state: ORMExecuteState) -> None:
+    # One listener, two jobs (a second listener cost a dispatch per statement):
+    # 1. For ORM compound selects (union, except, intersect of ORM selects) SQLAlchemy hands get_bind
+    #    neither a mapper nor the statement; without this the default bind would answer. ORM selects and
+    #    DML already carry it (setdefault leaves theirs).
+    state.bind_arguments.setdefault("clause", state.statement)
+    # 2. Nothing may run through a session whose unit of work ended, and nothing may write after it settled.
+    session = state.session
+    if "_ended" in session.__dict__:  # a sync session (async ones are refused by their guard)
         raise LifecycleError(AFTER_END.format(name="execute"))
-    if not state.session.settled:  # type: ignore[attr-defined]
+    if not session.settled:  # type: ignore[attr-defined]
         return
     statement = state.statement
     if isinstance(statement, TextClause):  # read as the sandbox reads SQL: comments, strings, WITH clauses
@@ -247,7 +243,8 @@ def _one_task_at_a_time(name: str) -> Callable[..., Any]:
             return await operation(self, *args, **kwargs)
         # Another task is inside an operation (Litestar resolves sibling dependencies concurrently;
         # asyncio.gather): wait for it, so the operations run one after another, never interleaved.
-        await self.until_idle()
+        if state.get("_user") is not None:
+            await self.until_idle()
         state["_user"] = task
         try:
             return await operation(self, *args, **kwargs)
@@ -337,3 +334,22 @@ class SessionFactory:
         """A new, not yet initialised session: routed (``bind=None``) or pinned to one bind."""
         options = self.options(bind)
         return AsyncRoutingSession(**options) if self._is_async else RoutingSession(**options)
+
+    def maker(self, bind: str | None) -> Callable[[], AsyncRoutingSession | RoutingSession]:
+        """``lambda: self(bind)`` for a bind known to be configured, made for the request path.
+
+        Outside a sandbox a session keeps the bind's own options dict, not a copy: a deferred session only
+        holds it until its ``__init__`` unpacks it (and copies it there). Two copies and a keyword call per
+        request were a measurable part of an unused session's cost (see :class:`~plugin.middleware.RequestSessions`).
+        """
+        shared = self._options[bind]
+        cls: type[AsyncRoutingSession | RoutingSession] = AsyncRoutingSession if self._is_async else RoutingSession
+
+        def make() -> AsyncRoutingSession | RoutingSession:
+            if self.sandbox is not None:
+                return self(bind)
+            session = cls.__new__(cls)
+            session.__dict__["_deferred"] = shared
+            return session
+
+        return make

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import Provide
@@ -34,7 +33,7 @@ __all__ = ("lifespan", "register")
 
 
 def _session_provider(plugin: SQLAlchemyPlugin[Any], bind: str | None) -> Callable[[], AsyncSession | Session]:
-    new_session = partial(plugin.sessions, bind)
+    new_session = plugin.sessions.maker(bind)
 
     def provide_session() -> AsyncSession | Session:
         request_sessions = current_request_sessions()

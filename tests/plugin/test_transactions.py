@@ -301,9 +301,9 @@ async def test_a_cancellation_that_lands_just_as_the_commit_finishes_still_says_
     tasks: list[asyncio.Task[Any]] = []
 
     def cancel_when_done(_session: Session) -> None:
-        # Lands after the settling finished but before the request's task resumed: the cancellation and
-        # the result arrive in the same turn of the loop.
-        loop.call_soon(loop.call_soon, tasks[0].cancel)
+        # Lands after the settling finished but before the request's task resumed: queued from inside the
+        # settling task's last step, the cancellation runs just before the request's task is woken up.
+        loop.call_soon(tasks[0].cancel)
 
     async with app.lifespan():
         event.listen(RoutingSession, "after_commit", cancel_when_done)

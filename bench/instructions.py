@@ -1,0 +1,110 @@
+"""The request path in CPU instructions: this plugin against the comparisons, counted, not timed.
+
+Run (needs valgrind: ``apt-get install valgrind``; PostgreSQL at ``BENCH_POSTGRES_URL`` when asked for)::
+
+    .venv-bench/bin/python -m bench.instructions      # --databases sqlite,postgresql --requests 400
+
+Wall-clock and CPU-time rates on a shared 2-core machine swing by tens of percent from one run to the next;
+the number of user-space instructions a request executes does not (the same run twice agrees to 0.1 %).
+Each cell runs the app of ``bench/request_path.py`` in a child process under ``valgrind --tool=callgrind``
+twice, serving ``--warm-up`` requests and then ``--warm-up + --requests``; the difference divided by
+``--requests`` is the cost of one request, start-up and warm-up cancelled out. Printed: instructions per
+request and, for this plugin, the ratio ``other / plugin`` (read like a throughput ratio: above 1.0x the
+plugin does less work).
+
+What this leaves out: time in the kernel (socket I/O, the same for every app), the database server's work,
+and cache misses. A difference in instructions is therefore larger, relative to the whole request, than
+the difference in wall time or CPU time it causes; ``bench/request_path.py`` measures those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.request_path import HANDLERS, build_app, drive, postgres_database, prepare
+
+CELLS = {
+    "a": ("plugin", "plain", "hand-written", "advanced-alchemy"),
+    "b": ("plugin", "hand-written", "advanced-alchemy"),
+    "c": ("plugin", "hand-written", "advanced-alchemy"),
+}
+"""For each handler, the apps measured; the first is this plugin, the others its comparisons."""
+
+
+async def _serve(variant: str, handler: str, url: str, requests: int) -> None:
+    method, path = HANDLERS[handler]
+    app = build_app(variant, url)
+    async with app.lifespan():
+        await drive(app, method, path, requests)
+
+
+def _instructions(variant: str, handler: str, url: str, requests: int) -> int:
+    command = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, "-m", "bench.instructions", "--child", variant, handler, url, str(requests),
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}  # the same hashes, so the same dictionary probes
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{variant} {handler} under callgrind failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_request(variant: str, handler: str, url: str, requests: int, warm_up: int) -> float:
+    """User-space instructions one request of ``handler`` costs on ``variant``'s app."""
+    base = _instructions(variant, handler, url, warm_up)
+    return (_instructions(variant, handler, url, warm_up + requests) - base) / requests
+
+
+def report(title: str, url: str, requests: int, warm_up: int) -> list[str]:
+    lines = [f"### {title}", "", "| handler | app | instructions / request | other / plugin |", "|---|---|---:|---:|"]
+    for handler, variants in CELLS.items():
+        counts = {variant: per_request(variant, handler, url, requests, warm_up) for variant in variants}
+        ours = counts["plugin"]
+        for variant, count in counts.items():
+            ratio = "-" if variant == "plugin" else f"{count / ours:.3f}x"
+            lines.append(f"| {handler} | {variant} | {count:,.0f} | {ratio} |")
+            print(f"  {handler} {variant}: {count:,.0f}", file=sys.stderr)
+    return [*lines, ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--requests", type=int, default=400, help="measured requests per cell")
+    parser.add_argument("--warm-up", type=int, default=50, help="requests served before the measured ones")
+    parser.add_argument("--child", nargs=4, metavar=("VARIANT", "HANDLER", "URL", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        variant, handler, url, requests = args.child
+        asyncio.run(_serve(variant, handler, url, int(requests)))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("bench.instructions needs valgrind on the PATH: apt-get install valgrind")
+    print(f"python {sys.version.split()[0]}; {args.requests} requests per cell after {args.warm_up} warm-up\n")
+    for kind in args.databases.split(","):
+        if kind == "sqlite":
+            with tempfile.TemporaryDirectory() as directory:
+                url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
+                asyncio.run(prepare(url))
+                print("\n".join(report("SQLite (aiosqlite, file)", url, args.requests, args.warm_up)))
+        elif kind == "postgresql" and (database := postgres_database()):
+            url, drop = database
+            try:
+                asyncio.run(prepare(url))
+                print("\n".join(report("PostgreSQL (asyncpg)", url, args.requests, args.warm_up)))
+            finally:
+                drop()
+
+
+if __name__ == "__main__":
+    main()
