@@ -12,7 +12,6 @@ primary's engine, exactly as a plain routed session would.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -152,6 +151,26 @@ class ReplicaSessionFactory(SessionFactory):
         return AsyncReplicaRoutingSession(**options) if self._is_async else ReplicaRoutingSession(**options)
 
     def maker(self, bind: str | None) -> Callable[[], AsyncRoutingSession | RoutingSession]:
-        """What the request path calls per session: a session sharing the request's routing (the base
-        class's un-copied fast path would make plain sessions)."""
-        return partial(self, bind)
+        """What the request path calls per session: the base class's fast path (the bind's options, not
+        copied, handed to a deferred session), plus the request's routing. Going through ``__call__``
+        instead cost 3 us per session, as much as the rest of the replica routing of a GET together.
+        """
+        shared = self._options[bind]
+        replicas = self.replicas
+
+        def make() -> AsyncRoutingSession | RoutingSession:
+            if self.sandbox is not None:
+                return self(bind)
+            routing = request_routing.get() or replicas.routing(read=False)
+            if self._is_async:
+                session: AsyncRoutingSession | RoutingSession = AsyncReplicaRoutingSession.__new__(
+                    AsyncReplicaRoutingSession
+                )
+                session.__dict__["_deferred"] = {**shared, "routing": routing}  # for its sync session's __init__
+                return session
+            session = ReplicaRoutingSession.__new__(ReplicaRoutingSession)
+            state = session.__dict__
+            state["routing"], state["replica_connections"], state["_deferred"] = routing, {}, shared
+            return session
+
+        return make

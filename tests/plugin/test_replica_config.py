@@ -111,3 +111,22 @@ def test_the_sticky_cookie_round_trips_and_refuses_forgeries() -> None:
     forged = [(b"cookie", pair.replace("1005.500", "9999.000").encode())]
     assert cookie.read(forged, now=1001.0) == {}
     assert cookie.read([(b"cookie", b"db_primary_until=garbage")], now=1001.0) == {}
+
+
+@pytest.mark.anyio
+async def test_replicas_stay_out_of_a_sandbox(tmp_path: Any) -> None:
+    from plugin import AsyncRoutingSession
+    from plugin.replica_sessions import AsyncReplicaRoutingSession
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": BindConfig(url, replicas=[url])}))
+    make = plugin.sessions.maker(None)
+    async with plugin.lifespan():
+        outside = make()
+        async with plugin.sandbox():
+            inside = make()
+            async with plugin.session(replica=True) as asked:
+                assert type(asked) is AsyncRoutingSession  # the sandbox wins over replica=True
+
+    assert type(outside) is AsyncReplicaRoutingSession
+    assert type(inside) is AsyncRoutingSession
