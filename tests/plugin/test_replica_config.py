@@ -119,7 +119,11 @@ async def test_replicas_stay_out_of_a_sandbox(tmp_path: Any) -> None:
     from plugin.replica_sessions import AsyncReplicaRoutingSession
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
-    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": BindConfig(url, replicas=[url])}))
+    from sqlalchemy import MetaData
+
+    bind = BindConfig(url, replicas=[url])
+    # base=: validate no model at startup (other test modules' models live in this process too)
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": bind}, base=MetaData()))
     make = plugin.sessions.maker(None)
     async with plugin.lifespan():
         outside = make()
