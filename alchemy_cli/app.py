@@ -32,6 +32,12 @@ TimeoutOption = Annotated[
         "--timeout", "-t", min=0.1, metavar="SECONDS", help="Seconds a bind may take to complete a new connection."
     ),
 ]
+ReplicaOption = Annotated[
+    bool,
+    typer.Option(
+        "--replica", help="Read from each bind's read replica; every database refuses writes (as --read-only)."
+    ),
+]
 YesOption = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Run destructive SQL (DROP, TRUNCATE, ALTER, DELETE without WHERE...) unasked."),
@@ -62,15 +68,22 @@ def check(
             "--timeout", "-t", min=0.1, metavar="SECONDS", help="Seconds each bind may take to connect and answer."
         ),
     ] = 5.0,
+    max_lag: Annotated[
+        float | None,
+        typer.Option(
+            "--max-lag", min=0, metavar="SECONDS", help="Fail a read replica that is further behind its primary."
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check every bind at once: connect, time a round trip, name the server, compare tables with the models.
 
+    Read replicas are checked too: reachable, and how far behind their primary (replication lag).
     Exits 0 only when every check passed.
     """
     from alchemy_cli.commands import check as command
 
-    command.run(ctx.obj, binds=bind or [], timeout=timeout, json_output=json_output)
+    command.run(ctx.obj, binds=bind or [], timeout=timeout, json_output=json_output, max_lag=max_lag)
 
 
 BindOption = Annotated[
@@ -96,6 +109,7 @@ def shell(
     plain: Annotated[bool, typer.Option("--plain", help="A plain asyncio console instead of ptpython.")] = False,
     yes: YesOption = False,
     timeout: TimeoutOption = 10.0,
+    replica: ReplicaOption = False,
 ) -> None:
     """An async Python shell on the app's bind-routed sessions (ptpython, top-level await).
 
@@ -115,6 +129,7 @@ def shell(
         plain=plain,
         yes=yes,
         timeout=timeout,
+        replica=replica,
     )
 
 
@@ -136,6 +151,7 @@ def run(
     show_traceback: Annotated[bool, typer.Option("--traceback", help="On an error, also print the traceback.")] = False,
     yes: YesOption = False,
     timeout: TimeoutOption = 10.0,
+    replica: ReplicaOption = False,
 ) -> None:
     """Run one transaction and exit: success commits (as a 2xx request would), an error rolls back.
 
@@ -155,6 +171,7 @@ def run(
         show_traceback=show_traceback,
         yes=yes,
         timeout=timeout,
+        replica=replica,
     )
 
 

@@ -11,7 +11,7 @@ from plugin.migrations import locate
 if TYPE_CHECKING:
     from plugin import SQLAlchemyPlugin
 
-__all__ = ("BindFacts", "ModelFacts", "PoolFacts", "as_json", "describe")
+__all__ = ("BindFacts", "ModelFacts", "PoolFacts", "ReplicaFacts", "as_json", "describe")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,18 @@ class BindFacts:
     tables: int
     migrations: dict[str, Any] | None = None
     """Where the bind's Alembic migrations live (``None``: not configured)."""
+    replicas: ReplicaFacts | None = None
+    """The bind's read replicas (``None``: it has none)."""
+
+
+@dataclass(frozen=True)
+class ReplicaFacts:
+    selection: str
+    """``round_robin`` or ``random``."""
+    cooldown_s: float
+    sticky_seconds: float | None
+    engines: tuple[tuple[str, PoolFacts], ...]
+    """Each replica's URL (password masked) and pool, in config order."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,19 @@ def _pool(engine: Any) -> PoolFacts:
     # QueuePool keeps max_overflow privately; there is no public accessor.
     overflow = getattr(pool, "_max_overflow", None)
     return PoolFacts(kind=type(pool).__name__, size=size, max_overflow=overflow if size is not None else None)
+
+
+def _replicas(plugin: SQLAlchemyPlugin[Any], key: str) -> ReplicaFacts | None:
+    engines = plugin.engines.replicas(key)
+    if not engines:
+        return None
+    bind = plugin.config.bind_configs[key]
+    return ReplicaFacts(
+        selection=bind.replica_selection,
+        cooldown_s=bind.replica_cooldown,
+        sticky_seconds=bind.sticky_seconds,
+        engines=tuple((mask_url(engine.url), _pool(engine)) for engine in engines),
+    )
 
 
 def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[ModelFacts]]:
@@ -84,6 +109,7 @@ def describe(plugin: SQLAlchemyPlugin[Any]) -> tuple[list[BindFacts], list[Model
                 models=len(models_by_bind[key]),
                 tables=len(tables_by_bind[key]),
                 migrations=locate(migrations[key]) if key in migrations else None,
+                replicas=_replicas(plugin, key),
             )
         )
     models = []
@@ -122,6 +148,17 @@ def as_json(app_path: str, default_bind: str, binds: list[BindFacts], models: li
                 "models": b.models,
                 "tables": b.tables,
                 "migrations": b.migrations,
+                "replicas": None
+                if b.replicas is None
+                else {
+                    "selection": b.replicas.selection,
+                    "cooldown_s": b.replicas.cooldown_s,
+                    "sticky_seconds": b.replicas.sticky_seconds,
+                    "engines": [
+                        {"url": url, "pool": {"class": p.kind, "size": p.size, "max_overflow": p.max_overflow}}
+                        for url, p in b.replicas.engines
+                    ],
+                },
             }
             for b in binds
         ],

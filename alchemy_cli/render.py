@@ -19,7 +19,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
-    from alchemy_cli.inspection import BindFacts, ModelFacts
+    from alchemy_cli.inspection import BindFacts, ModelFacts, PoolFacts
     from plugin.checks import CheckReport
 
 __all__ = ("banner", "binds", "checks", "confirm", "echo", "error", "json_document", "line", "note", "rows")
@@ -69,7 +69,7 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
             overflow="fold" if column == "url" else "ellipsis",
         )
     for bind in facts:
-        pool = bind.pool.kind + (f" {bind.pool.size}+{bind.pool.max_overflow}" if bind.pool.size is not None else "")
+        pool = _pool(bind.pool)
         table.add_row(
             escape(bind.key) + (" [bold](default)[/]" if bind.default else ""),
             f"{bind.dialect}+{bind.driver}",
@@ -83,6 +83,7 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
     console = _console()
     _title(console, f"Binds of {app_path}")
     console.print(table)
+    _replica_listing(console, facts)
     _migration_locations(console, facts)
     if models is None:
         return
@@ -94,6 +95,29 @@ def binds(app_path: str, facts: Sequence[BindFacts], models: Sequence[ModelFacts
         listing.add_row(escape(model.model), escape(model.module), escape(model.bind), where)
     _title(console, "Models")
     console.print(listing)
+
+
+def _pool(pool: PoolFacts) -> str:
+    return pool.kind + (f" {pool.size}+{pool.max_overflow}" if pool.size is not None else "")
+
+
+def _replica_listing(console: Console, facts: Sequence[BindFacts]) -> None:
+    """The ``db binds`` replicas table: each bind's read replicas, and how reads are spread over them."""
+    with_replicas = [bind for bind in facts if bind.replicas is not None]
+    if not with_replicas:
+        return
+    table = Table()
+    for column in ("bind", "replica", "url", "pool", "selection", "sticky"):
+        table.add_column(column, overflow="fold" if column == "url" else "ellipsis")
+    for bind in with_replicas:
+        replicas = bind.replicas
+        assert replicas is not None
+        sticky = f"{replicas.sticky_seconds:g} s" if replicas.sticky_seconds else "-"
+        selection = f"{replicas.selection.replace('_', ' ')}, cool-down {replicas.cooldown_s:g} s"
+        for number, (url, pool) in enumerate(replicas.engines, 1):
+            table.add_row(escape(bind.key), str(number), escape(url), _pool(pool), selection, sticky)
+    _title(console, "Replicas")
+    console.print(table)
 
 
 def _migration_locations(console: Console, facts: Sequence[BindFacts]) -> None:
@@ -148,13 +172,44 @@ def checks(app_path: str, report: CheckReport, timeout: float) -> None:
     console = _console()
     _title(console, f"Database checks of {app_path} (timeout {timeout:g} s)")
     console.print(table)
+    _replica_checks(console, report)
     _migration_states(console, report)
     for problem in report.unknown_bind_keys:
         console.print(f"[bold red]FAIL[/] {escape(problem.describe([c.bind for c in report.binds]))}")
     for conflict in report.bind_conflicts:
         console.print(f"[bold red]FAIL[/] {escape(conflict.message)}")
-    failed = sum(not check.ok for check in report.binds) + len(report.unknown_bind_keys) + len(report.bind_conflicts)
+    failed = sum(not check.ok for check in report.binds) + sum(not check.ok for check in report.replicas)
+    failed += len(report.unknown_bind_keys) + len(report.bind_conflicts)
     console.print("[green]all checks passed[/]" if not failed else f"[bold red]{plural(failed, 'check')} failed[/]")
+
+
+def _lag_cell(seconds: float | None, state: str | None, error: str | None) -> str:
+    """``0.0 s (caught up)``, ``not measured for sqlite``; an error in red, on its own line under the lag."""
+    lag = escape(state or "-") if seconds is None else f"{seconds:.1f} s ({escape(state or '')})"
+    if error is None:
+        return lag
+    return f"{lag}\n[red]{escape(error)}[/]" if state else f"[red]{escape(error)}[/]"
+
+
+def _replica_checks(console: Console, report: CheckReport) -> None:
+    """The ``db check`` replicas table: one row per read replica of the checked binds."""
+    if not report.replicas:
+        return
+    table = Table()
+    for column in ("bind", "replica", "status", "connect", "round trip", "server", "lag"):
+        table.add_column(column)
+    for check in report.replicas:
+        table.add_row(
+            escape(check.bind),
+            f"{check.replica} {escape(check.url)}",
+            "[green]ok[/]" if check.ok else "[bold red]FAIL[/]",
+            _ms(check.connect_ms),
+            _ms(check.latency_ms),
+            escape(check.server or "-"),
+            _lag_cell(check.lag_s, check.state, check.error),
+        )
+    _title(console, "Replicas")
+    console.print(table)
 
 
 def _migration_states(console: Console, report: CheckReport) -> None:

@@ -91,8 +91,7 @@ def _listener(key: str, engine: Engine, seconds: float) -> Callable[..., None] |
 def connect_timeouts(plugin: SQLAlchemyPlugin[Any], seconds: float) -> Iterator[None]:
     """While inside, every new connection of the plugin's (started) engines must be made in ``seconds``."""
     added: list[tuple[Engine, Callable[..., None]]] = []
-    for key in plugin.router.keys:
-        engine = plugin.engines.sync_engine(key)
+    for key, engine in plugin.engines.every_sync_engine():
         if (listener := _listener(key, engine, seconds)) is not None:
             event.listen(engine, "do_connect", listener)
             added.append((engine, listener))

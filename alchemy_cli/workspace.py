@@ -17,6 +17,7 @@ the plugin makes does.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import delete, event, func, insert, select, text, update
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from alchemy_cli.destructive import Confirmation
     from alchemy_cli.loader import Target
+    from plugin import SQLAlchemyPlugin
     from plugin.sandbox import Sandbox
 
 __all__ = ("Mode", "Workspace", "open_workspace")
@@ -57,28 +59,41 @@ class Workspace:
     confirmation: Confirmation | None = None
     """Set by the commands: how ``sql()`` lets destructive statements through."""
 
-    def __init__(self, target: Target, *, mode: Mode = "normal", bind: str | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        mode: Mode = "normal",
+        bind: str | None = None,
+        echo: bool = False,
+        replica: bool = False,
+    ) -> None:
         plugin = target.plugin
         if bind is not None:
             plugin.router.require(bind)
         self.target = target
         self.mode = mode
         self.main_bind = bind
+        self.replica = replica
+        """Reads go to each bind's replica (``--replica``); every engine is read-only."""
         self.is_async = plugin.config.is_async
         self.sandbox: Sandbox | None = plugin.sessions.sandbox
         if (mode == "sandbox") != (self.sandbox is not None):
             raise LifecycleError("a sandbox workspace needs an active sandbox, and only it; use open_workspace()")
+        if replica and mode != "read-only":
+            raise LifecycleError("a replica workspace is read-only by construction; open it with mode='read-only'")
+        make: Callable[[str | None], Any] = _replica_sessions(plugin, bind) if replica else plugin.sessions
         self.sessions: dict[str | None, AsyncSession | Session] = {
-            key: plugin.sessions(key) for key in (None, *plugin.router.keys)
+            key: make(key) for key in (None, *plugin.router.keys)
         }
         self.ledger = Ledger()
         """What became of the rows written on each bind (what ``db run`` reports)."""
         self._listeners: list[tuple[Engine, str, Callable[..., None]]] = []
-        for key in plugin.router.keys:
-            engine = plugin.engines.sync_engine(key)
-            for name, listener in self.ledger.listeners(key):
+        for key, engine in plugin.engines.every_sync_engine():
+            is_bind = engine is plugin.engines.sync_engine(key)
+            for name, listener in self.ledger.listeners(key) if is_bind else ():
                 self._listen(engine, name, listener)
-            if mode == "read-only":
+            if mode == "read-only":  # replicas too: a replica that is not a standby refuses writes all the same
                 self._listen(engine, "connect", _read_only_listener(key, engine.dialect.name))
             if echo:
                 self._listen(engine, "before_cursor_execute", _echo)
@@ -152,16 +167,29 @@ class Workspace:
 
 @asynccontextmanager
 async def open_workspace(
-    target: Target, *, mode: Mode = "normal", bind: str | None = None, echo: bool = False
+    target: Target, *, mode: Mode = "normal", bind: str | None = None, echo: bool = False, replica: bool = False
 ) -> AsyncIterator[Workspace]:
     """A :class:`Workspace`, inside the plugin's sandbox in ``sandbox`` mode; closed (and the sandbox rolled
     back, raising :class:`~plugin.exceptions.SandboxError` if a bind could not be) at exit."""
     async with AsyncExitStack() as stack:
         if mode == "sandbox":
             await stack.enter_async_context(target.plugin.sandbox())
-        workspace = Workspace(target, mode=mode, bind=bind, echo=echo)
+        workspace = Workspace(target, mode=mode, bind=bind, echo=echo, replica=replica)
         stack.push_async_callback(workspace.close)
         yield workspace
+
+
+def _replica_sessions(plugin: SQLAlchemyPlugin[Any], bind: str | None) -> Callable[[str | None], Any]:
+    """Sessions for ``--replica``: every statement of a bind that has replicas goes to one of them (one
+    replica per bind for the whole workspace); binds without replicas use their primary, read-only too."""
+    from plugin.replica_sessions import ReplicaSessionFactory
+
+    factory = plugin.sessions
+    if not isinstance(factory, ReplicaSessionFactory):
+        raise ConfigurationError("--replica: no bind has read replicas; configure BindConfig(replicas=[...])")
+    if bind is not None and not plugin.engines.replicas(bind):
+        raise ConfigurationError(f"--replica: bind {bind!r} has no read replicas; pick a bind that has some")
+    return partial(factory, routing=factory.replicas.routing(read=True, replica_only=True))
 
 
 def _read_only_listener(key: str, dialect: str) -> Callable[..., None]:

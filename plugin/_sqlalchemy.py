@@ -8,6 +8,10 @@
   :func:`replace_finished_transaction` gives the session a fresh, empty transaction on that connection,
   so its ``commit()`` and ``rollback()`` behave as usual.
 - ``_mapper_registries``: every registry of the process, for ``base=None`` (no public listing exists).
+- ``Session._flushing``: whether a flush is running. Read replica routing sends everything a flush does
+  to the primary (SQLAlchemy's own "custom vertical partitioning" recipe reads the same attribute).
+- ``GenerativeSelect._for_update_arg``: a ``SELECT ... FOR UPDATE`` (or ``FOR SHARE``) locks rows, which a
+  standby cannot do; there is no public accessor.
 - ``_generate_cache_key()``: a statement's structural cache key. SQLAlchemy memoizes it on the statement
   and computes it anyway to find the compiled SQL, so routing keyed on it costs a dictionary lookup.
 """
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, registry
     from sqlalchemy.sql.expression import ClauseElement
 
-__all__ = ("registries", "replace_finished_transaction", "structure_key")
+__all__ = ("is_flushing", "locks_rows", "registries", "replace_finished_transaction", "structure_key")
 
 
 def replace_finished_transaction(session: Session, connection: Connection) -> None:
@@ -51,3 +55,13 @@ def structure_key(statement: ClauseElement) -> Hashable | None:
     parameter values), or ``None`` when SQLAlchemy cannot cache the statement."""
     cache_key = statement._generate_cache_key()
     return None if cache_key is None else cache_key.key
+
+
+def is_flushing(session: Session) -> bool:
+    """Whether ``session`` is inside ``flush()`` (its ``get_bind`` calls come from the unit of work)."""
+    return session._flushing
+
+
+def locks_rows(statement: object) -> bool:
+    """Whether a select statement has ``with_for_update()`` (``FOR UPDATE`` / ``FOR SHARE``)."""
+    return getattr(statement, "_for_update_arg", None) is not None

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from plugin.engines import EngineRegistry
     from plugin.migration_state import MigrationState
     from plugin.migrations import Migrations
+    from plugin.replica_checks import ReplicaCheck
 
 __all__ = ("BindCheck", "CheckReport", "PreparedTransaction", "check_binds")
 
@@ -87,10 +88,17 @@ class CheckReport:
     unknown_bind_keys: tuple[UnknownBindKey, ...] = field(default=())
     bind_conflicts: tuple[BindConflict, ...] = field(default=())
     """Class hierarchies spanning binds and unmapped tables on a MetaData shared by several binds."""
+    replicas: tuple[ReplicaCheck, ...] = field(default=())
+    """The read replicas of the checked binds (:mod:`plugin.replica_checks`), when they were checked."""
 
     @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.binds) and not self.unknown_bind_keys and not self.bind_conflicts
+        return (
+            all(check.ok for check in self.binds)
+            and all(check.ok for check in self.replicas)
+            and not self.unknown_bind_keys
+            and not self.bind_conflicts
+        )
 
 
 Probe = tuple[float, str, list[str], list[str], list[PreparedTransaction]]

@@ -186,8 +186,18 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
 
 
 def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None) -> list[str]:
+    # No connection of a bind: what the sessions hold are replica reads (a standby refuses PREPARE) or
+    # engines outside the binds; two-phase commit has nothing to coordinate, so each commits in one phase.
+    one_phase = bound == []
     try:
         for session in active:
+            if one_phase and session.twophase:
+                session.twophase = False
+                try:
+                    session.commit()
+                finally:
+                    session.twophase = True
+                continue
             session.commit()
     except Exception as exc:
         ledger = _Ledger(bound or [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -30,6 +30,7 @@ __all__ = (
     "BindConfig",
     "BindTarget",
     "ModelSource",
+    "ReplicaTarget",
     "SQLAlchemyAsyncConfig",
     "SQLAlchemySyncConfig",
     "ShellContext",
@@ -43,6 +44,9 @@ ShellContext: TypeAlias = Callable[[Mapping[str, Any]], Union[Mapping[str, Any],
 
 BindTarget: TypeAlias = Union[str, URL, "BindConfig", AsyncEngine, Engine]
 """What a bind may be given as: a URL (string or ``URL``), a :class:`BindConfig`, or a ready engine."""
+
+ReplicaTarget: TypeAlias = Union[str, URL, AsyncEngine, Engine]
+"""What a read replica may be given as: a URL (string or ``URL``) or a ready engine."""
 
 
 def parse_url(text: str) -> URL:
@@ -80,6 +84,17 @@ class BindConfig:
     session_options: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments for sessions on this bind (``expire_on_commit``, ...). The default bind's
     options also apply to the routed ``db_session``."""
+    replicas: Sequence[ReplicaTarget] = ()
+    """Read replicas of this database: URLs (engines made with this bind's ``engine_options``) or ready
+    engines, disposed at shutdown like the bind's own. A request with a safe method (GET, HEAD, OPTIONS)
+    reads from one of them until it writes on this bind; see the README's "Read replicas"."""
+    replica_selection: Literal["round_robin", "random"] = "round_robin"
+    """How each request picks its replica among those not cooling down."""
+    replica_cooldown: float = 30.0
+    """Seconds a replica that failed to connect is skipped (reads go to the next replica, then the primary)."""
+    sticky_seconds: float | None = None
+    """After a request wrote on this bind, the same client reads from the primary for this many seconds
+    (a signed cookie; needs ``sticky_secret=`` on the config). ``None``: only the writing request does."""
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.engine is None):
@@ -95,6 +110,57 @@ class BindConfig:
                 raise ConfigurationError(f"BindConfig(url=...): {exc}") from None
         object.__setattr__(self, "engine_options", MappingProxyType(dict(self.engine_options)))
         object.__setattr__(self, "session_options", MappingProxyType(dict(self.session_options)))
+        object.__setattr__(self, "replicas", self._replicas())
+        if self.replica_selection not in ("round_robin", "random"):
+            raise ConfigurationError(
+                f"BindConfig(replica_selection={self.replica_selection!r}): use 'round_robin' or 'random'"
+            )
+        if not isinstance(self.replica_cooldown, (int, float)) or self.replica_cooldown < 0:
+            raise ConfigurationError(
+                f"BindConfig(replica_cooldown={self.replica_cooldown!r}) must be a number of seconds (0 or more)"
+            )
+        if self.sticky_seconds is not None:
+            if not isinstance(self.sticky_seconds, (int, float)) or self.sticky_seconds <= 0:
+                raise ConfigurationError(
+                    f"BindConfig(sticky_seconds={self.sticky_seconds!r}) must be a positive number of seconds, or None"
+                )
+            if not self.replicas:
+                raise ConfigurationError(
+                    "BindConfig(sticky_seconds=...) keeps a client that wrote on the primary, which only means "
+                    "something with replicas=[...]; add replicas or remove sticky_seconds"
+                )
+
+    def _replicas(self) -> tuple[URL | AsyncEngine | Engine, ...]:
+        given = self.replicas
+        if isinstance(given, (str, URL, AsyncEngine, Engine)) or not isinstance(given, Sequence):
+            raise ConfigurationError(
+                "BindConfig(replicas=...) takes a list of URLs or engines, e.g. replicas=[url1, url2]"
+            )
+        replicas: list[URL | AsyncEngine | Engine] = []
+        for number, replica in enumerate(given, 1):
+            if isinstance(replica, str):
+                try:
+                    replicas.append(parse_url(replica))
+                except ConfigurationError as exc:
+                    raise ConfigurationError(f"BindConfig(replicas=...): replica {number}: {exc}") from None
+            elif isinstance(replica, (URL, AsyncEngine, Engine)):
+                replicas.append(replica)
+            else:
+                raise ConfigurationError(
+                    f"BindConfig(replicas=...): replica {number} is a {type(replica).__name__}; give a URL string, "
+                    "a sqlalchemy URL or an engine"
+                )
+        return tuple(replicas)
+
+    @property
+    def replica_targets(self) -> tuple[URL | AsyncEngine | Engine, ...]:
+        """The replicas, URL strings parsed (normalised in ``__post_init__``)."""
+        return self.replicas  # type: ignore[return-value]
+
+    @property
+    def replica_urls(self) -> tuple[URL, ...]:
+        """Each replica's URL, read from the engine when the replica was given one."""
+        return tuple(r if isinstance(r, URL) else r.url for r in self.replica_targets)
 
     @property
     def resolved_url(self) -> URL:
@@ -106,16 +172,20 @@ class BindConfig:
 
     def __repr__(self) -> str:
         where = "url" if self.engine is None else f"engine={type(self.engine).__name__}, url"
+        replicas = f", replicas={[mask_url(url) for url in self.replica_urls]!r}" if self.replicas else ""
         return (
             f"BindConfig({where}={mask_url(self.resolved_url)!r}, "
             f"engine_options={masked_options(self.engine_options)!r}, "
-            f"session_options={masked_options(self.session_options)!r})"
+            f"session_options={masked_options(self.session_options)!r}{replicas})"
         )
 
     def secrets(self) -> list[str]:
-        """The raw secrets of this bind (password, secret query parameters, connect_args secrets), to be
-        replaced in text the plugin did not write, such as a driver's error message."""
-        return secret_values(self.resolved_url, self.engine_options)
+        """The raw secrets of this bind and its replicas (passwords, secret query parameters, connect_args
+        secrets), to be replaced in text the plugin did not write, such as a driver's error message."""
+        found = set(secret_values(self.resolved_url, self.engine_options))
+        for url in self.replica_urls:
+            found.update(secret_values(url, self.engine_options))
+        return sorted(found, key=len, reverse=True)  # longest first, as secret_values() orders them
 
 
 @dataclass(frozen=True)
@@ -156,6 +226,11 @@ class _SQLAlchemyConfig:
     function, plain or async, called with the names they preload (``session``, ``<bind>_session``, the
     models, ...) once the engines are started, returning a mapping of extra names. The banner lists them;
     on a clash the preloaded name is kept."""
+    sticky_secret: str | bytes | None = field(default=None, repr=False)
+    """Key that signs the cookie of binds with ``sticky_seconds`` (at least 16 bytes; the same on every worker
+    of the app, e.g. from an environment variable). Needed only when a bind has ``sticky_seconds``."""
+    sticky_cookie: str = "db_primary_until"
+    """Name of that cookie: for each sticky bind the client wrote on, until when it reads from the primary."""
     migrations: Migrations | Mapping[str, Migrations] | None = None
     """Where each bind's Alembic migrations live, for ``db check`` and the health route (read only):
     ``{"default": Migrations(...), "logs": Migrations(...)}``, or one ``Migrations`` for every bind
@@ -188,6 +263,7 @@ class _SQLAlchemyConfig:
         if not isinstance(self.shutdown_timeout, (int, float)) or self.shutdown_timeout <= 0:
             raise ConfigurationError(f"shutdown_timeout={self.shutdown_timeout!r} must be a positive number of seconds")
         object.__setattr__(self, "migrations", MappingProxyType(self._migrations(normalised)))
+        self._check_replicas(normalised)
         for name in ("session_key", "engine_key"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.isidentifier():
@@ -224,6 +300,35 @@ class _SQLAlchemyConfig:
                 f"{'SQLAlchemySyncConfig' if self.is_async else 'SQLAlchemyAsyncConfig'} or the other engine kind"
             )
         return bind
+
+    def _check_replicas(self, binds: Mapping[str, BindConfig]) -> None:
+        expected = AsyncEngine if self.is_async else Engine
+        for key, bind in binds.items():
+            for number, replica in enumerate(bind.replicas, 1):
+                if isinstance(replica, (AsyncEngine, Engine)) and not isinstance(replica, expected):
+                    raise ConfigurationError(
+                        f"bind {key!r}: replica {number} is a {type(replica).__name__} but {type(self).__name__} "
+                        f"needs {'an' if self.is_async else 'a'} {expected.__name__}"
+                    )
+        sticky = [key for key, bind in binds.items() if bind.sticky_seconds is not None]
+        if not sticky:
+            return
+        secret = self.sticky_secret
+        if not isinstance(secret, (str, bytes)) or len(secret.encode() if isinstance(secret, str) else secret) < 16:
+            raise ConfigurationError(
+                f"bind {sticky[0]!r} has sticky_seconds, whose cookie is signed: set sticky_secret= to at least 16 "
+                "random bytes, the same on every worker (e.g. sticky_secret=os.environ['DB_STICKY_SECRET'])"
+            )
+        name = self.sticky_cookie
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigurationError(
+                f"sticky_cookie={self.sticky_cookie!r} is not a valid cookie name; use letters, digits, '_' and '-'"
+            )
+
+    @property
+    def has_replicas(self) -> bool:
+        """Whether any bind has read replicas (decides, once, whether requests route reads at all)."""
+        return any(bind.replicas for bind in self.bind_configs.values())
 
     def _migrations(self, binds: Mapping[str, BindConfig]) -> dict[str, Migrations]:
         given = self.migrations

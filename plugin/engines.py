@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import anyio
 from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
@@ -32,7 +33,7 @@ from plugin.twophase import InDoubt
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from sqlalchemy.engine import URL, Dialect, Engine
+    from sqlalchemy.engine import Dialect, Engine
 
     from plugin.config import BindConfig, _SQLAlchemyConfig
 
@@ -64,6 +65,18 @@ def _dialect_class(key: str, url: URL) -> type[Dialect]:
         ) from None
 
 
+def _replica_binds(bind: BindConfig) -> list[BindConfig]:
+    """Each replica of ``bind`` as a bind of its own: its URL with the bind's engine options, or its engine."""
+    from plugin.config import BindConfig
+
+    return [
+        BindConfig(url=replica, engine_options=bind.engine_options)
+        if isinstance(replica, URL)
+        else BindConfig(engine=replica)
+        for replica in bind.replica_targets
+    ]
+
+
 def _redacted(exc: BaseException, secrets: list[str]) -> str:
     text = " ".join(str(exc).split())
     for secret in secrets:
@@ -79,6 +92,10 @@ class EngineRegistry:
         self._engines: dict[str, AnyEngine] = {}
         self._sync: dict[str, Engine] = {}
         self._keys: dict[Engine, str] = {}
+        self._replicas: dict[str, tuple[AnyEngine, ...]] = {}
+        self._replica_keys: dict[Engine, str] = {}
+        self.generation = 0
+        """Counts starts: state kept about the engines of an earlier start (replica health) is stale."""
         self.in_doubt = InDoubt()
         """Prepared transactions decided but not yet finished (their server was unreachable)."""
         self._retrying: asyncio.Task[None] | None = None
@@ -96,14 +113,22 @@ class EngineRegistry:
         if self.state == "open":
             raise LifecycleError("the engines are already started; start them once (the app's lifespan does)")
         engines: dict[str, AnyEngine] = {}
+        replicas: dict[str, tuple[AnyEngine, ...]] = {}
         try:
             for key, bind in self._config.bind_configs.items():
                 engines[key] = self._create(key, bind)
+                if bind.replicas:
+                    replicas[key] = tuple(self._create(key, replica) for replica in _replica_binds(bind))
         except BaseException:
-            for made in engines.values():
+            for made in [*engines.values(), *(e for group in replicas.values() for e in group)]:
                 (made.sync_engine if isinstance(made, AsyncEngine) else made).dispose()
             raise
         self._engines = engines
+        self._replicas = replicas
+        self._replica_keys = {
+            (e.sync_engine if isinstance(e, AsyncEngine) else e): key for key, group in replicas.items() for e in group
+        }
+        self.generation += 1
         self._sync = {k: e.sync_engine if isinstance(e, AsyncEngine) else e for k, e in engines.items()}
         self._keys = {}
         for key, sync in self._sync.items():
@@ -153,7 +178,11 @@ class EngineRegistry:
             ) from None
 
     def _detach(self) -> dict[str, AnyEngine]:
-        engines, self._engines, self._sync, self._keys = self._engines, {}, {}, {}
+        """Every engine, replicas included (as ``"<bind> replica <n>"``), taken out of the registry."""
+        engines = dict(self._engines)
+        for key, replicas in self._replicas.items():
+            engines.update({f"{key} replica {number}": engine for number, engine in enumerate(replicas, 1)})
+        self._engines, self._sync, self._keys, self._replicas, self._replica_keys = {}, {}, {}, {}, {}
         self.state = "closed"
         return engines
 
@@ -267,6 +296,8 @@ class EngineRegistry:
         try:
             return self._keys[engine]
         except KeyError:
+            if (key := self._replica_keys.get(engine)) is not None:  # every replica read asks: no URL to format
+                raise LifecycleError(f"a read replica's engine of bind {key!r} is not a bind's engine") from None
             raise LifecycleError(f"engine {mask_url(engine.url)} is not one of this plugin's started engines") from None
 
     def sync_engine(self, key: str) -> Engine:
@@ -275,6 +306,20 @@ class EngineRegistry:
             return self._sync[key]
         except KeyError:
             raise self._lookup_error(key) from None
+
+    def replicas(self, key: str) -> tuple[AnyEngine, ...]:
+        """The read replicas' engines of bind ``key``, in config order (empty when it has none)."""
+        if key not in self._engines:
+            raise self._lookup_error(key)
+        return self._replicas.get(key, ())
+
+    def every_sync_engine(self) -> list[tuple[str, Engine]]:
+        """Every started sync engine with its bind key, replicas included: each bind's, then its replicas'."""
+        found: list[tuple[str, Engine]] = []
+        for key, sync in self._sync.items():
+            found.append((key, sync))
+            found += [(key, e.sync_engine if isinstance(e, AsyncEngine) else e) for e in self._replicas.get(key, ())]
+        return found
 
     @property
     def engines(self) -> Mapping[str, AnyEngine]:

@@ -10,6 +10,7 @@ from litestar.plugins import CLIPlugin, InitPlugin
 from plugin.binds import BindRouter
 from plugin.config import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig, _SQLAlchemyConfig
 from plugin.engines import EngineRegistry
+from plugin.exceptions import ConfigurationError
 from plugin.sandbox import Sandbox
 from plugin.sessions import AsyncRoutingSession, RoutingSession, SessionFactory
 from plugin.transactions import close_all, unit_of_work, unit_of_work_sync
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
+    from plugin.replicas import Replicas
     from plugin.wiring import _Lifespan
 
 __all__ = ("SQLAlchemyPlugin",)
@@ -51,8 +53,16 @@ class SQLAlchemyPlugin(InitPlugin, CLIPlugin, Generic[ConfigT]):
         """Which bind each model, table and statement belongs to."""
         self.engines = EngineRegistry(config)
         """The engines, by bind key; started by the app's lifespan (or :meth:`lifespan`)."""
-        self.sessions = SessionFactory(config, self.engines, self.router)
+        self.replicas: Replicas | None = None
+        """The read replicas of binds that have them (``None``: no bind has replicas)."""
+        self.sessions: SessionFactory = SessionFactory(config, self.engines, self.router)
         """Makes routed sessions (``sessions()``) and per-bind sessions (``sessions("logs")``)."""
+        if config.has_replicas:  # decided once: without replicas, sessions and requests never route reads
+            from plugin.replica_sessions import ReplicaSessionFactory
+            from plugin.replicas import Replicas
+
+            self.replicas = Replicas(config, self.engines)
+            self.sessions = ReplicaSessionFactory(config, self.engines, self.router, self.replicas)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Register providers, the transaction middleware, hooks and the lifespan on the app."""
@@ -101,6 +111,16 @@ class SQLAlchemyPlugin(InitPlugin, CLIPlugin, Generic[ConfigT]):
             include_in_schema=include_in_schema,
         )
 
+    def primary(self) -> AbstractContextManager[None]:
+        """Inside ``with plugin.primary():`` every statement goes to the primary, reads included.
+
+        For binds with replicas; a no-op for the others. ``bind_arguments={"primary": True}`` does the same
+        for one statement. See :mod:`plugin.replicas`.
+        """
+        from plugin.replicas import primary
+
+        return primary()
+
     def sandbox(self) -> Sandbox:
         """Everything done inside is rolled back on every bind at the end, commits included.
 
@@ -113,36 +133,58 @@ class SQLAlchemyPlugin(InitPlugin, CLIPlugin, Generic[ConfigT]):
 
     @overload
     def session(
-        self: SQLAlchemyPlugin[SQLAlchemyAsyncConfig], bind: str | None = None
+        self: SQLAlchemyPlugin[SQLAlchemyAsyncConfig], bind: str | None = None, *, replica: bool = False
     ) -> AbstractAsyncContextManager[AsyncSession]: ...
     @overload
     def session(
-        self: SQLAlchemyPlugin[SQLAlchemySyncConfig], bind: str | None = None
+        self: SQLAlchemyPlugin[SQLAlchemySyncConfig], bind: str | None = None, *, replica: bool = False
     ) -> AbstractContextManager[Session]: ...
-    def session(self, bind: str | None = None) -> Any:
-        """A routed session (or, with ``bind``, one pinned to that bind), closed at exit. You commit."""
-        session = self.sessions(bind)
+    def session(self, bind: str | None = None, *, replica: bool = False) -> Any:
+        """A routed session (or, with ``bind``, one pinned to that bind), closed at exit. You commit.
+
+        It reads from the primary; with ``replica=True`` it reads from a replica until it writes, as a GET
+        request does.
+        """
+        session = self._new_session(bind, replica)
         return _closing(session) if isinstance(session, AsyncRoutingSession) else _closing_sync(session)
 
     @overload
     def transaction(
-        self: SQLAlchemyPlugin[SQLAlchemyAsyncConfig], bind: str | None = None, *, dry_run: bool = False
+        self: SQLAlchemyPlugin[SQLAlchemyAsyncConfig],
+        bind: str | None = None,
+        *,
+        dry_run: bool = False,
+        replica: bool = False,
     ) -> AbstractAsyncContextManager[AsyncSession]: ...
     @overload
     def transaction(
-        self: SQLAlchemyPlugin[SQLAlchemySyncConfig], bind: str | None = None, *, dry_run: bool = False
+        self: SQLAlchemyPlugin[SQLAlchemySyncConfig],
+        bind: str | None = None,
+        *,
+        dry_run: bool = False,
+        replica: bool = False,
     ) -> AbstractContextManager[Session]: ...
-    def transaction(self, bind: str | None = None, *, dry_run: bool = False) -> Any:
+    def transaction(self, bind: str | None = None, *, dry_run: bool = False, replica: bool = False) -> Any:
         """A session whose block is one unit of work under the config's transaction policy.
 
         Success commits (unless the policy is ``manual`` or ``dry_run``), an exception rolls back, and a
-        failed commit raises :class:`~plugin.exceptions.CommitError`, exactly as for a request.
+        failed commit raises :class:`~plugin.exceptions.CommitError`, exactly as for a request. It reads from
+        the primary; with ``replica=True``, from a replica until it writes.
         """
-        session = self.sessions(bind)
+        session = self._new_session(bind, replica)
         policy = self.config.transaction
         if isinstance(session, AsyncRoutingSession):
             return unit_of_work(session, policy, dry_run=dry_run)
         return unit_of_work_sync(session, policy, dry_run=dry_run)
+
+    def _new_session(self, bind: str | None, replica: bool) -> AsyncRoutingSession | RoutingSession:
+        if not replica:
+            return self.sessions(bind)
+        if self.replicas is None:
+            raise ConfigurationError(
+                "replica=True, but no bind has replicas; configure BindConfig(replicas=[...]) or drop replica=True"
+            )
+        return self.sessions(bind, replica=True)  # type: ignore[call-arg]  # a ReplicaSessionFactory
 
 
 @asynccontextmanager

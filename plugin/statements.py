@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ("Statement", "Token", "sandbox_refusal", "shorten", "split")
+__all__ = ("Statement", "Token", "is_plain_read", "sandbox_refusal", "shorten", "split")
 
 TokenKind = Literal["word", "string", "name", "punct"]
 
@@ -290,3 +290,28 @@ def sandbox_refusal(statement: Statement, dialect: str) -> str | None:
     if reason is None and _is_mysql(dialect):
         reason = _mysql_refusal(statement)
     return reason
+
+
+_READ_VERBS = frozenset({"SELECT", "SHOW", "EXPLAIN", "VALUES", "TABLE", "DESCRIBE", "DESC"})
+
+
+def is_plain_read(statement: Statement) -> bool:
+    """Whether a read replica can run ``statement``: a query that neither writes nor locks rows.
+
+    ``SELECT``, ``SHOW``, ``EXPLAIN``, ``VALUES``, ``TABLE``, ``DESCRIBE`` (or ``WITH ... SELECT``), without
+    ``FOR UPDATE``/``FOR SHARE``/``LOCK IN SHARE MODE``, without ``SELECT ... INTO`` (which makes a table on
+    PostgreSQL) and without a data-modifying ``WITH``. Anything else, unknown verbs included, is not: the
+    primary runs it. ``EXPLAIN ANALYZE`` of a write counts as a read; it fails on a standby.
+    """
+    if statement.executable_comment or statement.verb not in _READ_VERBS:
+        return False
+    words = statement.words
+    if "INTO" in words and statement.verb == "SELECT":
+        return False
+    if words[0] == "WITH" and {"INSERT", "UPDATE", "DELETE", "MERGE"} & set(words):  # a data-modifying WITH
+        return False
+    return not any(
+        (word == "FOR" and words[i + 1 : i + 2] in (("UPDATE",), ("SHARE",), ("NO",), ("KEY",)))
+        or (word == "LOCK" and words[i + 1 : i + 3] == ("IN", "SHARE"))
+        for i, word in enumerate(words)
+    )

@@ -84,6 +84,14 @@ def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
             )
     # Not app middleware: only the handlers that can be given one of these keys get it (plugin/routes.py).
     middleware = DefineMiddleware(TransactionMiddleware, policy=config.transaction)
+    if plugin.replicas is not None:  # decided here, once: apps without replicas keep the plain middleware
+        from plugin.replica_middleware import ReplicaMiddleware
+        from plugin.sticky import StickyCookie
+
+        cookie = StickyCookie(config.sticky_cookie, config.sticky_secret) if config.sticky_secret else None
+        middleware = DefineMiddleware(
+            ReplicaMiddleware, policy=config.transaction, replicas=plugin.replicas, cookie=cookie
+        )
     app_config.plugins.append(TransactionRoutes(middleware, (key for key, _ in config.dependency_keys())))
     if config.map_integrity_errors:
         app_config.exception_handlers.setdefault(IntegrityError, conflict_response)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.faults import FaultProxy, PrivateCluster
+    from tests.faults.standby import PrivateStandby
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,21 @@ def private_cluster() -> Iterator[PrivateCluster]:
     with PrivateCluster.leased() as cluster:
         cluster.start()
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def replica_pair() -> Iterator[tuple[PrivateCluster, PrivateStandby]]:
+    """A private PostgreSQL primary and its streaming hot standby (tests/faults/standby.py), both running;
+    the standby applies the primary's commits 2 s late. Built on first use and kept between runs. Skipped
+    (failed under REQUIRE_DB_SERVERS=1) when this machine cannot build them."""
+    from tests.faults.standby import leased_pair, standby_problem
+
+    if problem := standby_problem():
+        if REQUIRE_SERVERS:
+            pytest.fail(f"REQUIRE_DB_SERVERS=1 but no private PostgreSQL standby: {problem}")
+        pytest.skip(problem)
+    with leased_pair() as pair:
+        yield pair
 
 
 @pytest.fixture

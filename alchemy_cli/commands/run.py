@@ -27,7 +27,7 @@ from alchemy_cli.execution import execute, exit_status, user_traceback
 from alchemy_cli.ledger import Ledger
 from alchemy_cli.loader import engines_started, load_target, reported_errors, require_binds
 from alchemy_cli.namespace import add_app_names
-from alchemy_cli.workspace import Workspace, open_workspace
+from alchemy_cli.workspace import Mode, Workspace, open_workspace
 from plugin.exceptions import SandboxError, describe_error
 from plugin.sessions import is_started
 from plugin.transactions import SUCCESS_STATUS, settle_all
@@ -74,7 +74,10 @@ def run(
     show_traceback: bool,
     yes: bool = False,
     timeout: float = 10.0,
+    replica: bool = False,
 ) -> None:
+    if replica and dry_run:
+        raise typer.BadParameter("--replica and --dry-run cannot be combined; pick one", param_hint="'--replica'")
     if sum(source is not None for source in (code, file, sql)) != 1:
         raise typer.BadParameter("give exactly one of CODE, --file or --sql", param_hint="CODE")
     filename = str(file) if file is not None else "<db run>"
@@ -106,6 +109,7 @@ def run(
                 filename=filename,
                 confirmation=confirmation,
                 timeout=timeout,
+                replica=replica,
             )
         )
     if outcome.error is not None:
@@ -129,13 +133,15 @@ async def _run(
     filename: str,
     confirmation: Confirmation,
     timeout: float,
+    replica: bool = False,
 ) -> Outcome:
     plugin = target.plugin
     outcome = Outcome()
+    mode: Mode = "sandbox" if dry_run else "read-only" if replica else "normal"
     async with engines_started(plugin, connect_timeout=timeout):
         ledger = Ledger()
         try:
-            async with open_workspace(target, mode="sandbox" if dry_run else "normal", bind=bind) as workspace:
+            async with open_workspace(target, mode=mode, bind=bind, replica=replica) as workspace:
                 workspace.confirmation = confirmation
                 ledger = workspace.ledger
                 await _unit_of_work(workspace, outcome, code=code, sql=sql, dry_run=dry_run, filename=filename)

@@ -33,12 +33,14 @@ def run(
     plain: bool,
     yes: bool = False,
     timeout: float = 10.0,
+    replica: bool = False,
 ) -> None:
-    if sandbox and read_only:
-        raise typer.BadParameter("--sandbox and --read-only cannot be combined; pick one", param_hint="'--sandbox'")
+    if sandbox and (read_only or replica):
+        other = "--read-only" if read_only else "--replica"
+        raise typer.BadParameter(f"--sandbox and {other} cannot be combined; pick one", param_hint="'--sandbox'")
     target = load_target(obj)
     require_binds(target, [bind] if bind else [])
-    mode: Mode = "sandbox" if sandbox else "read-only" if read_only else "normal"
+    mode: Mode = "sandbox" if sandbox else "read-only" if read_only or replica else "normal"
     # Without a terminal on stdin, the input is a script (as with `python < script.py`).
     source = command if command is not None else (None if sys.stdin.isatty() else sys.stdin.read())
     with reported_errors():
@@ -52,6 +54,7 @@ def run(
                 plain=plain,
                 confirmation=Confirmation(yes or sandbox),  # the sandbox rolls everything back, as --dry-run
                 timeout=timeout,
+                replica=replica,
             )
         )
     raise typer.Exit(code)
@@ -67,12 +70,13 @@ async def _shell(
     plain: bool,
     confirmation: Confirmation,
     timeout: float,
+    replica: bool = False,
 ) -> int:
     async with engines_started(target.plugin, connect_timeout=timeout):
         lost: list[str] = []
         # The farewell is printed only once the workspace (and the sandbox, in sandbox mode) closed: a
         # sandbox that could not roll back raises from there instead, and the command fails.
-        async with open_workspace(target, mode=mode, bind=bind, echo=echo) as workspace:
+        async with open_workspace(target, mode=mode, bind=bind, echo=echo, replica=replica) as workspace:
             workspace.confirmation = confirmation
             namespace, renamed = workspace.namespace()
             try:
@@ -81,7 +85,7 @@ async def _shell(
                     code = await _script(source, namespace, target)
                 else:
                     _greet(workspace, renamed, app_names)
-                    prompt = _prompt(target, mode)
+                    prompt = _prompt(target, "replica" if replica else mode)
                     errors = repl.Errors(target.redact)
                     if plain or not repl.ptpython_can_run():
                         history = repl.history_file("plain_history")
@@ -112,7 +116,7 @@ async def _script(source: str, namespace: dict[str, Any], target: Target) -> int
     return 0
 
 
-def _prompt(target: Target, mode: Mode) -> list[tuple[str, bool]]:
+def _prompt(target: Target, mode: str) -> list[tuple[str, bool]]:
     """``app [mode] key@where ...``: every bind's host and database, those on other machines in red."""
     parts = [(target.app_path + ("" if mode == "normal" else f" [{mode}]"), False)]
     for key, bind in target.plugin.config.bind_configs.items():
@@ -130,6 +134,8 @@ def _greet(workspace: Workspace, renamed: list[str], app_names: AppNames) -> Non
         "sandbox": "sandbox: everything done through the sessions is rolled back when you leave, commits included",
         "read-only": "read-only: the databases refuse writes",
     }
+    if workspace.replica:
+        described["read-only"] = "replica: each bind that has replicas is read from one; every database refuses writes"
     main = "routed: each model goes to its bind, as db_session in a request"
     if workspace.main_bind is not None:
         main = f"= {workspace.main_bind}_session (--bind {workspace.main_bind})"

@@ -1,6 +1,7 @@
 """Apps for the CLI tests, built from environment variables by a factory Litestar calls per command.
 
-``ALCHEMY_TEST_BINDS``: JSON ``{"key": "url", ...}``; ``ALCHEMY_TEST_MODELS``: comma-separated model sets
+``ALCHEMY_TEST_BINDS``: JSON ``{"key": "url", ...}`` (a value may also be an object of ``BindConfig`` fields,
+e.g. ``{"url": ..., "replicas": [...]}``); ``ALCHEMY_TEST_MODELS``: comma-separated model sets
 (``shop``, ``logs``, ``metrics``, ``archive``); ``ALCHEMY_TEST_SYNC=1`` for a sync config;
 ``ALCHEMY_TEST_POLICY=manual`` for the manual transaction policy; ``ALCHEMY_TEST_SHELL_CONTEXT`` names a
 ``shell_context`` hook below (``plain``, ``async``, ``broken``); ``ALCHEMY_TEST_MIGRATIONS``: JSON
@@ -18,7 +19,14 @@ from litestar import Litestar
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from plugin import Migrations, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig, TransactionPolicy
+from plugin import (
+    BindConfig,
+    Migrations,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+    SQLAlchemySyncConfig,
+    TransactionPolicy,
+)
 
 
 class ShopBase(DeclarativeBase):
@@ -144,7 +152,10 @@ HOOKS = {"plain": plain_hook, "async": async_hook, "broken": broken_hook}
 
 
 def create_app() -> Litestar:
-    binds = json.loads(os.environ["ALCHEMY_TEST_BINDS"])
+    binds = {
+        key: BindConfig(**value) if isinstance(value, dict) else value
+        for key, value in json.loads(os.environ["ALCHEMY_TEST_BINDS"]).items()
+    }
     bases = tuple(MODEL_SETS[name] for name in os.environ.get("ALCHEMY_TEST_MODELS", "shop").split(",") if name)
     config_class = SQLAlchemySyncConfig if os.environ.get("ALCHEMY_TEST_SYNC") == "1" else SQLAlchemyAsyncConfig
     policy = TransactionPolicy(mode="manual" if os.environ.get("ALCHEMY_TEST_POLICY") == "manual" else "autocommit")
@@ -152,7 +163,14 @@ def create_app() -> Litestar:
     migrations = {
         key: Migrations(**fields) for key, fields in json.loads(os.environ.get("ALCHEMY_TEST_MIGRATIONS", "{}")).items()
     }
-    config = config_class(binds=binds, base=bases, transaction=policy, shell_context=hook, migrations=migrations)
+    config = config_class(
+        binds=binds,
+        base=bases,
+        transaction=policy,
+        shell_context=hook,
+        migrations=migrations,
+        sticky_secret="cli-tests-sticky-secret",
+    )
     return Litestar(plugins=[SQLAlchemyPlugin(config=config)])
 
 

@@ -38,7 +38,7 @@ def litestar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Invocation]:
 
     def invoke(
         *args: str,
-        binds: dict[str, str] | None = None,
+        binds: dict[str, Any] | None = None,
         models: str = "shop",
         sync: bool = False,
         app: str | None = None,

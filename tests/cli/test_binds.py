@@ -51,6 +51,7 @@ def test_example_app_as_json(litestar: Callable[..., Invocation]) -> None:
         "models": 2,
         "tables": 2,
         "migrations": None,
+        "replicas": None,
     }
     assert logs_bind["dependencies"] == {"session": "logs_db_session", "engine": "logs_db_engine"}
     assert document["models"] == [

@@ -32,6 +32,7 @@ _HBA = """\
 # Written by tests/faults/cluster.py: a throwaway cluster for fault tests, loopback only.
 local   all             all                                     trust
 host    all             all             127.0.0.1/32            trust
+host    replication     all             127.0.0.1/32            trust
 """
 _SETTINGS = """\
 # Written by tests/faults/cluster.py (read after postgresql.conf: these win).
@@ -65,9 +66,9 @@ class PrivateCluster:
             cluster.restart(mode="immediate")
     """
 
-    def __init__(self, port: int, name: str | None = None) -> None:
+    def __init__(self, port: int, name: str | None = None, *, prefix: str = "alchemy_faults") -> None:
         self.port = port
-        self.name = name or f"alchemy_faults_{port}"
+        self.name = name or f"{prefix}_{port}"
         self._lease: PortLease | None = None
 
     def __repr__(self) -> str:
@@ -75,10 +76,11 @@ class PrivateCluster:
 
     @classmethod
     @contextlib.contextmanager
-    def leased(cls) -> Iterator[PrivateCluster]:
-        """A cluster on a leased port (created if missing, configured); stopped and the port released at exit."""
-        lease = lease_port(lambda port: port_is_free(port) or cls(port).is_running())
-        cluster = cls(lease.port)
+    def leased(cls, prefix: str = "alchemy_faults") -> Iterator[PrivateCluster]:
+        """A cluster named ``<prefix>_<port>`` on a leased port (created if missing, configured); stopped and
+        the port released at exit."""
+        lease = lease_port(lambda port: port_is_free(port) or cls(port, prefix=prefix).is_running())
+        cluster = cls(lease.port, prefix=prefix)
         cluster._lease = lease
         try:
             cluster.ensure()

@@ -6,10 +6,10 @@ statements, this fails first, naming what moved.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, Table, create_engine, select, text
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, event, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from plugin._sqlalchemy import registries, replace_finished_transaction, structure_key
+from plugin._sqlalchemy import is_flushing, locks_rows, registries, replace_finished_transaction, structure_key
 
 
 def test_a_session_keeps_connection_and_engine_entries_as_four_tuples() -> None:
@@ -72,3 +72,31 @@ def test_the_cache_key_is_memoized_on_the_statement() -> None:
     table = Table("m", MetaData(), Column("id", Integer, primary_key=True))
     statement = select(table)
     assert statement._generate_cache_key() is statement._generate_cache_key()
+
+
+class Flushed(PrivateBase):
+    __tablename__ = "flushed"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+def test_is_flushing_is_true_only_inside_a_flush() -> None:
+    engine = create_engine("sqlite://")
+    PrivateBase.metadata.create_all(engine)
+    seen: list[bool] = []
+    with Session(engine) as session:
+        event.listen(session, "before_flush", lambda s, *_: seen.append(is_flushing(s)))
+        event.listen(session, "after_flush", lambda s, *_: seen.append(is_flushing(s)))
+        assert not is_flushing(session)
+        session.add(Flushed(id=1))
+        session.flush()
+        assert not is_flushing(session)
+    assert seen == [True, True]
+
+
+def test_locks_rows_reads_with_for_update() -> None:
+    table = Table("l", MetaData(), Column("id", Integer, primary_key=True))
+    assert not locks_rows(select(table))
+    assert locks_rows(select(table).with_for_update())
+    assert locks_rows(select(table).with_for_update(read=True))  # FOR SHARE
+    assert locks_rows(select(table).union_all(select(table)).with_for_update())
+    assert not locks_rows(text("select 1"))
