@@ -38,43 +38,21 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, get, post
-from litestar.di import NamedDependency
-from sqlalchemy import String, insert
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from litestar import Litestar
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.request_path import ROWS, Base, Item
+from bench.request_path import handlers as request_path_handlers
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 
 VARIANTS = ("none", "routing", "standby")
 HANDLERS = {"GET one row": ("GET", "/read"), "POST insert": ("POST", "/insert")}
-ROWS = 1000
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "bench_items"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(40))
 
 
 def handlers() -> list[Any]:
-    counter = iter(range(10**9))
-
-    @get("/read")
-    async def read(db_session: NamedDependency[AsyncSession]) -> str:
-        item = await db_session.get(Item, next(counter) % ROWS + 1)
-        assert item is not None
-        return item.name
-
-    @post("/insert")
-    async def create(db_session: NamedDependency[AsyncSession]) -> None:
-        db_session.add(Item(name=f"new-{next(counter)}"))
-
-    return [read, create]
+    """The read and insert handlers of ``bench/request_path.py``: the same code as every other benchmark."""
+    return request_path_handlers()[2:]
 
 
 def build_app(variant: str, primary: str, standby: str) -> Litestar:
