@@ -1,19 +1,21 @@
-"""The one Litestar internal the transaction middleware leans on, kept in one place (see STYLE principle 13).
+"""The Litestar internals the plugin leans on, kept in one place (STYLE principle 13), each pinned by a test.
 
-``tests/plugin/test_transactions.py::test_a_response_whose_commit_failed_is_not_kept_by_the_response_cache``
-fails when it changes.
+- ``ScopeState.is_cached``: keeps the response cache from storing a response whose commit failed
+  (``tests/plugin/test_transactions.py::test_a_response_whose_commit_failed_is_not_kept_by_the_response_cache``).
+- ``KwargsModel.dependency_batches``: a handler's resolved dependency graph, read once per route when it is
+  registered (``tests/plugin/test_routes.py``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from litestar.utils.scope.state import ScopeState
 
 if TYPE_CHECKING:
     from litestar.types import Scope
 
-__all__ = ("keep_out_of_response_cache",)
+__all__ = ("dependency_keys", "keep_out_of_response_cache")
 
 
 def keep_out_of_response_cache(scope: Scope) -> None:
@@ -24,3 +26,15 @@ def keep_out_of_response_cache(scope: Scope) -> None:
     response it believes was served from the cache, which is what this flag says.
     """
     ScopeState.from_scope(scope).is_cached = True
+
+
+def dependency_keys(kwargs_model: Any) -> list[str] | None:
+    """The keys of every dependency in a handler's resolved graph (all layers, transitively), or ``None``
+    when the graph is not of the shape this was written for."""
+    batches = getattr(kwargs_model, "dependency_batches", None)
+    if not isinstance(batches, list):
+        return None
+    try:
+        return [dependency.key for batch in batches for dependency in batch]
+    except (AttributeError, TypeError):
+        return None

@@ -16,8 +16,8 @@ middleware too). It settles by the status that reaches it.
 
 The dependency graph is the one Litestar resolves per request: the route's kwargs model (HTTP: one per
 method, websocket: one per route), flattened into ``dependency_batches``. That attribute is private to
-Litestar; this module is the only place that reads it, ``tests/plugin/test_routes.py`` fails when it
-changes, and a handler whose graph cannot be read is wrapped (correctness before cost). ASGI routes
+Litestar; :mod:`plugin._litestar` is the only place that reads it, ``tests/plugin/test_routes.py`` fails
+when it changes, and a handler whose graph cannot be read is wrapped (correctness before cost). ASGI routes
 (``@asgi``, mounts, static files) get no dependencies, so they are never wrapped.
 """
 
@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.plugins import ReceiveRoutePlugin
 from litestar.routes import HTTPRoute, WebSocketRoute
+
+from plugin._litestar import dependency_keys
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Set
@@ -52,13 +54,8 @@ def needs_transaction(kwargs_model: Any, keys: Set[str]) -> bool:
     ``kwargs_model`` is Litestar's resolved graph for the handler; when its shape is not the one this
     was written for, the answer is True, so the handler keeps its transaction.
     """
-    batches = getattr(kwargs_model, "dependency_batches", None)
-    if not isinstance(batches, list):
-        return True
-    try:
-        return any(dependency.key in keys for batch in batches for dependency in batch)
-    except AttributeError:
-        return True
+    found = dependency_keys(kwargs_model)
+    return found is None or any(key in keys for key in found)
 
 
 class TransactionRoutes(ReceiveRoutePlugin):
