@@ -66,7 +66,8 @@ class ReplicaRoutingSession(RoutingSession):
         """The primary's engine, or a connection of this unit of work's replica of the statement's bind.
 
         ``bind_arguments={"primary": True}`` sends one statement to the primary. Called with neither a
-        mapper nor a statement (``session.connection()``, a dialect question), the answer is the primary.
+        mapper nor a statement (``session.connection()``, a dialect question), the answer is the primary,
+        and the bind is pinned to it for the rest of the unit of work: whatever runs on that connection may write.
         """
         if bind is not None:
             return bind  # type: ignore[no-any-return]
@@ -77,9 +78,9 @@ class ReplicaRoutingSession(RoutingSession):
         if routing.replica_only:  # db shell/run --replica: everything on the replica, which refuses writes
             return self._replica(key)
         if clause is None:
-            # A flush step (get_bind(mapper)), session.connection(), a dialect question: the primary.
-            if is_flushing(self):
-                routing.wrote_on(key)
+            # A flush step (get_bind(mapper)), session.connection(), a bulk insert, a dialect question: the
+            # primary, pinned, since what runs on the connection it gives (a write, maybe) is not seen here.
+            routing.wrote_on(key)
             return self.targets(key)
         if is_flushing(self) or not is_read(clause):
             routing.wrote_on(key)

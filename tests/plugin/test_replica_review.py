@@ -67,6 +67,18 @@ def review_db(replica_pair: tuple[PrivateCluster, PrivateStandby]) -> Any:
     primary.drop_database(name)
 
 
+async def test_a_get_that_writes_through_session_connection_reads_its_own_write(
+    pair: tuple[PrivateCluster, PrivateStandby], review_db: str
+) -> None:
+    primary, standby = pair
+    note = new_id()
+    async with AsyncTestClient(review_app(primary, standby, review_db)) as client:
+        response = await client.get(f"/connection-writes/{note}")
+
+    assert response.status_code == 200
+    assert response.json() == {"body": "via connection()", "served_by": [False, "primary"]}
+
+
 async def test_a_sticky_cookie_with_foreign_characters_is_ignored_not_a_server_error(
     pair: tuple[PrivateCluster, PrivateStandby], review_db: str
 ) -> None:
