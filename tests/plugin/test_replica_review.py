@@ -79,6 +79,18 @@ async def test_a_get_that_writes_through_session_connection_reads_its_own_write(
     assert response.json() == {"body": "via connection()", "served_by": [False, "primary"]}
 
 
+async def test_a_get_whose_select_has_a_data_modifying_cte_runs_it_on_the_primary(
+    pair: tuple[PrivateCluster, PrivateStandby], review_db: str
+) -> None:
+    primary, standby = pair
+    note = new_id()
+    async with AsyncTestClient(review_app(primary, standby, review_db)) as client:
+        response = await client.get(f"/cte-writes/{note}")
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"added": [note], "removed": [note], "served_by": [False, "primary"]}
+
+
 async def test_a_sticky_cookie_with_foreign_characters_is_ignored_not_a_server_error(
     pair: tuple[PrivateCluster, PrivateStandby], review_db: str
 ) -> None:
