@@ -32,6 +32,11 @@ CASES = [
     ({"replicas": [REPLICA], "replica_selection": "fast"}, "BindConfig(replica_selection='fast'): use 'round_robin'"),
     ({"replicas": [REPLICA], "replica_cooldown": -1}, "BindConfig(replica_cooldown=-1) must be a number of seconds"),
     ({"replicas": [REPLICA], "sticky_seconds": 0}, "BindConfig(sticky_seconds=0) must be a positive number of"),
+    # inf/nan passed the checks, then every write's response failed building the cookie's Max-Age (a 500
+    # after the commit), and a nan cool-down never cooled down a failing replica, nor logged its WARNING.
+    ({"replicas": [REPLICA], "sticky_seconds": float("inf")}, "BindConfig(sticky_seconds=inf) must be a positive"),
+    ({"replicas": [REPLICA], "sticky_seconds": float("nan")}, "BindConfig(sticky_seconds=nan) must be a positive"),
+    ({"replicas": [REPLICA], "replica_cooldown": float("nan")}, "BindConfig(replica_cooldown=nan) must be a number"),
     ({"sticky_seconds": 5}, "BindConfig(sticky_seconds=...) keeps a client that wrote on the primary, which only"),
 ]
 
