@@ -13,7 +13,7 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
-from tests.plugin.test_replicas import SECRET, WHERE, Base, Note, new_id, replica_engine
+from tests.plugin.test_replicas import SECRET, WHERE, Base, Note, get_that_writes, new_id, replica_engine
 
 if TYPE_CHECKING:
     from tests.faults import PrivateCluster
@@ -103,3 +103,21 @@ async def test_a_sticky_cookie_with_foreign_characters_is_ignored_not_a_server_e
         )
 
     assert response.status_code == 200, response.text
+
+
+async def test_a_two_phase_get_that_read_the_replica_then_wrote_commits_its_write(
+    pair: tuple[PrivateCluster, PrivateStandby], review_db: str
+) -> None:
+    primary, standby = pair
+    bind = BindConfig(url=primary.url(review_db), replicas=[replica_engine(standby, review_db, "r1")])
+    logs = primary.url(review_db)  # a second bind on the same database: enough for two-phase commit
+    config = SQLAlchemyAsyncConfig(binds={"default": bind, "logs": logs}, base=Base, two_phase=True)
+    app = Litestar([get_that_writes], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    note = new_id()
+    async with AsyncTestClient(app) as client:
+        response = await client.get(f"/get-that-writes/{note}")
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"before": [True, "r1"], "body": "from a GET", "after": [False, ""]}
+    assert primary.execute(f"select body from notes where id = {note}", database=review_db) == [("from a GET",)]
+    assert primary.prepared_transactions(review_db) == []
