@@ -139,3 +139,24 @@ async def test_replicas_stay_out_of_a_sandbox(tmp_path: Any) -> None:
 
     assert type(outside) is AsyncReplicaRoutingSession
     assert type(inside) is AsyncRoutingSession
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            SQLAlchemySyncConfig(binds={"default": BindConfig(url="sqlite://", replicas=["sqlite://", REPLICA])}),
+            "bind 'default', replica 2: driver 'asyncpg' is async but SQLAlchemySyncConfig needs a sync driver",
+        ),
+        (
+            SQLAlchemyAsyncConfig(binds={"default": BindConfig(url=PRIMARY, replicas=["postgresql+nodriver://db2/a"])}),
+            "bind 'default', replica 1: SQLAlchemy has no driver 'postgresql+nodriver'",
+        ),
+    ],
+)
+def test_a_replica_that_cannot_be_made_is_named_in_the_error(config: Any, message: str) -> None:
+    # The primary's URL is fine: an error that only said "bind 'default'" sent people to the wrong URL.
+    with pytest.raises(ConfigurationError) as raised:
+        SQLAlchemyPlugin(config=config).engines.start()
+    assert str(raised.value).startswith(message)
+    assert "replica-pw" not in str(raised.value)
