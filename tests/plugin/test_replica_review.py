@@ -39,6 +39,19 @@ async def cte_writes(note_id: FromPath[int], db_session: NamedDependency[AsyncSe
     return {"added": ids, "removed": gone, "served_by": list((await db_session.execute(WHERE)).one())}
 
 
+@get("/dialect-then-read")
+async def dialect_then_read(db_session: NamedDependency[AsyncSession]) -> dict[str, Any]:
+    dialect = db_session.get_bind().dialect.name  # what repositories ask before their first query
+    return {"dialect": dialect, "served_by": list((await db_session.execute(WHERE)).one())}
+
+
+@get("/bulk-insert/{note_id:int}")
+async def bulk_insert(note_id: FromPath[int], db_session: NamedDependency[AsyncSession]) -> dict[str, Any]:
+    await db_session.run_sync(lambda s: s.bulk_insert_mappings(Note, [{"id": note_id, "body": "bulk"}]))
+    read = await db_session.scalar(select(Note.body).where(Note.id == note_id))
+    return {"body": read, "served_by": list((await db_session.execute(WHERE)).one())}
+
+
 def review_app(primary: PrivateCluster, standby: PrivateStandby, database: str, **options: Any) -> Litestar:
     bind = BindConfig(
         url=primary.url(database),
@@ -47,9 +60,8 @@ def review_app(primary: PrivateCluster, standby: PrivateStandby, database: str, 
         **options,
     )
     config = SQLAlchemyAsyncConfig(binds={"default": bind}, base=Base, sticky_secret=SECRET)
-    return Litestar(
-        route_handlers=[connection_writes, cte_writes], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None
-    )
+    handlers = [connection_writes, cte_writes, dialect_then_read, bulk_insert]
+    return Litestar(route_handlers=handlers, plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
 
 
 @pytest.fixture
@@ -121,3 +133,16 @@ async def test_a_two_phase_get_that_read_the_replica_then_wrote_commits_its_writ
     assert response.json() == {"before": [True, "r1"], "body": "from a GET", "after": [False, ""]}
     assert primary.execute(f"select body from notes where id = {note}", database=review_db) == [("from a GET",)]
     assert primary.prepared_transactions(review_db) == []
+
+
+async def test_a_dialect_question_does_not_pin_but_a_bulk_insert_does(
+    pair: tuple[PrivateCluster, PrivateStandby], review_db: str
+) -> None:
+    primary, standby = pair
+    note = new_id()
+    async with AsyncTestClient(review_app(primary, standby, review_db)) as client:
+        asked = await client.get("/dialect-then-read")
+        bulk = await client.get(f"/bulk-insert/{note}")
+
+    assert asked.json() == {"dialect": "postgresql", "served_by": [True, "r1"]}
+    assert bulk.json() == {"body": "bulk", "served_by": [False, "primary"]}
