@@ -7,6 +7,7 @@ when the engines start (see :mod:`plugin.engines`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -115,12 +116,12 @@ class BindConfig:
             raise ConfigurationError(
                 f"BindConfig(replica_selection={self.replica_selection!r}): use 'round_robin' or 'random'"
             )
-        if not isinstance(self.replica_cooldown, (int, float)) or self.replica_cooldown < 0:
+        if not isinstance(self.replica_cooldown, (int, float)) or not self.replica_cooldown >= 0:  # nan too
             raise ConfigurationError(
                 f"BindConfig(replica_cooldown={self.replica_cooldown!r}) must be a number of seconds (0 or more)"
             )
         if self.sticky_seconds is not None:
-            if not isinstance(self.sticky_seconds, (int, float)) or self.sticky_seconds <= 0:
+            if not isinstance(self.sticky_seconds, (int, float)) or not 0 < self.sticky_seconds < math.inf:
                 raise ConfigurationError(
                     f"BindConfig(sticky_seconds={self.sticky_seconds!r}) must be a positive number of seconds, or None"
                 )

@@ -55,12 +55,12 @@ _PACKAGES = {
 _EXTRAS = {"asyncpg": "postgres", "psycopg": "postgres", "asyncmy": "mariadb", "pymysql": "mariadb"}
 
 
-def _dialect_class(key: str, url: URL) -> type[Dialect]:
+def _dialect_class(who: str, url: URL) -> type[Dialect]:
     try:
         return url.get_dialect()
     except NoSuchModuleError:
         raise ConfigurationError(
-            f"bind {key!r}: SQLAlchemy has no driver {url.drivername!r} ({mask_url(url)}); "
+            f"{who}: SQLAlchemy has no driver {url.drivername!r} ({mask_url(url)}); "
             "check the URL's dialect+driver part, e.g. postgresql+asyncpg or sqlite+aiosqlite"
         ) from None
 
@@ -118,7 +118,9 @@ class EngineRegistry:
             for key, bind in self._config.bind_configs.items():
                 engines[key] = self._create(key, bind)
                 if bind.replicas:
-                    replicas[key] = tuple(self._create(key, replica) for replica in _replica_binds(bind))
+                    replicas[key] = tuple(
+                        self._create(key, replica, number) for number, replica in enumerate(_replica_binds(bind), 1)
+                    )
         except BaseException:
             for made in [*engines.values(), *(e for group in replicas.values() for e in group)]:
                 (made.sync_engine if isinstance(made, AsyncEngine) else made).dispose()
@@ -135,16 +137,18 @@ class EngineRegistry:
             self._keys.setdefault(sync, key)
         self.state = "open"
 
-    def _create(self, key: str, bind: BindConfig) -> AnyEngine:
+    def _create(self, key: str, bind: BindConfig, replica: int | None = None) -> AnyEngine:
         url = bind.resolved_url
+        # Errors name the replica: its bind's own URL is fine, and "bind 'x'" alone sent people there.
+        who = f"bind {key!r}" if replica is None else f"bind {key!r}, replica {replica}"
         if self._config.two_phase and url.get_backend_name() == "sqlite":  # a given engine too
             raise ConfigurationError(
-                f"bind {key!r}: two_phase=True needs PostgreSQL or MariaDB/MySQL; SQLite has no two-phase "
+                f"{who}: two_phase=True needs PostgreSQL or MariaDB/MySQL; SQLite has no two-phase "
                 "commit. Set two_phase=False or move the bind to a server database"
             )
         if bind.engine is not None:
             return bind.engine
-        dialect = _dialect_class(key, url)
+        dialect = _dialect_class(who, url)
         is_async = self._config.is_async
         if bool(getattr(dialect, "is_async", False)) != is_async:
             wanted = (
@@ -153,7 +157,7 @@ class EngineRegistry:
                 else "a sync driver such as sqlite, postgresql+psycopg or mysql+pymysql"
             )
             raise DriverMismatchError(
-                f"bind {key!r}: driver {dialect.driver!r} is {'sync' if is_async else 'async'} but "
+                f"{who}: driver {dialect.driver!r} is {'sync' if is_async else 'async'} but "
                 f"{type(self._config).__name__} needs {wanted} ({mask_url(url)}); change the URL's driver "
                 f"or use {'SQLAlchemySyncConfig' if is_async else 'SQLAlchemyAsyncConfig'}"
             )
@@ -164,7 +168,7 @@ class EngineRegistry:
             extra = _EXTRAS.get(dialect.driver)
             hint = f"pip install '{package}'" + (f" or 'litestar-alchemy[{extra}]'" if extra else "")
             raise DriverNotInstalledError(
-                f"bind {key!r} uses driver {dialect.driver!r}, which is not installed ({exc.name or exc}); {hint}"
+                f"{who} uses driver {dialect.driver!r}, which is not installed ({exc.name or exc}); {hint}"
             ) from None
         options: dict[str, Any] = dict(bind.engine_options)
         try:
@@ -173,7 +177,7 @@ class EngineRegistry:
             return create_engine(url, **options)
         except (TypeError, ValueError, ArgumentError) as exc:
             raise ConfigurationError(
-                f"bind {key!r}: create_engine() rejected engine_options ({_redacted(exc, bind.secrets())}); "
+                f"{who}: create_engine() rejected engine_options ({_redacted(exc, bind.secrets())}); "
                 f"fix or remove the option (given: {', '.join(sorted(options)) or 'none'})"
             ) from None
 

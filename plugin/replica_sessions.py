@@ -65,8 +65,10 @@ class ReplicaRoutingSession(RoutingSession):
     ) -> Engine | Connection:
         """The primary's engine, or a connection of this unit of work's replica of the statement's bind.
 
-        ``bind_arguments={"primary": True}`` sends one statement to the primary. Called with neither a
-        mapper nor a statement (``session.connection()``, a dialect question), the answer is the primary.
+        ``bind_arguments={"primary": True}`` sends one statement to the primary. Called without a statement
+        (``session.connection()``, a flush, a dialect question), the answer is the primary; for
+        ``session.connection()`` and a mapper's flush or bulk step the bind is pinned to it for the rest of
+        the unit of work, since whatever runs on that connection may write.
         """
         if bind is not None:
             return bind  # type: ignore[no-any-return]
@@ -77,8 +79,10 @@ class ReplicaRoutingSession(RoutingSession):
         if routing.replica_only:  # db shell/run --replica: everything on the replica, which refuses writes
             return self._replica(key)
         if clause is None:
-            # A flush step (get_bind(mapper)), session.connection(), a dialect question: the primary.
-            if is_flushing(self):
+            # The primary. Pinned for a flush or bulk step (get_bind(mapper)) and for session.connection(),
+            # whose statements (writes, maybe) are not seen here; not for a bare get_bind(), a dialect
+            # question such as repositories ask before their first query.
+            if mapper is not None or "_handing_out_connection" in self.__dict__ or is_flushing(self):
                 routing.wrote_on(key)
             return self.targets(key)
         if is_flushing(self) or not is_read(clause):
@@ -87,6 +91,15 @@ class ReplicaRoutingSession(RoutingSession):
         if kw.get("primary") or not routing.reads_replica(key):
             return self.targets(key)
         return self._replica(key)
+
+    def connection(self, bind_arguments: Any = None, execution_options: Any = None) -> Connection:
+        """``Session.connection()``, marked so that ``get_bind`` pins the bind it answers for (see there)."""
+        state = self.__dict__
+        state["_handing_out_connection"] = True
+        try:
+            return super().connection(bind_arguments, execution_options)
+        finally:
+            del state["_handing_out_connection"]
 
     def _replica(self, key: str) -> Engine | Connection:
         connections: dict[str, Connection] = self.__dict__["replica_connections"]

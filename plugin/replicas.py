@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
@@ -86,7 +88,29 @@ def is_read(clause: Any) -> bool:
                 _TEXT_READS.clear()
             _TEXT_READS[sql] = known
         return known
-    return bool(getattr(clause, "is_select", False)) and not locks_rows(clause)
+    if not getattr(clause, "is_select", False) or locks_rows(clause):
+        return False
+    # A select may hold a write: a data-modifying CTE (`select(insert(...).returning(...).cte())`) or a
+    # subquery that locks rows. Looking costs a walk of the statement, so the answer is kept by its cache
+    # key, which SQLAlchemy memoizes on the statement and reuses to compile it: no extra walk per request.
+    cache_key = clause._generate_cache_key()
+    if cache_key is None:  # a construct SQLAlchemy does not cache: walk it every time
+        return not _writes_inside(clause)
+    known = _SELECT_READS.get(cache_key.key)
+    if known is None:
+        known = not _writes_inside(clause)
+        if len(_SELECT_READS) >= _MAX_TEXTS:
+            _SELECT_READS.clear()
+        _SELECT_READS[cache_key.key] = known
+    return known
+
+
+_SELECT_READS: dict[Any, bool] = {}
+
+
+def _writes_inside(clause: Any) -> bool:
+    """Whether some part of ``clause`` writes (an INSERT/UPDATE/DELETE, in a CTE) or locks rows."""
+    return any(isinstance(e, UpdateBase) or locks_rows(e) for e in visitors.iterate(clause))
 
 
 def _idle_socket_spoke(driver: Any) -> bool:

@@ -51,7 +51,8 @@ class StickyCookie:
 
     def _verify(self, value: str, now: float) -> dict[str, float]:
         payload, _, signature = value.rpartition("|")
-        if not payload or not hmac.compare_digest(signature, self._sign(payload)):
+        # Bytes: compare_digest refuses str with non-ASCII characters, which a client can send (a 500).
+        if not payload or not hmac.compare_digest(signature.encode("latin-1"), self._sign(payload).encode()):
             return {}
         found: dict[str, float] = {}
         for entry in payload.split("|"):

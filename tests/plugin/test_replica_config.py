@@ -32,6 +32,11 @@ CASES = [
     ({"replicas": [REPLICA], "replica_selection": "fast"}, "BindConfig(replica_selection='fast'): use 'round_robin'"),
     ({"replicas": [REPLICA], "replica_cooldown": -1}, "BindConfig(replica_cooldown=-1) must be a number of seconds"),
     ({"replicas": [REPLICA], "sticky_seconds": 0}, "BindConfig(sticky_seconds=0) must be a positive number of"),
+    # inf/nan passed the checks, then every write's response failed building the cookie's Max-Age (a 500
+    # after the commit), and a nan cool-down never cooled down a failing replica, nor logged its WARNING.
+    ({"replicas": [REPLICA], "sticky_seconds": float("inf")}, "BindConfig(sticky_seconds=inf) must be a positive"),
+    ({"replicas": [REPLICA], "sticky_seconds": float("nan")}, "BindConfig(sticky_seconds=nan) must be a positive"),
+    ({"replicas": [REPLICA], "replica_cooldown": float("nan")}, "BindConfig(replica_cooldown=nan) must be a number"),
     ({"sticky_seconds": 5}, "BindConfig(sticky_seconds=...) keeps a client that wrote on the primary, which only"),
 ]
 
@@ -134,3 +139,24 @@ async def test_replicas_stay_out_of_a_sandbox(tmp_path: Any) -> None:
 
     assert type(outside) is AsyncReplicaRoutingSession
     assert type(inside) is AsyncRoutingSession
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            SQLAlchemySyncConfig(binds={"default": BindConfig(url="sqlite://", replicas=["sqlite://", REPLICA])}),
+            "bind 'default', replica 2: driver 'asyncpg' is async but SQLAlchemySyncConfig needs a sync driver",
+        ),
+        (
+            SQLAlchemyAsyncConfig(binds={"default": BindConfig(url=PRIMARY, replicas=["postgresql+nodriver://db2/a"])}),
+            "bind 'default', replica 1: SQLAlchemy has no driver 'postgresql+nodriver'",
+        ),
+    ],
+)
+def test_a_replica_that_cannot_be_made_is_named_in_the_error(config: Any, message: str) -> None:
+    # The primary's URL is fine: an error that only said "bind 'default'" sent people to the wrong URL.
+    with pytest.raises(ConfigurationError) as raised:
+        SQLAlchemyPlugin(config=config).engines.start()
+    assert str(raised.value).startswith(message)
+    assert "replica-pw" not in str(raised.value)

@@ -36,6 +36,10 @@ table = Table("r", MetaData(), Column("id", Integer, primary_key=True))
         (text("select 1; delete from r"), False),
         (text("call refresh()"), False),
         (text("set search_path to x"), False),
+        (select(delete(table).returning(table.c.id).cte("gone")), False),  # a data-modifying CTE
+        (select(table).where(table.c.id.in_(select(insert(table).values(id=1).returning(table.c.id).cte()))), False),
+        (select(select(table).with_for_update().subquery()), False),  # a subquery that locks rows
+        (select(select(table).cte("plain")), True),
         (text("select 1").columns(), True),
         (text("insert into r values (1) returning id").columns(), False),
     ],
