@@ -1,0 +1,132 @@
+"""The fixtures in a user's own suite, run as pytest runs it (a generated project, ``filterwarnings = error``).
+
+A module-scoped ``alchemy_app`` stays started between the tests that use ``alchemy_client`` (or
+``alchemy_sync_client``); whatever test comes next must still find the app as it expects it: a plain test
+between the async and the sync tests, or a test that starts ``alchemy_app`` itself with Litestar's own
+client, as it could before the app was kept started.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytest_plugins = ("pytester",)
+
+APP = '''
+from litestar import Litestar, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from sqlalchemy import String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(80))
+
+
+@post("/notes")
+async def add(data: JSONBody[dict[str, str]], db_session: NamedDependency[AsyncSession]) -> int:
+    db_session.add(Note(title=data["title"]))
+    return 1
+
+
+@get("/count")
+async def count(db_session: NamedDependency[AsyncSession]) -> int:
+    return await db_session.scalar(select(func.count()).select_from(Note)) or 0
+
+
+def create_app(path: str) -> Litestar:
+    config = SQLAlchemyAsyncConfig(binds={"default": f"sqlite+aiosqlite:///{path}"}, base=Base, create_all=True)
+    return Litestar(route_handlers=[add, count], plugins=[SQLAlchemyPlugin(config=config)])
+'''
+
+CONFTEST = """
+import pytest
+from example_app import create_app
+
+
+@pytest.fixture(scope="session")
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def alchemy_app():
+    return create_app(DB_PATH)
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path: Path) -> Path:
+    db = tmp_path / "app.db"
+    pytester.makepyfile(example_app=APP)
+    pytester.makeconftest(CONFTEST.replace("DB_PATH", repr(str(db))))
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    return db
+
+
+def _notes(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        return int(connection.execute("select count(*) from notes").fetchone()[0])
+
+
+def test_a_plain_test_between_the_async_and_the_sync_tests(pytester: pytest.Pytester, project: Path) -> None:
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_async(alchemy_client):
+            assert (await alchemy_client.post("/notes", json={"title": "a"})).status_code == 201
+
+        def test_plain():
+            pass
+
+        def test_sync(alchemy_sync_client):
+            assert alchemy_sync_client.get("/count").json() == 0
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert _notes(project) == 0
+
+
+def test_a_test_that_starts_the_app_with_litestars_own_clients(pytester: pytest.Pytester, project: Path) -> None:
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+        from litestar.testing import AsyncTestClient, TestClient
+
+        @pytest.mark.anyio
+        async def test_async(alchemy_client):
+            assert (await alchemy_client.post("/notes", json={"title": "a"})).status_code == 201
+
+        @pytest.mark.anyio
+        async def test_own_async_client(alchemy_app):
+            async with AsyncTestClient(alchemy_app) as client:
+                assert (await client.get("/count")).json() == 0
+
+        def test_sync(alchemy_sync_client):
+            assert alchemy_sync_client.post("/notes", json={"title": "b"}).status_code == 201
+
+        def test_own_sync_client(alchemy_app):
+            with TestClient(alchemy_app) as client:
+                assert client.get("/count").json() == 0
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert _notes(project) == 0
