@@ -21,8 +21,9 @@ only opens a sandbox (two pooled connections, one BEGIN and one ROLLBACK per bin
 ``anyio_backend`` fixture of module scope or wider (anyio's own is); the async tests of such a module
 then share one event loop. ``alchemy_sync_client`` likewise starts such an app once per module, on the
 helper loop of one ``TestClient``, and gives each test a ``TestClient`` of its own that sends its
-requests through that loop. The app runs on one of the two loops at a time: an async test after sync
-ones (or the other way round) stops it and starts it on its own. A function- or class-scoped
+requests through that loop. The app runs on one of the two loops at a time, and stays started only
+while the next test uses the same client fixture: before any other test (a sync one after async ones, a
+plain test, a test that starts ``alchemy_app`` with Litestar's own client) it is stopped. A function- or class-scoped
 ``alchemy_app`` (or, for ``alchemy_client``, a function-scoped ``anyio_backend``) is started and stopped
 around every test, which costs more than the test itself: engines created, a first connection per bind,
 dispose. An app whose engines are already open (started by the suite itself) is used as it is by
@@ -235,9 +236,10 @@ async def alchemy_client(
     async with client, alchemy_plugin.sandbox():
         yield client
     following = request.config.stash.get(_NEXT_TEST, None)
-    if module_app is not None and "alchemy_sync_client" in getattr(following, "fixturenames", ()):
-        # The next test runs the app on the sync client's loop; stopped here, on this loop and task (a sync
-        # test cannot run anything on them).
+    if module_app is not None and "alchemy_client" not in getattr(following, "fixturenames", ()):
+        # Kept started only for a next test that uses alchemy_client too. Any other test may start the app
+        # itself (Litestar's own clients), or comes before a sync test that runs it on the sync client's loop:
+        # stopped here, on this loop and task (a sync test cannot run anything on them).
         await module_app.stop()
 
 
@@ -281,6 +283,9 @@ def alchemy_sync_client(
     client.blocking_portal = sync_app.start()  # Litestar's clients send requests through this portal
     with _sandbox_on(client, alchemy_plugin):
         yield client
+    following = request.config.stash.get(_NEXT_TEST, None)
+    if "alchemy_sync_client" not in getattr(following, "fixturenames", ()):
+        sync_app.stop()  # kept started only for a next test that uses it too (see alchemy_client)
 
 
 @pytest.fixture

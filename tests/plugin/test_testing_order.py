@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ("pytester",)
 
-APP = '''
+APP = """
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
@@ -53,7 +53,7 @@ async def count(db_session: NamedDependency[AsyncSession]) -> int:
 def create_app(path: str) -> Litestar:
     config = SQLAlchemyAsyncConfig(binds={"default": f"sqlite+aiosqlite:///{path}"}, base=Base, create_all=True)
     return Litestar(route_handlers=[add, count], plugins=[SQLAlchemyPlugin(config=config)])
-'''
+"""
 
 CONFTEST = """
 import pytest
