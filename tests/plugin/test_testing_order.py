@@ -24,9 +24,9 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy import String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
 
 
 class Base(DeclarativeBase):
@@ -48,6 +48,17 @@ async def add(data: JSONBody[dict[str, str]], db_session: NamedDependency[AsyncS
 @get("/count")
 async def count(db_session: NamedDependency[AsyncSession]) -> int:
     return await db_session.scalar(select(func.count()).select_from(Note)) or 0
+
+
+@post("/sync/notes", sync_to_thread=False)
+def add_sync(data: JSONBody[dict[str, str]], db_session: NamedDependency[Session]) -> int:
+    db_session.add(Note(title=data["title"]))
+    return 1
+
+
+def create_sync_app(path: str) -> Litestar:
+    config = SQLAlchemySyncConfig(binds={"default": f"sqlite:///{path}"}, base=Base, create_all=True)
+    return Litestar(route_handlers=[add_sync], plugins=[SQLAlchemyPlugin(config=config)])
 
 
 def create_app(path: str) -> Litestar:
@@ -129,4 +140,63 @@ def test_a_test_that_starts_the_app_with_litestars_own_clients(pytester: pytest.
         """
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert _notes(project) == 0
+
+
+def test_a_fixture_that_writes_before_the_sandbox_is_open_never_writes(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    """A fixture that uses ``alchemy_plugin`` but not ``alchemy_session`` is set up before ``alchemy_client``
+    opens the test's sandbox: for the first test of a module the app is not started yet (an error); for the
+    next ones it must not be a real write that every later test sees."""
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+        from example_app import Note
+
+        pytestmark = pytest.mark.anyio
+
+        @pytest.fixture
+        async def seeded(alchemy_plugin):
+            async with alchemy_plugin.transaction() as session:
+                session.add(Note(title="seed"))
+
+        async def test_first(alchemy_client):
+            assert (await alchemy_client.get("/count")).json() == 0
+
+        @pytest.mark.parametrize("n", [1, 2, 3])
+        async def test_seeded(seeded, alchemy_client, n):
+            assert (await alchemy_client.get("/count")).json() == 1
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, errors=3)
+    assert _notes(project) == 0
+
+
+def test_a_sync_fixture_that_writes_before_the_sandbox_is_open_never_writes(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    pytester.makepyfile(
+        test_user=f"""
+        import pytest
+        from example_app import Note, create_sync_app
+
+        @pytest.fixture(scope="module")
+        def alchemy_app():
+            return create_sync_app({str(project)!r})
+
+        @pytest.fixture
+        def seeded(alchemy_plugin):
+            with alchemy_plugin.transaction() as session:
+                session.add(Note(title="seed"))
+
+        def test_first(alchemy_sync_client):
+            assert alchemy_sync_client.post("/sync/notes", json={{"title": "a"}}).status_code == 201
+
+        @pytest.mark.parametrize("n", [1, 2, 3])
+        def test_seeded(seeded, alchemy_sync_session, n):
+            assert alchemy_sync_session.query(Note).count() == 1
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, errors=3)
     assert _notes(project) == 0
