@@ -23,11 +23,13 @@ then share one event loop. ``alchemy_sync_client`` likewise starts such an app o
 helper loop of one ``TestClient``, and gives each test a ``TestClient`` of its own that sends its
 requests through that loop. The app runs on one of the two loops at a time, and stays started only
 while the next test uses the same client fixture: before any other test (a sync one after async ones, a
-plain test, a test that starts ``alchemy_app`` with Litestar's own client) it is stopped. A function- or class-scoped
-``alchemy_app`` (or, for ``alchemy_client``, a function-scoped ``anyio_backend``) is started and stopped
-around every test, which costs more than the test itself: engines created, a first connection per bind,
-dispose. An app whose engines are already open (started by the suite itself) is used as it is by
-``alchemy_client``.
+plain test, a test that starts ``alchemy_app`` with Litestar's own client) it is stopped. Between two tests
+it stays started for, its engines refuse every statement (it would be a real write): a fixture that uses
+the database must ask for ``alchemy_session`` (or the client) so that it runs inside the test's sandbox.
+A function- or class-scoped ``alchemy_app`` (or, for ``alchemy_client``, a function-scoped
+``anyio_backend``) is started and stopped around every test, which costs more than the test itself:
+engines created, a first connection per bind, dispose. An app whose engines are already open (started
+by the suite itself) is used as it is by ``alchemy_client``.
 
 At the end of each test everything is rolled back on every bind; the tables must exist beforehand
 (``create_all=True`` in the config, or migrations run once per session).
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Generator, Iterator
+    from collections.abc import AsyncIterator, Callable, Generator, Iterator
     from contextlib import AbstractAsyncContextManager
 
     from anyio.from_thread import BlockingPortal
@@ -119,6 +121,47 @@ def alchemy_plugin(alchemy_app: Litestar) -> SQLAlchemyPlugin[Any]:
     return plugin
 
 
+class _Parked:
+    """Between two tests of an app kept started, its engines run nothing: a write then would be real.
+
+    What runs there: a fixture that uses ``alchemy_plugin`` (not ``alchemy_session``) is set up before the
+    client's sandbox is open; a task the app left running. It is refused, as it fails when the app is not
+    started, instead of being committed for every later test to see.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[tuple[Any, Callable[..., None]]] = []
+
+    def begin(self, plugin: SQLAlchemyPlugin[Any]) -> None:
+        from sqlalchemy import event
+
+        from plugin.exceptions import StatementRefusedError
+        from plugin.statements import shorten
+
+        self.end()
+        for key in plugin.router.keys:
+            engine = plugin.engines.sync_engine(key)
+
+            def refuse(_conn: Any, _cursor: Any, statement: str, *_args: Any, key: str = key) -> None:
+                raise StatementRefusedError(key, shorten(statement), _BETWEEN_TESTS)
+
+            event.listen(engine, "before_cursor_execute", refuse)
+            self._listeners.append((engine, refuse))
+
+    def end(self) -> None:
+        from sqlalchemy import event
+
+        while self._listeners:
+            engine, refuse = self._listeners.pop()
+            event.remove(engine, "before_cursor_execute", refuse)
+
+
+_BETWEEN_TESTS = (
+    "no test's sandbox is open (the app stays started between the tests of a module), so this would be a real "
+    "write; a fixture that uses the database must ask for alchemy_session (or alchemy_client) first"
+)
+
+
 class _ModuleApp:
     """An app started once for a test module, on the module's event loop; stopped at the module's end, or
     when its ``alchemy_app`` is torn down (a parametrized app), or before a sync client starts it."""
@@ -126,6 +169,7 @@ class _ModuleApp:
     def __init__(self, app: Litestar) -> None:
         self.app = app
         self._lifespan: AbstractAsyncContextManager[None] | None = None
+        self.parked = _Parked()
 
     async def start(self) -> None:
         if self._lifespan is None:
@@ -134,6 +178,7 @@ class _ModuleApp:
             self._lifespan = lifespan
 
     async def stop(self) -> None:
+        self.parked.end()
         if (lifespan := self._lifespan) is not None:
             self._lifespan = None
             await lifespan.__aexit__(None, None, None)
@@ -166,6 +211,7 @@ class _ModuleSyncApp:
     def __init__(self, app: Litestar) -> None:
         self.app = app
         self._owner: TestClient[Litestar] | None = None
+        self.parked = _Parked()
 
     def start(self) -> BlockingPortal:
         if self._owner is None:
@@ -177,6 +223,7 @@ class _ModuleSyncApp:
         return self._owner.blocking_portal
 
     def stop(self) -> None:
+        self.parked.end()
         if (owner := self._owner) is not None:
             self._owner = None
             owner.__exit__(None, None, None)
@@ -233,14 +280,20 @@ async def alchemy_client(
         await module_app.start()
     started = alchemy_plugin.engines.state == "open"  # by this module, or by the suite itself
     client = _same_loop_client(alchemy_app, started=started)
+    if module_app is not None:
+        module_app.parked.end()
     async with client, alchemy_plugin.sandbox():
         yield client
+    if module_app is None or not module_app.running:
+        return
     following = request.config.stash.get(_NEXT_TEST, None)
-    if module_app is not None and "alchemy_client" not in getattr(following, "fixturenames", ()):
+    if "alchemy_client" not in getattr(following, "fixturenames", ()):
         # Kept started only for a next test that uses alchemy_client too. Any other test may start the app
         # itself (Litestar's own clients), or comes before a sync test that runs it on the sync client's loop:
         # stopped here, on this loop and task (a sync test cannot run anything on them).
         await module_app.stop()
+    else:
+        module_app.parked.begin(alchemy_plugin)
 
 
 @pytest.fixture
@@ -281,11 +334,14 @@ def alchemy_sync_client(
     sync_app: _ModuleSyncApp = request.getfixturevalue("_alchemy_module_sync_app")
     client = TestClient(alchemy_app)
     client.blocking_portal = sync_app.start()  # Litestar's clients send requests through this portal
+    sync_app.parked.end()
     with _sandbox_on(client, alchemy_plugin):
         yield client
     following = request.config.stash.get(_NEXT_TEST, None)
     if "alchemy_sync_client" not in getattr(following, "fixturenames", ()):
         sync_app.stop()  # kept started only for a next test that uses it too (see alchemy_client)
+    else:
+        sync_app.parked.begin(alchemy_plugin)
 
 
 @pytest.fixture
