@@ -200,3 +200,34 @@ def test_a_sync_fixture_that_writes_before_the_sandbox_is_open_never_writes(
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, errors=3)
     assert _notes(project) == 0
+
+
+def test_a_class_with_an_app_of_its_own_between_the_modules_tests(pytester: pytest.Pytester, project: Path) -> None:
+    """The module's app stays started for the next test that uses the client; a class in between with a
+    function-scoped ``alchemy_app`` of its own must not make the module's app look function-scoped."""
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+        from example_app import create_app
+
+        def test_one(alchemy_sync_client):
+            assert alchemy_sync_client.post("/notes", json={"title": "a"}).status_code == 201
+
+        class TestOwnApp:
+            @pytest.fixture
+            def alchemy_app(self, tmp_path):
+                return create_app(str(tmp_path / "own.db"))
+
+            def test_two(self, alchemy_sync_client):
+                assert alchemy_sync_client.get("/count").json() == 0
+
+        def test_three(alchemy_sync_client):
+            assert alchemy_sync_client.get("/count").json() == 0
+
+        @pytest.mark.anyio
+        async def test_four(alchemy_client):
+            assert (await alchemy_client.get("/count")).json() == 0
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert _notes(project) == 0
