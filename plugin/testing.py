@@ -74,6 +74,7 @@ __all__ = (
 )
 
 _SCOPES = pytest.StashKey[dict[str, str]]()
+_APP_SCOPES = pytest.StashKey[dict[int, str]]()
 _MODULE_APPS = pytest.StashKey["dict[int, _ModuleApp]"]()
 _MODULE_SYNC_APPS = pytest.StashKey["dict[int, _ModuleSyncApp]"]()
 _NEXT_TEST = pytest.StashKey["pytest.Item | None"]()
@@ -84,14 +85,23 @@ _ONCE = frozenset({"module", "package", "session"})  # scopes that outlive a mod
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, Any, Any]:
-    """Note the scope of the last ``alchemy_app`` and ``anyio_backend`` set up (pytest's public hook).
+    """Note the scope of each ``alchemy_app`` (by the app) and of the last ``anyio_backend`` set up.
 
     A fixture of the test being set up was set up for it (or earlier, if it is wider): when the note says
-    function, the app is started per test, which is right even if a wider app is in use.
+    function, the loop is new per test, which is right even if a wider one is in use. An app is looked up
+    by itself: a cached module-scoped app is not set up again after a test with an app of its own.
     """
-    if fixturedef.argname in ("alchemy_app", "anyio_backend"):
+    value = yield
+    if fixturedef.argname == "anyio_backend":
         request.config.stash.setdefault(_SCOPES, {})[fixturedef.argname] = fixturedef.scope
-    return (yield)
+    elif fixturedef.argname == "alchemy_app":
+        request.config.stash.setdefault(_APP_SCOPES, {})[id(value)] = fixturedef.scope
+    return value
+
+
+def _app_scope(request: pytest.FixtureRequest, app: Litestar) -> str | None:
+    """The scope of the ``alchemy_app`` fixture that returned ``app``."""
+    return request.config.stash.get(_APP_SCOPES, {}).get(id(app))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -249,7 +259,7 @@ def _alchemy_module_app_if_any(request: pytest.FixtureRequest, alchemy_app: Lite
         sync_app.stop()  # it runs on the sync client's loop; async tests run the app on their own
     request.getfixturevalue("anyio_backend")  # set up before its scope is read (it is in every anyio test)
     scopes = request.config.stash.get(_SCOPES, {})
-    if scopes.get("alchemy_app") in _ONCE and scopes.get("anyio_backend") in _ONCE:
+    if _app_scope(request, alchemy_app) in _ONCE and scopes.get("anyio_backend") in _ONCE:
         module_app: _ModuleApp = request.getfixturevalue("_alchemy_module_app")
         if module_app.app is alchemy_app:
             return module_app
@@ -327,7 +337,7 @@ def alchemy_sync_client(
             "the app is still running on the event loop of this module's async tests; alchemy_client stops it "
             "before a test that uses alchemy_sync_client, but pytest did not say that this test comes next"
         )
-    if request.config.stash.get(_SCOPES, {}).get("alchemy_app") not in _ONCE:
+    if _app_scope(request, alchemy_app) not in _ONCE:
         with TestClient(alchemy_app) as client, _sandbox_on(client, alchemy_plugin):
             yield client
         return
