@@ -231,3 +231,33 @@ def test_a_class_with_an_app_of_its_own_between_the_modules_tests(pytester: pyte
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
     assert _notes(project) == 0
+
+
+def test_a_skipped_async_test_between_the_async_and_the_sync_tests(pytester: pytest.Pytester, project: Path) -> None:
+    """The async test's teardown sees an ``alchemy_client`` test next and keeps the app started; that test is
+    skipped (its fixtures never set up), so the sync test after it must stop the app itself."""
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_async(alchemy_client):
+            assert (await alchemy_client.post("/notes", json={"title": "a"})).status_code == 201
+
+        @pytest.mark.skip(reason="not yet")
+        @pytest.mark.anyio
+        async def test_skipped(alchemy_client):
+            pass
+
+        def test_sync(alchemy_sync_client):
+            assert alchemy_sync_client.get("/count").json() == 0
+
+        def test_own_sync_client(alchemy_app):
+            from litestar.testing import TestClient
+
+            with TestClient(alchemy_app) as client:
+                assert client.get("/count").json() == 0
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3, skipped=1)
+    assert _notes(project) == 0
