@@ -1,9 +1,10 @@
 """pytest fixtures that run each test inside a sandbox on every bind (Django's ``TestCase``, for Litestar).
 
-Installed with the package as a pytest plugin (the ``pytest11`` entry point); it defines fixtures, and two
+Installed with the package as a pytest plugin (the ``pytest11`` entry point); it defines fixtures, two
 hooks only take notes (the scopes of the ``alchemy_app`` and ``anyio_backend`` fixtures as pytest sets
-them up, and which test runs next), so nothing happens until a test asks for a fixture. Tell it which
-app to test with a fixture named ``alchemy_app``; then:
+them up, and which test runs next) and a third only stops an app these fixtures started, so nothing
+happens until a test asks for a fixture. Tell it which app to test with a fixture named ``alchemy_app``;
+then:
 
 - ``alchemy_client`` (async tests, any config): a ``litestar.testing.AsyncTestClient`` on the started app,
   inside ``plugin.sandbox()``. Requests it makes commit into savepoints.
@@ -105,6 +106,21 @@ def _app_scope(request: pytest.FixtureRequest, app: Litestar) -> str | None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Stop an app kept started for a next test with the client fixture that did not come (skipped, or
+    another fixture of it failed first), before a test without that fixture (see ``alchemy_client``)."""
+    names = getattr(item, "fixturenames", ())
+    for module_app in list(item.config.stash.get(_MODULE_APPS, {}).values()):
+        if module_app.parked.active and "alchemy_client" not in names:
+            module_app.parked.end()
+            if "alchemy_started_app" not in names:
+                module_app.stop_between_tests()
+    for sync_app in list(item.config.stash.get(_MODULE_SYNC_APPS, {}).values()):
+        if sync_app.parked.active and "alchemy_sync_client" not in names:
+            sync_app.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Note the test that runs next, before this one's fixtures are torn down (see ``alchemy_client``)."""
     item.config.stash[_NEXT_TEST] = nextitem
@@ -158,6 +174,10 @@ class _Parked:
             event.listen(engine, "before_cursor_execute", refuse)
             self._listeners.append((engine, refuse))
 
+    @property
+    def active(self) -> bool:
+        return bool(self._listeners)
+
     def end(self) -> None:
         from sqlalchemy import event
 
@@ -180,6 +200,7 @@ class _ModuleApp:
         self.app = app
         self._lifespan: AbstractAsyncContextManager[None] | None = None
         self.parked = _Parked()
+        self.anyio_backend: Any = "asyncio"
 
     async def start(self) -> None:
         if self._lifespan is None:
@@ -197,14 +218,24 @@ class _ModuleApp:
     def running(self) -> bool:
         return self._lifespan is not None
 
+    def stop_between_tests(self) -> None:
+        """Stop the app from outside a test, on the module's loop and task (anyio's test runner, idle then)."""
+        from anyio.pytest_plugin import extract_backend_and_options, get_runner
+
+        with get_runner(*extract_backend_and_options(self.anyio_backend)) as runner:
+            runner.run_fixture(self.stop, {})
+
 
 @pytest.fixture(scope="module")
-async def _alchemy_module_app(request: pytest.FixtureRequest, alchemy_app: Litestar) -> AsyncIterator[_ModuleApp]:
+async def _alchemy_module_app(
+    request: pytest.FixtureRequest, alchemy_app: Litestar, anyio_backend: Any
+) -> AsyncIterator[_ModuleApp]:
     """The app, started by the first test that needs it; this async fixture also keeps the module's loop.
 
     It depends on ``alchemy_app``, so pytest tears it down (stopping the app) before the app's own fixtures.
     """
     module_app = _ModuleApp(alchemy_app)
+    module_app.anyio_backend = anyio_backend
     running = request.config.stash.setdefault(_MODULE_APPS, {})
     running[id(alchemy_app)] = module_app
     try:
@@ -296,14 +327,14 @@ async def alchemy_client(
         yield client
     if module_app is None or not module_app.running:
         return
-    following = request.config.stash.get(_NEXT_TEST, None)
-    if "alchemy_client" not in getattr(following, "fixturenames", ()):
+    following = getattr(request.config.stash.get(_NEXT_TEST, None), "fixturenames", ())
+    if "alchemy_client" in following:
+        module_app.parked.begin(alchemy_plugin)
+    elif "alchemy_started_app" not in following:
         # Kept started only for a next test that uses alchemy_client too. Any other test may start the app
         # itself (Litestar's own clients), or comes before a sync test that runs it on the sync client's loop:
         # stopped here, on this loop and task (a sync test cannot run anything on them).
         await module_app.stop()
-    else:
-        module_app.parked.begin(alchemy_plugin)
 
 
 @pytest.fixture
