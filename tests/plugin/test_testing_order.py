@@ -261,3 +261,51 @@ def test_a_skipped_async_test_between_the_async_and_the_sync_tests(pytester: pyt
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3, skipped=1)
     assert _notes(project) == 0
+
+
+def test_a_task_the_app_left_running_does_not_write_into_the_next_test(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    """A handler that starts a task and returns: the task outlives the request and its test. With the app
+    started once for the module and run on the module's loop, it must not write into the next test's
+    sandbox (nor, between tests, to the database)."""
+    pytester.makepyfile(
+        test_user="""
+        import asyncio
+
+        import anyio
+        import pytest
+        from litestar import post
+        from example_app import Note
+
+        pytestmark = pytest.mark.anyio
+        TASKS = set()
+
+        @pytest.fixture(scope="module")
+        def alchemy_app(alchemy_app):
+            plugin = alchemy_app.plugins.get("SQLAlchemyPlugin")
+
+            async def later():
+                await asyncio.sleep(0.3)
+                async with plugin.transaction() as session:
+                    session.add(Note(title="later"))
+
+            @post("/later")
+            async def start_later() -> None:
+                task = asyncio.get_running_loop().create_task(later())
+                TASKS.add(task)
+                task.add_done_callback(TASKS.discard)
+
+            alchemy_app.register(start_later)
+            return alchemy_app
+
+        async def test_one(alchemy_client):
+            assert (await alchemy_client.post("/later")).status_code == 201
+
+        async def test_two(alchemy_client):
+            await anyio.sleep(0.6)
+            assert (await alchemy_client.get("/count")).json() == 0
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert _notes(project) == 0
