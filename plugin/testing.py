@@ -32,7 +32,9 @@ A function- or class-scoped ``alchemy_app`` (or, for ``alchemy_client``, a funct
 engines created, a first connection per bind, dispose. An app whose engines are already open (started
 by the suite itself) is used as it is by ``alchemy_client``.
 
-At the end of each test everything is rolled back on every bind; the tables must exist beforehand
+At the end of each test of ``alchemy_client`` the tasks started during it and still running (a handler's
+fire-and-forget task) are cancelled, as they were when the app ran on a loop of the test's own, and
+everything is rolled back on every bind; the tables must exist beforehand
 (``create_all=True`` in the config, or migrations run once per session).
 
 One event loop: Litestar's test clients run the app on a loop of their own in a helper thread, while an
@@ -324,7 +326,11 @@ async def alchemy_client(
     if module_app is not None:
         module_app.parked.end()
     async with client, alchemy_plugin.sandbox():
-        yield client
+        before = _tasks()
+        try:
+            yield client
+        finally:
+            await _cancel_tasks_left(before)
     if module_app is None or not module_app.running:
         return
     following = getattr(request.config.stash.get(_NEXT_TEST, None), "fixturenames", ())
@@ -398,6 +404,38 @@ def alchemy_sync_session(
     manager: Any = alchemy_plugin.session()
     with manager as session:
         yield session
+
+
+def _tasks() -> set[Any]:
+    """The event loop's tasks (asyncio), or nothing (trio)."""
+    import asyncio
+
+    try:
+        return asyncio.all_tasks()
+    except RuntimeError:
+        return set()
+
+
+async def _cancel_tasks_left(before: set[Any]) -> None:
+    """Cancel the tasks started during the test that are still running (a handler's fire-and-forget task).
+
+    The app outlives the test on the module's loop: such a task would write into the next test's sandbox,
+    or outside any sandbox. When the app ran on the client's loop per test, that loop ended with the test.
+    """
+    import asyncio
+
+    left = [
+        task
+        for task in _tasks() - before
+        if not task.done()
+        and task is not asyncio.current_task()
+        # anyio's test runner wraps each call into the test's task in a task of its own: that one awaits this
+        and not getattr(task.get_coro(), "__qualname__", "").startswith("TestRunner.")
+    ]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=5)
 
 
 @contextmanager
