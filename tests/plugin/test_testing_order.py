@@ -309,3 +309,48 @@ def test_a_task_the_app_left_running_does_not_write_into_the_next_test(
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
     assert _notes(project) == 0
+
+
+def test_a_task_the_app_left_running_does_not_write_into_the_next_sync_test(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    """The same for sync tests: the app runs on one test client's loop for all of them."""
+    pytester.makepyfile(
+        test_user="""
+        import asyncio
+        import time
+
+        import pytest
+        from litestar import post
+        from example_app import Note
+
+        TASKS = set()
+
+        @pytest.fixture(scope="module")
+        def alchemy_app(alchemy_app):
+            plugin = alchemy_app.plugins.get("SQLAlchemyPlugin")
+
+            async def later():
+                await asyncio.sleep(0.3)
+                async with plugin.transaction() as session:
+                    session.add(Note(title="later"))
+
+            @post("/later")
+            async def start_later() -> None:
+                task = asyncio.get_running_loop().create_task(later())
+                TASKS.add(task)
+                task.add_done_callback(TASKS.discard)
+
+            alchemy_app.register(start_later)
+            return alchemy_app
+
+        def test_one(alchemy_sync_client):
+            assert alchemy_sync_client.post("/later").status_code == 201
+
+        def test_two(alchemy_sync_client):
+            time.sleep(0.6)
+            assert alchemy_sync_client.get("/count").json() == 0
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert _notes(project) == 0
