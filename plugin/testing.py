@@ -32,7 +32,7 @@ A function- or class-scoped ``alchemy_app`` (or, for ``alchemy_client``, a funct
 engines created, a first connection per bind, dispose. An app whose engines are already open (started
 by the suite itself) is used as it is by ``alchemy_client``.
 
-At the end of each test of ``alchemy_client`` the tasks started during it and still running (a handler's
+At the end of each test of a client fixture the tasks started during it and still running (a handler's
 fire-and-forget task) are cancelled, as they were when the app ran on a loop of the test's own, and
 everything is rolled back on every bind; the tables must exist beforehand
 (``create_all=True`` in the config, or migrations run once per session).
@@ -383,7 +383,11 @@ def alchemy_sync_client(
     client.blocking_portal = sync_app.start()  # Litestar's clients send requests through this portal
     sync_app.parked.end()
     with _sandbox_on(client, alchemy_plugin):
-        yield client
+        before = client.blocking_portal.call(_tasks)
+        try:
+            yield client
+        finally:
+            client.blocking_portal.call(_cancel_tasks_left, before)
     following = request.config.stash.get(_NEXT_TEST, None)
     if "alchemy_sync_client" not in getattr(following, "fixturenames", ()):
         sync_app.stop()  # kept started only for a next test that uses it too (see alchemy_client)
