@@ -1,9 +1,10 @@
 """pytest fixtures that run each test inside a sandbox on every bind (Django's ``TestCase``, for Litestar).
 
-Installed with the package as a pytest plugin (the ``pytest11`` entry point); it defines fixtures, and two
+Installed with the package as a pytest plugin (the ``pytest11`` entry point); it defines fixtures, two
 hooks only take notes (the scopes of the ``alchemy_app`` and ``anyio_backend`` fixtures as pytest sets
-them up, and which test runs next), so nothing happens until a test asks for a fixture. Tell it which
-app to test with a fixture named ``alchemy_app``; then:
+them up, and which test runs next) and a third only stops an app these fixtures started, so nothing
+happens until a test asks for a fixture. Tell it which app to test with a fixture named ``alchemy_app``;
+then:
 
 - ``alchemy_client`` (async tests, any config): a ``litestar.testing.AsyncTestClient`` on the started app,
   inside ``plugin.sandbox()``. Requests it makes commit into savepoints.
@@ -21,14 +22,19 @@ only opens a sandbox (two pooled connections, one BEGIN and one ROLLBACK per bin
 ``anyio_backend`` fixture of module scope or wider (anyio's own is); the async tests of such a module
 then share one event loop. ``alchemy_sync_client`` likewise starts such an app once per module, on the
 helper loop of one ``TestClient``, and gives each test a ``TestClient`` of its own that sends its
-requests through that loop. The app runs on one of the two loops at a time: an async test after sync
-ones (or the other way round) stops it and starts it on its own. A function- or class-scoped
-``alchemy_app`` (or, for ``alchemy_client``, a function-scoped ``anyio_backend``) is started and stopped
-around every test, which costs more than the test itself: engines created, a first connection per bind,
-dispose. An app whose engines are already open (started by the suite itself) is used as it is by
-``alchemy_client``.
+requests through that loop. The app runs on one of the two loops at a time, and stays started only
+while the next test uses the same client fixture: before any other test (a sync one after async ones, a
+plain test, a test that starts ``alchemy_app`` with Litestar's own client) it is stopped. Between two tests
+it stays started for, its engines refuse every statement (it would be a real write): a fixture that uses
+the database must ask for ``alchemy_session`` (or the client) so that it runs inside the test's sandbox.
+A function- or class-scoped ``alchemy_app`` (or, for ``alchemy_client``, a function-scoped
+``anyio_backend``) is started and stopped around every test, which costs more than the test itself:
+engines created, a first connection per bind, dispose. An app whose engines are already open (started
+by the suite itself) is used as it is by ``alchemy_client``.
 
-At the end of each test everything is rolled back on every bind; the tables must exist beforehand
+At the end of each test of a client fixture the tasks started during it and still running (a handler's
+fire-and-forget task) are cancelled, as they were when the app ran on a loop of the test's own, and
+everything is rolled back on every bind; the tables must exist beforehand
 (``create_all=True`` in the config, or migrations run once per session).
 
 One event loop: Litestar's test clients run the app on a loop of their own in a helper thread, while an
@@ -48,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Generator, Iterator
+    from collections.abc import AsyncIterator, Callable, Generator, Iterator
     from contextlib import AbstractAsyncContextManager
 
     from anyio.from_thread import BlockingPortal
@@ -71,6 +77,7 @@ __all__ = (
 )
 
 _SCOPES = pytest.StashKey[dict[str, str]]()
+_APP_SCOPES = pytest.StashKey[dict[int, str]]()
 _MODULE_APPS = pytest.StashKey["dict[int, _ModuleApp]"]()
 _MODULE_SYNC_APPS = pytest.StashKey["dict[int, _ModuleSyncApp]"]()
 _NEXT_TEST = pytest.StashKey["pytest.Item | None"]()
@@ -81,14 +88,38 @@ _ONCE = frozenset({"module", "package", "session"})  # scopes that outlive a mod
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, Any, Any]:
-    """Note the scope of the last ``alchemy_app`` and ``anyio_backend`` set up (pytest's public hook).
+    """Note the scope of each ``alchemy_app`` (by the app) and of the last ``anyio_backend`` set up.
 
     A fixture of the test being set up was set up for it (or earlier, if it is wider): when the note says
-    function, the app is started per test, which is right even if a wider app is in use.
+    function, the loop is new per test, which is right even if a wider one is in use. An app is looked up
+    by itself: a cached module-scoped app is not set up again after a test with an app of its own.
     """
-    if fixturedef.argname in ("alchemy_app", "anyio_backend"):
+    value = yield
+    if fixturedef.argname == "anyio_backend":
         request.config.stash.setdefault(_SCOPES, {})[fixturedef.argname] = fixturedef.scope
-    return (yield)
+    elif fixturedef.argname == "alchemy_app":
+        request.config.stash.setdefault(_APP_SCOPES, {})[id(value)] = fixturedef.scope
+    return value
+
+
+def _app_scope(request: pytest.FixtureRequest, app: Litestar) -> str | None:
+    """The scope of the ``alchemy_app`` fixture that returned ``app``."""
+    return request.config.stash.get(_APP_SCOPES, {}).get(id(app))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Stop an app kept started for a next test with the client fixture that did not come (skipped, or
+    another fixture of it failed first), before a test without that fixture (see ``alchemy_client``)."""
+    names = getattr(item, "fixturenames", ())
+    for module_app in list(item.config.stash.get(_MODULE_APPS, {}).values()):
+        if module_app.parked.active and "alchemy_client" not in names:
+            module_app.parked.end()
+            if "alchemy_started_app" not in names:
+                module_app.stop_between_tests()
+    for sync_app in list(item.config.stash.get(_MODULE_SYNC_APPS, {}).values()):
+        if sync_app.parked.active and "alchemy_sync_client" not in names:
+            sync_app.stop()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -118,6 +149,51 @@ def alchemy_plugin(alchemy_app: Litestar) -> SQLAlchemyPlugin[Any]:
     return plugin
 
 
+class _Parked:
+    """Between two tests of an app kept started, its engines run nothing: a write then would be real.
+
+    What runs there: a fixture that uses ``alchemy_plugin`` (not ``alchemy_session``) is set up before the
+    client's sandbox is open; a task the app left running. It is refused, as it fails when the app is not
+    started, instead of being committed for every later test to see.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[tuple[Any, Callable[..., None]]] = []
+
+    def begin(self, plugin: SQLAlchemyPlugin[Any]) -> None:
+        from sqlalchemy import event
+
+        from plugin.exceptions import StatementRefusedError
+        from plugin.statements import shorten
+
+        self.end()
+        for key in plugin.router.keys:
+            engine = plugin.engines.sync_engine(key)
+
+            def refuse(_conn: Any, _cursor: Any, statement: str, *_args: Any, key: str = key) -> None:
+                raise StatementRefusedError(key, shorten(statement), _BETWEEN_TESTS)
+
+            event.listen(engine, "before_cursor_execute", refuse)
+            self._listeners.append((engine, refuse))
+
+    @property
+    def active(self) -> bool:
+        return bool(self._listeners)
+
+    def end(self) -> None:
+        from sqlalchemy import event
+
+        while self._listeners:
+            engine, refuse = self._listeners.pop()
+            event.remove(engine, "before_cursor_execute", refuse)
+
+
+_BETWEEN_TESTS = (
+    "no test's sandbox is open (the app stays started between the tests of a module), so this would be a real "
+    "write; a fixture that uses the database must ask for alchemy_session (or alchemy_client) first"
+)
+
+
 class _ModuleApp:
     """An app started once for a test module, on the module's event loop; stopped at the module's end, or
     when its ``alchemy_app`` is torn down (a parametrized app), or before a sync client starts it."""
@@ -125,6 +201,8 @@ class _ModuleApp:
     def __init__(self, app: Litestar) -> None:
         self.app = app
         self._lifespan: AbstractAsyncContextManager[None] | None = None
+        self.parked = _Parked()
+        self.anyio_backend: Any = "asyncio"
 
     async def start(self) -> None:
         if self._lifespan is None:
@@ -133,6 +211,7 @@ class _ModuleApp:
             self._lifespan = lifespan
 
     async def stop(self) -> None:
+        self.parked.end()
         if (lifespan := self._lifespan) is not None:
             self._lifespan = None
             await lifespan.__aexit__(None, None, None)
@@ -141,14 +220,24 @@ class _ModuleApp:
     def running(self) -> bool:
         return self._lifespan is not None
 
+    def stop_between_tests(self) -> None:
+        """Stop the app from outside a test, on the module's loop and task (anyio's test runner, idle then)."""
+        from anyio.pytest_plugin import extract_backend_and_options, get_runner
+
+        with get_runner(*extract_backend_and_options(self.anyio_backend)) as runner:
+            runner.run_fixture(self.stop, {})
+
 
 @pytest.fixture(scope="module")
-async def _alchemy_module_app(request: pytest.FixtureRequest, alchemy_app: Litestar) -> AsyncIterator[_ModuleApp]:
+async def _alchemy_module_app(
+    request: pytest.FixtureRequest, alchemy_app: Litestar, anyio_backend: Any
+) -> AsyncIterator[_ModuleApp]:
     """The app, started by the first test that needs it; this async fixture also keeps the module's loop.
 
     It depends on ``alchemy_app``, so pytest tears it down (stopping the app) before the app's own fixtures.
     """
     module_app = _ModuleApp(alchemy_app)
+    module_app.anyio_backend = anyio_backend
     running = request.config.stash.setdefault(_MODULE_APPS, {})
     running[id(alchemy_app)] = module_app
     try:
@@ -165,6 +254,7 @@ class _ModuleSyncApp:
     def __init__(self, app: Litestar) -> None:
         self.app = app
         self._owner: TestClient[Litestar] | None = None
+        self.parked = _Parked()
 
     def start(self) -> BlockingPortal:
         if self._owner is None:
@@ -176,6 +266,7 @@ class _ModuleSyncApp:
         return self._owner.blocking_portal
 
     def stop(self) -> None:
+        self.parked.end()
         if (owner := self._owner) is not None:
             self._owner = None
             owner.__exit__(None, None, None)
@@ -201,7 +292,7 @@ def _alchemy_module_app_if_any(request: pytest.FixtureRequest, alchemy_app: Lite
         sync_app.stop()  # it runs on the sync client's loop; async tests run the app on their own
     request.getfixturevalue("anyio_backend")  # set up before its scope is read (it is in every anyio test)
     scopes = request.config.stash.get(_SCOPES, {})
-    if scopes.get("alchemy_app") in _ONCE and scopes.get("anyio_backend") in _ONCE:
+    if _app_scope(request, alchemy_app) in _ONCE and scopes.get("anyio_backend") in _ONCE:
         module_app: _ModuleApp = request.getfixturevalue("_alchemy_module_app")
         if module_app.app is alchemy_app:
             return module_app
@@ -232,12 +323,23 @@ async def alchemy_client(
         await module_app.start()
     started = alchemy_plugin.engines.state == "open"  # by this module, or by the suite itself
     client = _same_loop_client(alchemy_app, started=started)
+    if module_app is not None:
+        module_app.parked.end()
     async with client, alchemy_plugin.sandbox():
-        yield client
-    following = request.config.stash.get(_NEXT_TEST, None)
-    if module_app is not None and "alchemy_sync_client" in getattr(following, "fixturenames", ()):
-        # The next test runs the app on the sync client's loop; stopped here, on this loop and task (a sync
-        # test cannot run anything on them).
+        before = _tasks()
+        try:
+            yield client
+        finally:
+            await _cancel_tasks_left(before)
+    if module_app is None or not module_app.running:
+        return
+    following = getattr(request.config.stash.get(_NEXT_TEST, None), "fixturenames", ())
+    if "alchemy_client" in following:
+        module_app.parked.begin(alchemy_plugin)
+    elif "alchemy_started_app" not in following:
+        # Kept started only for a next test that uses alchemy_client too. Any other test may start the app
+        # itself (Litestar's own clients), or comes before a sync test that runs it on the sync client's loop:
+        # stopped here, on this loop and task (a sync test cannot run anything on them).
         await module_app.stop()
 
 
@@ -272,15 +374,25 @@ def alchemy_sync_client(
             "the app is still running on the event loop of this module's async tests; alchemy_client stops it "
             "before a test that uses alchemy_sync_client, but pytest did not say that this test comes next"
         )
-    if request.config.stash.get(_SCOPES, {}).get("alchemy_app") not in _ONCE:
+    if _app_scope(request, alchemy_app) not in _ONCE:
         with TestClient(alchemy_app) as client, _sandbox_on(client, alchemy_plugin):
             yield client
         return
     sync_app: _ModuleSyncApp = request.getfixturevalue("_alchemy_module_sync_app")
     client = TestClient(alchemy_app)
     client.blocking_portal = sync_app.start()  # Litestar's clients send requests through this portal
+    sync_app.parked.end()
     with _sandbox_on(client, alchemy_plugin):
-        yield client
+        before = client.blocking_portal.call(_tasks)
+        try:
+            yield client
+        finally:
+            client.blocking_portal.call(_cancel_tasks_left, before)
+    following = request.config.stash.get(_NEXT_TEST, None)
+    if "alchemy_sync_client" not in getattr(following, "fixturenames", ()):
+        sync_app.stop()  # kept started only for a next test that uses it too (see alchemy_client)
+    else:
+        sync_app.parked.begin(alchemy_plugin)
 
 
 @pytest.fixture
@@ -296,6 +408,38 @@ def alchemy_sync_session(
     manager: Any = alchemy_plugin.session()
     with manager as session:
         yield session
+
+
+def _tasks() -> set[Any]:
+    """The event loop's tasks (asyncio), or nothing (trio)."""
+    import asyncio
+
+    try:
+        return asyncio.all_tasks()
+    except RuntimeError:
+        return set()
+
+
+async def _cancel_tasks_left(before: set[Any]) -> None:
+    """Cancel the tasks started during the test that are still running (a handler's fire-and-forget task).
+
+    The app outlives the test on the module's loop: such a task would write into the next test's sandbox,
+    or outside any sandbox. When the app ran on the client's loop per test, that loop ended with the test.
+    """
+    import asyncio
+
+    left = [
+        task
+        for task in _tasks() - before
+        if not task.done()
+        and task is not asyncio.current_task()
+        # anyio's test runner wraps each call into the test's task in a task of its own: that one awaits this
+        and not getattr(task.get_coro(), "__qualname__", "").startswith("TestRunner.")
+    ]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=5)
 
 
 @contextmanager
