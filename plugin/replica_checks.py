@@ -10,7 +10,7 @@ Replication lag, per server:
   SLAVE STATUS`` on older servers). No row: not a replica; NULL: replication is not running. Both fail.
 - Other databases (SQLite) have no replication to ask about: the lag is not measured.
 
-With ``max_lag``, a replica further behind fails.
+With ``max_lag``, a replica further behind fails, and so does one whose lag cannot be told.
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ async def _check(key: str, number: int, engine: Any, timeout: float, max_lag: fl
     except Exception as exc:
         return ReplicaCheck(key, number, url, error=_redacted(describe_error(exc), engine.url))
     latency, server, lag, state, error = probe
+    if error is None and max_lag is not None and lag is None:  # a bound nobody can check is not met
+        error = f"lag unknown ({state}), so --max-lag {max_lag:g} s cannot be checked"
     if error is None and max_lag is not None and lag is not None and lag > max_lag:
         error = f"{lag:.1f} s behind the primary, more than --max-lag {max_lag:g} s"
     return ReplicaCheck(

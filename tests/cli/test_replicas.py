@@ -193,3 +193,21 @@ def test_replica_options_on_an_app_without_replicas(
 
     assert result.exit_code == 1
     assert result.stderr == "Error: --replica: no bind has read replicas; configure BindConfig(replicas=[...])\n"
+
+
+def test_max_lag_fails_a_replica_whose_lag_cannot_be_told(litestar: Callable[..., Invocation], tmp_path: Any) -> None:
+    # SQLite has no replication to ask about; a PostgreSQL standby that has applied nothing since it
+    # started has no replay time either. A bound that cannot be checked is not reported as met.
+    database = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    binds = {"default": {"url": database, "replicas": [database]}}
+    unbounded = litestar("db", "check", "--json", binds=binds, models="").json()
+    bounded = litestar("db", "check", "--max-lag", "5", binds=binds, models="")
+    document = litestar("db", "check", "--json", "--max-lag", "5", binds=binds, models="").json()
+
+    assert unbounded["ok"] is True
+    assert bounded.exit_code == 1
+    assert "lag unknown (not measured for sqlite), so --max-lag 5 s cannot be checked" in flat(bounded.stdout)
+    assert document["ok"] is False
+    assert [(r["ok"], r["lag_s"], r["error"]) for r in document["replicas"]] == [
+        (False, None, "lag unknown (not measured for sqlite), so --max-lag 5 s cannot be checked")
+    ]
