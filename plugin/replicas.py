@@ -21,6 +21,7 @@ lives as long as the session's transaction.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -38,12 +39,12 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
-from plugin._sqlalchemy import locks_rows
+from plugin._sqlalchemy import locks_rows, structure_key
 from plugin.exceptions import describe_error, mask_url
 from plugin.statements import is_plain_read, split
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Hashable, Iterator, Mapping
 
     from sqlalchemy.engine import Connection, Engine
 
@@ -70,8 +71,18 @@ def primary() -> Iterator[None]:
         _forced.reset(token)
 
 
-_TEXT_READS: dict[str, bool] = {}
-_MAX_TEXTS = 2000
+_REMEMBERED = 2048
+"""Distinct statements whose verdict is kept (the sandbox's guard keeps its own the same way)."""
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _text_is_read(sql: str) -> bool:
+    statements = split(sql)
+    return bool(statements) and all(is_plain_read(s) for s in statements)
+
+
+_SELECT_READS: dict[Hashable, bool] = {}
+"""Verdicts for selects, by structure (a statement object itself is new on every request)."""
 
 
 def is_read(clause: Any) -> bool:
@@ -79,33 +90,22 @@ def is_read(clause: Any) -> bool:
     if isinstance(clause, TextualSelect):  # text("...").columns(...): the text decides
         clause = clause.element
     if isinstance(clause, TextClause):
-        sql = clause.text
-        known = _TEXT_READS.get(sql)
-        if known is None:
-            statements = split(sql)
-            known = bool(statements) and all(is_plain_read(s) for s in statements)
-            if len(_TEXT_READS) >= _MAX_TEXTS:
-                _TEXT_READS.clear()
-            _TEXT_READS[sql] = known
-        return known
+        return _text_is_read(clause.text)
     if not getattr(clause, "is_select", False) or locks_rows(clause):
         return False
     # A select may hold a write: a data-modifying CTE (`select(insert(...).returning(...).cte())`) or a
-    # subquery that locks rows. Looking costs a walk of the statement, so the answer is kept by its cache
-    # key, which SQLAlchemy memoizes on the statement and reuses to compile it: no extra walk per request.
-    cache_key = clause._generate_cache_key()
-    if cache_key is None:  # a construct SQLAlchemy does not cache: walk it every time
+    # subquery that locks rows. Looking costs a walk of the statement, so the answer is kept by its
+    # structure (its cache key, which SQLAlchemy memoizes on the statement and reuses to compile it).
+    structure = structure_key(clause)
+    if structure is None:  # a construct SQLAlchemy does not cache: walk it every time
         return not _writes_inside(clause)
-    known = _SELECT_READS.get(cache_key.key)
+    known = _SELECT_READS.get(structure)
     if known is None:
         known = not _writes_inside(clause)
-        if len(_SELECT_READS) >= _MAX_TEXTS:
+        if len(_SELECT_READS) >= _REMEMBERED:
             _SELECT_READS.clear()
-        _SELECT_READS[cache_key.key] = known
+        _SELECT_READS[structure] = known
     return known
-
-
-_SELECT_READS: dict[Any, bool] = {}
 
 
 def _writes_inside(clause: Any) -> bool:
