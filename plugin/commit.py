@@ -20,7 +20,9 @@ SQLAlchemy's greenlet and for sync sessions in a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -35,9 +37,41 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-__all__ = ("flush_all", "settle")
+__all__ = ("Settling", "flush_all", "settle")
 
 logger = logging.getLogger("plugin.transactions")
+
+
+class Settling:
+    """Whether a settle may still be stopped: until its first COMMIT (or PREPARE), nothing is committed.
+
+    A settle flushes first, and a flush may wait on a lock another session of the same request holds: a
+    cancelled request must be able to stop it there. From the first COMMIT on it must run to its end.
+    The worker thread of a sync settle and the event loop both ask, so the answer is taken under a lock.
+    """
+
+    __slots__ = ("_lock", "abandoned", "committing", "interruptible")
+
+    def __init__(self, *, interruptible: bool) -> None:
+        self._lock = threading.Lock()
+        self.committing = False
+        self.abandoned = False
+        self.interruptible = interruptible
+        """Whether an abandoned settle's task may be cancelled: yes in SQLAlchemy's greenlet, where it stops
+        the flush at its next await; no in a worker thread, which would go on using the sessions while
+        they are closed. There the settle stops by itself, before committing."""
+
+    def begin_commit(self) -> bool:
+        """Called by the settle just before it commits: False when it was abandoned meanwhile."""
+        with self._lock:
+            self.committing = not self.abandoned
+            return self.committing
+
+    def abandon(self) -> bool:
+        """Called on cancellation: True when nothing was committed yet, so the settle stops before committing."""
+        with self._lock:
+            self.abandoned = not self.committing
+            return self.abandoned
 
 
 def _lost(exc: BaseException) -> bool:
@@ -119,13 +153,15 @@ def _fail(
 
 def _bound(sessions: Sequence[Session]) -> list[BoundConnection] | None:
     """Every connection the sessions' transactions began, in bind order (None: not routing sessions)."""
-    if not sessions or not all(isinstance(session, RoutingSession) for session in sessions):
-        return None
-    bound = [b for session in sessions for b in session.__dict__.get("_begun") or ()]
+    bound: list[BoundConnection] = []
+    for session in sessions:
+        if not isinstance(session, RoutingSession):
+            return None
+        bound += session.__dict__.get("_begun") or ()
     if len(bound) > 1:
         rank = sessions[0].router.rank  # type: ignore[attr-defined]
         bound.sort(key=lambda b: rank[b.bind])
-    return bound
+    return bound if sessions else None
 
 
 def _session_of(active: Sequence[Session], bound: BoundConnection) -> Session:
@@ -137,12 +173,12 @@ def _session_of(active: Sequence[Session], bound: BoundConnection) -> Session:
     )
 
 
-def flush_all(sessions: Sequence[Session]) -> None:
-    """Step 1 of :func:`settle`: flush every session (nothing is committed yet, so this may be cancelled).
+def flush_all(active: Sequence[Session]) -> None:
+    """Step 1 of :func:`settle`: flush every session of ``active`` (each in a transaction). Nothing is
+    committed yet, so this may be stopped (see :class:`Settling`).
 
     Raises :class:`CommitError` when a flush fails, after rolling every session back.
     """
-    active = [session for session in sessions if session.in_transaction()]
     for session in active:
         try:
             # A savepoint the handler left open is released first, as Session.commit() does: the commit
@@ -154,12 +190,13 @@ def flush_all(sessions: Sequence[Session]) -> None:
             raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
 
 
-def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
+def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None = None) -> list[str]:
     """Commit or roll back a unit of work (a request's sessions, a script's) as one transaction.
 
     Returns the binds that committed. Raises :class:`CommitError` when the commit fails, after rolling
     every session back; the sessions must still be closed by the caller. A rollback that fails is
-    logged and its connections invalidated; it never raises.
+    logged and its connections invalidated; it never raises. With ``settling``, a settle abandoned while
+    it flushed stops before committing, raising ``asyncio.CancelledError``.
     """
     active = [session for session in sessions if session.in_transaction()]
     if not active:
@@ -168,14 +205,19 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
         for session in active:
             _roll_back(session)
         return []
-    if (in_doubt := _in_doubt(active)) and in_doubt:
-        in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
     flush_all(active)
+    if settling is not None and not settling.begin_commit():
+        raise asyncio.CancelledError("the settle was abandoned before it committed")
+    in_doubt = _in_doubt(active)
+    if in_doubt:
+        in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
     bound = _bound(active)  # the flush may have begun connections on more binds
-    two_phase = all(session.twophase for session in active)
+    two_phase = True
+    for session in active:
+        two_phase = two_phase and session.twophase
     # One connection (or a sandbox's savepoints): nothing to order. With two-phase sessions even a single
     # connection is prepared (SQLAlchemy begins it as a two-phase transaction), so it is finished by xid too.
-    if bound is None or len(bound) < (1 if two_phase else 2) or any(b.transaction is None for b in bound):
+    if bound is None or len(bound) < (1 if two_phase else 2) or _joined(bound):
         return _commit_each(active, bound)
     ledger = _Ledger(bound)
     if two_phase:
@@ -183,6 +225,14 @@ def settle(sessions: Sequence[Session], commit: bool) -> list[str]:
     else:
         _commit_in_bind_order(active, bound, ledger)
     return ledger.committed
+
+
+def _joined(bound: Sequence[BoundConnection]) -> bool:
+    """Whether a connection is one the sessions joined (a sandbox's) rather than began."""
+    for b in bound:  # noqa: SIM110 - a loop, not any() over a generator: this runs on every request
+        if b.transaction is None:
+            return True
+    return False
 
 
 def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None) -> list[str]:
@@ -205,8 +255,12 @@ def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None)
             for b in bound or []:
                 ledger.lost(b)
         raise _fail(active, exc, ledger, stage="commit") from exc
-    # A sandbox's sessions only released savepoints: nothing of theirs is committed.
-    return list(dict.fromkeys(b.bind for b in bound or [] if b.transaction is not None))
+    committed: list[str] = []
+    for b in bound or ():
+        # A sandbox's sessions only released savepoints: nothing of theirs is committed.
+        if b.transaction is not None and b.bind not in committed:
+            committed.append(b.bind)
+    return committed
 
 
 def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection], ledger: _Ledger) -> None:
@@ -276,7 +330,10 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
 
 
 def _in_doubt(sessions: Sequence[Session]) -> twophase.InDoubt | None:
-    return next((s.in_doubt for s in sessions if isinstance(s, RoutingSession)), None)
+    for session in sessions:
+        if isinstance(session, RoutingSession):
+            return session.in_doubt
+    return None
 
 
 def _forget_finished(active: Sequence[Session], bound: BoundConnection) -> None:

@@ -9,6 +9,7 @@ closes the same way. :func:`unit_of_work` is ``plugin.transaction()``: a block u
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from plugin.commit import flush_all, settle
+from plugin.commit import Settling, settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
 from plugin.sessions import AsyncRoutingSession, is_started, mark_ended, mark_settled
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "SUCCESS_STATUS",
+    "Settling",
     "TransactionPolicy",
     "close_all",
     "close_idle",
@@ -42,11 +44,20 @@ logger = logging.getLogger("plugin.transactions")
 T = TypeVar("T")
 
 
-async def _to_the_end(work: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
+def _resolve(future: asyncio.Future[None], _task: object) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _to_the_end(
+    work: Awaitable[T], settling: Settling | None = None
+) -> tuple[T | None, asyncio.CancelledError | None]:
     """Await ``work`` to its end even if the calling task is cancelled meanwhile.
 
     Returns the result and the cancellation that arrived meanwhile, if any: the caller re-raises that very
-    exception after reporting (an anyio cancel scope recognises its own cancellation by its message).
+    exception after reporting (an anyio cancel scope recognises its own cancellation by its message). With
+    ``settling``, a cancellation that arrives before the work began committing stops the work instead
+    (the result is then ``None``).
 
     The work runs in a task of its own, so cancelling the caller cannot cancel the database call it is
     awaiting. The caller waits on a plain future the work resolves as its last step, which is what
@@ -71,49 +82,37 @@ async def _to_the_end(work: Awaitable[T]) -> tuple[T, asyncio.CancelledError | N
             await finished
         except asyncio.CancelledError as exc:
             cancelled = cancelled or exc
+            if settling is not None and settling.abandon() and settling.interruptible:
+                task.cancel()  # a task cancelled before its first step never runs run()'s finally: watch the task
             if not task.done():
                 finished = loop.create_future()
+                task.add_done_callback(functools.partial(_resolve, finished))
+    if task.cancelled():
+        return None, cancelled
     return task.result(), cancelled
 
 
 def _by_kind(active: Sequence[AsyncSession | Session]) -> tuple[list[Session], list[Session]]:
-    async_sessions = [session.sync_session for session in active if isinstance(session, AsyncSession)]
-    return async_sessions, [session for session in active if isinstance(session, Session)]
+    async_sessions: list[Session] = []
+    sync_sessions: list[Session] = []
+    for session in active:
+        if isinstance(session, AsyncSession):
+            async_sessions.append(session.sync_session)
+        else:
+            sync_sessions.append(session)
+    return async_sessions, sync_sessions
 
 
-def _has_pending(session: AsyncSession | Session) -> bool:
-    """Whether a flush would do anything: changes to write, or a savepoint the handler left open.
-
-    SQLAlchemy's own test before a flush (``Session._is_clean``) through public names; ``session.dirty``
-    builds a set of every modified object, through the async proxy, on every request that read anything.
-    """
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    return (
-        bool(sync.new)
-        or bool(sync.deleted)
-        or sync.identity_map.check_modified()
-        or sync.get_nested_transaction() is not None
-    )
-
-
-async def _flush_now(active: Sequence[AsyncSession | Session]) -> None:
-    """Flush every session; cancellable, since nothing is committed yet (sessions of one request that
-    block each other on a lock would otherwise hang their request for good)."""
-    async_sessions, sync_sessions = _by_kind(active)
-    if async_sessions:
-        await greenlet_spawn(flush_all, async_sessions)
-    if sync_sessions:
-        await anyio.to_thread.run_sync(flush_all, sync_sessions)
-
-
-async def _settle_now(active: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
-    async_sessions, sync_sessions = _by_kind(active)
+async def _settle_now(
+    async_sessions: list[Session], sync_sessions: list[Session], commit: bool, settling: Settling | None
+) -> tuple[list[str], CommitError | None]:
+    """Flush and settle, async sessions in one of SQLAlchemy's greenlets, sync ones in a worker thread."""
     committed: list[str] = []
     try:
         if async_sessions:
-            committed += await greenlet_spawn(settle, async_sessions, commit)
+            committed += await greenlet_spawn(settle, async_sessions, commit, settling)
         if sync_sessions:
-            committed += await anyio.to_thread.run_sync(settle, sync_sessions, commit)
+            committed += await anyio.to_thread.run_sync(settle, sync_sessions, commit, settling)
     except CommitError as exc:
         return list(exc.committed), exc
     return committed, None
@@ -123,9 +122,11 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
     """:func:`settle` a unit of work's used sessions from async code; returns the error, if any.
 
     Async sessions are settled together in one of SQLAlchemy's greenlets, sync sessions in a worker
-    thread. Settling runs to its end even if the calling task is cancelled: then what was committed is
-    logged at WARNING (nobody is left to receive a response), and the cancellation is re-raised. Every
-    session is marked settled: a later flush through it raises :class:`~plugin.exceptions.LifecycleError`.
+    thread, in a task of their own. A cancellation of the calling task that arrives while the sessions
+    flush stops the settle (nothing is committed; the sessions roll back when closed) and is re-raised.
+    One that arrives once committing began lets it run to its end: then what was committed is logged at
+    WARNING (nobody is left to receive a response), and the cancellation is re-raised. Every session is
+    marked settled: a later flush through it raises :class:`~plugin.exceptions.LifecycleError`.
     """
     active = [session for session in sessions if is_started(session) and session.in_transaction()]
     try:
@@ -134,20 +135,21 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
         for session in active:
             if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
                 await session.until_idle()
-        if commit and any(_has_pending(session) for session in active):  # reads have nothing to flush
-            try:
-                await _flush_now(active)
-            except CommitError as exc:
-                return exc
-        (committed, error), cancelled = await _to_the_end(_settle_now(active, commit))
+        async_sessions, sync_sessions = _by_kind(active)
+        # A rollback is never stopped; a commit is, while it flushes.
+        settling = Settling(interruptible=not sync_sessions) if commit else None
+        outcome, cancelled = await _to_the_end(_settle_now(async_sessions, sync_sessions, commit, settling), settling)
     finally:
         for session in sessions:
             mark_settled(session)
+    if outcome is None:  # stopped while flushing: nothing was committed
+        raise cancelled or asyncio.CancelledError()
+    committed, error = outcome
     if cancelled is not None:
-        outcome = f"committed: {quote_keys(committed)}" if commit else "rolled back"
+        result = f"committed: {quote_keys(committed)}" if commit else "rolled back"
         if error is not None:
-            outcome = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
-        logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", outcome)
+            result = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
+        logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", result)
         raise cancelled
     return error
 
@@ -179,10 +181,10 @@ def close_idle(sessions: Sequence[AsyncSession | Session]) -> list[AsyncSession 
     others, for :func:`close_all`. Synchronous, so a request whose session was never used awaits nothing."""
     holding = []
     for session in sessions:
-        if is_started(session) and session.in_transaction():
-            holding.append(session)
-            continue
         if is_started(session):
+            if session.in_transaction():
+                holding.append(session)
+                continue
             (session.sync_session if isinstance(session, AsyncSession) else session).close()
         mark_ended(session)
     return holding

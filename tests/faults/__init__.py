@@ -10,6 +10,7 @@ from tests.faults.cluster import PrivateCluster, StopMode, cluster_problem
 from tests.faults.proxy import (
     COMMIT,
     COMMIT_PREPARED,
+    INSERT,
     PREPARE_TRANSACTION,
     ROLLBACK_PREPARED,
     XA_COMMIT,
@@ -26,6 +27,7 @@ __all__ = (
     "Rule",
     "COMMIT",
     "COMMIT_PREPARED",
+    "INSERT",
     "PREPARE_TRANSACTION",
     "ROLLBACK_PREPARED",
     "XA_COMMIT",

@@ -39,6 +39,7 @@ When = Literal["before", "after"]
 COMMIT = r"^\s*commit\s*;?\s*$"
 """A plain ``COMMIT`` (not ``COMMIT PREPARED``)."""
 COMMIT_PREPARED = r"^\s*commit\s+prepared\b"
+INSERT = r"^\s*insert\b"
 ROLLBACK_PREPARED = r"^\s*rollback\s+prepared\b"
 PREPARE_TRANSACTION = r"^\s*prepare\s+transaction\b"
 XA_PREPARE = r"^\s*xa\s+prepare\b"

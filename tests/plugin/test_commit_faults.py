@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from litestar import Litestar, get
+from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
-from tests.faults import COMMIT
+from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
+from tests.faults import COMMIT, INSERT
 from tests.plugin import asgi
-from tests.plugin.orders import Audit, Base, place, refs
+from tests.plugin.orders import Audit, Base, Order, place, refs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -124,6 +125,55 @@ async def test_a_request_cancelled_while_its_binds_commit_settles_them_all_and_s
     assert messages(caplog, logging.WARNING) == [
         "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default', 'logs'"
     ]
+
+
+@post("/sync-orders/{ref:str}", sync_to_thread=True)
+def place_sync(ref: FromPath[str], db_session: NamedDependency[Session]) -> None:
+    db_session.add_all([Order(ref=ref), Audit(ref=ref)])
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_request_cancelled_while_it_flushes_commits_nothing_and_says_nothing_was_committed(
+    private_cluster: PrivateCluster,
+    fault_proxy: FaultProxy,
+    dbs: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+) -> None:
+    orders, logs = dbs
+    if kind == "async":
+        app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
+    else:
+        binds = {
+            "default": one_connection(private_cluster.url(orders, driver="postgresql+psycopg", port=fault_proxy.port)),
+            "logs": one_connection(private_cluster.url(logs, driver="postgresql+psycopg", port=fault_proxy.port)),
+        }
+        plugin = SQLAlchemyPlugin(config=SQLAlchemySyncConfig(binds=binds, base=Base, create_all=True))
+        app = Litestar(route_handlers=[place_sync], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        # Hold the flush's INSERT into the second bind: nothing is committed yet when the cancellation lands.
+        rule = fault_proxy.stall_on(INSERT, when="before", database=logs)
+        sent: list[dict[str, Any]] = []
+        path = "/orders/flushing" if kind == "async" else "/sync-orders/flushing"
+        task = asyncio.create_task(asgi.http(app, "POST", path, on_send=sent.append))
+        assert await rule.wait_async()
+        task.cancel()
+        await asyncio.sleep(0.2)
+        fault_proxy.release()  # a sync flush cannot be interrupted: it finishes, then stops before COMMIT
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sent == []
+        for key in ("default", "logs"):
+            for _ in range(50):  # a sync session is closed by the abandoned worker thread's caller, just after
+                if plugin.engines.sync_engine(key).pool.checkedout() == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert plugin.engines.sync_engine(key).pool.checkedout() == 0
+
+    assert refs(private_cluster, orders, "orders") == []
+    assert refs(private_cluster, logs, "audits") == []
+    assert messages(caplog, logging.WARNING) == []
 
 
 @contextlib.contextmanager
