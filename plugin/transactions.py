@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from plugin.commit import Settling, settle
+from plugin.commit import Settling, flush_all, settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
 from plugin.sessions import AsyncRoutingSession, is_started, mark_ended, mark_settled
@@ -136,6 +136,14 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
                 await session.until_idle()
         async_sessions, sync_sessions = _by_kind(active)
+        if commit and sync_sessions:
+            # A worker thread cannot be interrupted, and its flush may wait on a lock another session of the
+            # request holds, released only when that session is closed: flush in the request's own task,
+            # whose wait a cancellation ends (the sessions are then closed, which releases the lock).
+            try:
+                await anyio.to_thread.run_sync(flush_all, sync_sessions)
+            except CommitError as exc:
+                return exc
         # A rollback is never stopped; a commit is, while it flushes.
         settling = Settling(interruptible=not sync_sessions) if commit else None
         outcome, cancelled = await _to_the_end(_settle_now(async_sessions, sync_sessions, commit, settling), settling)

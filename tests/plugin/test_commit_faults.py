@@ -20,6 +20,7 @@ import anyio
 import pytest
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
