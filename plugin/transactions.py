@@ -87,8 +87,8 @@ async def _to_the_end(
             if not task.done():
                 finished = loop.create_future()
                 task.add_done_callback(functools.partial(_resolve, finished))
-    if task.cancelled():
-        return None, cancelled
+    if task.cancelled() and settling is not None and settling.abandoned:
+        return None, cancelled  # stopped here, before committing; anything else cancelling it is re-raised
     return task.result(), cancelled
 
 
