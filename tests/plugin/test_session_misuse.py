@@ -130,33 +130,6 @@ async def same_row_twice(
     logs_db_session.add(AuditEntry(id=1, message="pinned"))  # the second INSERT waits on the first's lock
 
 
-@pytest.mark.postgresql
-async def test_a_request_cancelled_while_its_own_sessions_block_each_other_ends(
-    new_db: Callable[[str], Database],
-) -> None:
-    db, logs = new_db("postgresql"), new_db("postgresql")
-    plugin = make_plugin({"default": db, "logs": logs})
-    app = Litestar(route_handlers=[same_row_twice], plugins=[plugin], logging_config=None)
-    waiting = f"select count(*) from pg_stat_activity where datname = '{logs.name}' and wait_event_type = 'Lock'"
-    async with app.lifespan():
-        task = asyncio.create_task(asgi.http(app, "POST", "/same-row-twice"))
-        try:
-            for _ in range(100):
-                if logs.fetch(waiting) == [(1,)]:
-                    break
-                await asyncio.sleep(0.1)
-            task.cancel()  # a timeout middleware: nothing is committed yet, so giving up is safe
-            done, _ = await asyncio.wait({task}, timeout=10)
-            assert done, "the cancelled request is still waiting on its own lock"
-        finally:
-            logs.execute(
-                f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{logs.name}' "
-                "and pid <> pg_backend_pid()"
-            )
-            await asyncio.wait({task}, timeout=10)
-    assert logs.fetch("select id from audit_entries") == []
-
-
 @post("/same-row-twice-sync", sync_to_thread=True)
 def same_row_twice_sync(db_session: NamedDependency[Session], logs_db_session: NamedDependency[Session]) -> None:
     db_session.add(AuditEntry(id=1, message="routed"))
@@ -164,17 +137,19 @@ def same_row_twice_sync(db_session: NamedDependency[Session], logs_db_session: N
 
 
 @pytest.mark.postgresql
-async def test_a_sync_request_cancelled_while_its_own_sessions_block_each_other_ends(
-    new_db: Callable[[str], Database],
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_request_cancelled_while_its_own_sessions_block_each_other_ends(
+    new_db: Callable[[str], Database], sync: bool
 ) -> None:
-    # A sync settle's worker thread cannot be interrupted: the cancelled request must not wait for it
-    # while its flush waits on a lock only closing the request's other session releases.
+    # Sync: the flush's worker thread cannot be interrupted, so the cancelled request must not wait for it
+    # while the flush waits on a lock that only closing the request's other session releases.
     db, logs = new_db("postgresql"), new_db("postgresql")
-    plugin = make_plugin({"default": db, "logs": logs}, sync=True)
-    app = Litestar(route_handlers=[same_row_twice_sync], plugins=[plugin], logging_config=None)
+    plugin = make_plugin({"default": db, "logs": logs}, sync=sync)
+    handler = same_row_twice_sync if sync else same_row_twice
+    app = Litestar(route_handlers=[handler], plugins=[plugin], logging_config=None)
     waiting = f"select count(*) from pg_stat_activity where datname = '{logs.name}' and wait_event_type = 'Lock'"
     async with app.lifespan():
-        task = asyncio.create_task(asgi.http(app, "POST", "/same-row-twice-sync"))
+        task = asyncio.create_task(asgi.http(app, "POST", "/same-row-twice-sync" if sync else "/same-row-twice"))
         try:
             for _ in range(100):
                 if logs.fetch(waiting) == [(1,)]:
