@@ -139,9 +139,10 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
         if commit and sync_sessions:
             # A worker thread cannot be interrupted, and its flush may wait on a lock another session of the
             # request holds, released only when that session is closed: flush in the request's own task,
-            # whose wait a cancellation ends (the sessions are then closed, which releases the lock).
+            # whose wait a cancellation ends (the sessions are then closed, which releases the lock). Without
+            # abandon_on_cancel anyio shields that wait from its own cancel scopes (a timeout middleware).
             try:
-                await anyio.to_thread.run_sync(flush_all, sync_sessions)
+                await anyio.to_thread.run_sync(flush_all, sync_sessions, abandon_on_cancel=True)
             except CommitError as exc:
                 return exc
         # A rollback is never stopped; a commit is, while it flushes.
