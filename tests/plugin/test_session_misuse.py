@@ -138,57 +138,27 @@ def same_row_twice_sync(db_session: NamedDependency[Session], logs_db_session: N
 
 
 @pytest.mark.postgresql
-@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize(
+    ("sync", "by_scope"), [(False, False), (False, True), (True, False), (True, True)],
+    ids=["async-task", "async-scope", "sync-task", "sync-scope"],
+)  # fmt: skip
 async def test_a_request_cancelled_while_its_own_sessions_block_each_other_ends(
-    new_db: Callable[[str], Database], sync: bool
+    new_db: Callable[[str], Database], sync: bool, by_scope: bool
 ) -> None:
     # Sync: the flush's worker thread cannot be interrupted, so the cancelled request must not wait for it
-    # while the flush waits on a lock that only closing the request's other session releases.
+    # while the flush waits on a lock that only closing the request's other session releases. The
+    # cancellation comes from Task.cancel() or from an anyio cancel scope (a timeout built on
+    # anyio.fail_after), which anyio keeps from worker-thread waits unless they may be abandoned.
     db, logs = new_db("postgresql"), new_db("postgresql")
     plugin = make_plugin({"default": db, "logs": logs}, sync=sync)
     handler = same_row_twice_sync if sync else same_row_twice
     app = Litestar(route_handlers=[handler], plugins=[plugin], logging_config=None)
     waiting = f"select count(*) from pg_stat_activity where datname = '{logs.name}' and wait_event_type = 'Lock'"
-    async with app.lifespan():
-        task = asyncio.create_task(asgi.http(app, "POST", "/same-row-twice-sync" if sync else "/same-row-twice"))
-        try:
-            for _ in range(100):
-                if logs.fetch(waiting) == [(1,)]:
-                    break
-                await asyncio.sleep(0.1)
-            assert logs.fetch(waiting) == [(1,)]
-            task.cancel()  # a timeout middleware: nothing is committed yet, so giving up is safe
-            done, _ = await asyncio.wait({task}, timeout=10)
-            assert done, "the cancelled request is still waiting on its own lock"
-        finally:
-            logs.execute(
-                f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{logs.name}' "
-                "and pid <> pg_backend_pid()"
-            )
-            await asyncio.wait({task}, timeout=10)
-        for _ in range(50):
-            if checked_out(plugin) == {"default": 0, "logs": 0}:
-                break
-            await asyncio.sleep(0.1)
-        assert checked_out(plugin) == {"default": 0, "logs": 0}
-    assert logs.fetch("select id from audit_entries") == []
-
-
-@pytest.mark.postgresql
-async def test_a_sync_request_whose_cancel_scope_is_cancelled_while_its_sessions_block_each_other_ends(
-    new_db: Callable[[str], Database],
-) -> None:
-    # The same lock wait, ended by an anyio cancel scope (a timeout middleware built on anyio.fail_after)
-    # rather than by Task.cancel(): the scope's cancellation must reach the request waiting on its flush.
-    db, logs = new_db("postgresql"), new_db("postgresql")
-    plugin = make_plugin({"default": db, "logs": logs}, sync=True)
-    app = Litestar(route_handlers=[same_row_twice_sync], plugins=[plugin], logging_config=None)
-    waiting = f"select count(*) from pg_stat_activity where datname = '{logs.name}' and wait_event_type = 'Lock'"
     scope = anyio.CancelScope()
 
     async def request() -> None:
         with scope:
-            await asgi.http(app, "POST", "/same-row-twice-sync")
+            await asgi.http(app, "POST", "/same-row-twice-sync" if sync else "/same-row-twice")
 
     async with app.lifespan():
         task = asyncio.create_task(request())
@@ -198,10 +168,13 @@ async def test_a_sync_request_whose_cancel_scope_is_cancelled_while_its_sessions
                     break
                 await asyncio.sleep(0.1)
             assert logs.fetch(waiting) == [(1,)]
-            scope.cancel()
+            if by_scope:
+                scope.cancel()
+            else:
+                task.cancel()  # a timeout middleware: nothing is committed yet, so giving up is safe
             done, _ = await asyncio.wait({task}, timeout=10)
-            assert done, "the request whose cancel scope was cancelled is still waiting on its own lock"
-            assert scope.cancelled_caught  # the scope saw its own cancellation
+            assert done, "the cancelled request is still waiting on its own lock"
+            assert scope.cancelled_caught == by_scope  # a scope sees its own cancellation
         finally:
             logs.execute(
                 f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{logs.name}' "
