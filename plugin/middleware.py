@@ -17,6 +17,8 @@ normally and roll back when it raised.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ from litestar.exceptions import HTTPException
 from litestar.exceptions.responses import create_exception_response
 
 from plugin._litestar import keep_out_of_response_cache
-from plugin.exceptions import CommitConflictError
+from plugin.exceptions import CommitConflictError, quote_keys
 from plugin.sessions import is_started, mark_settled
 from plugin.transactions import SUCCESS_STATUS, close_all, close_idle, settle_all
 
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from plugin.transactions import TransactionPolicy
 
 __all__ = ("RequestSessions", "TransactionMiddleware", "current_request_sessions", "mark_raised")
+
+logger = logging.getLogger("plugin.transactions")
 
 _current: ContextVar[RequestSessions | None] = ContextVar("sqlalchemy_plugin_request_sessions", default=None)
 
@@ -80,12 +84,21 @@ class RequestSessions:
 
     async def _settle_then_send(self, message: HTTPResponseStartEvent) -> None:
         commit = not self.raised and self.policy.should_commit(message["status"])
-        if (error := await settle_all(self.sessions, commit)) is not None:
+        committed, error = await settle_all(self.sessions, commit)
+        if error is not None:
             self.replaced = True
             keep_out_of_response_cache(self.scope)  # the dropped response must not be served to the next client
             await send_exception_response(self.scope, self.receive, self.send, error)
             return
-        await self.send(message)
+        try:
+            await self.send(message)
+        except asyncio.CancelledError:
+            if committed:  # the client may never see the response of a write that is committed: say so
+                logger.warning(
+                    "the task was cancelled while its response was starting, after its transaction committed: %s",
+                    quote_keys(committed),
+                )
+            raise
 
 
 async def _dropped() -> None:

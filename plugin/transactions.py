@@ -118,8 +118,9 @@ async def _settle_now(
     return committed, None
 
 
-async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> CommitError | None:
-    """:func:`settle` a unit of work's used sessions from async code; returns the error, if any.
+async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
+    """:func:`settle` a unit of work's used sessions from async code; returns the binds that committed and
+    the error, if any.
 
     Async sessions are settled together in one of SQLAlchemy's greenlets, sync sessions in a worker
     thread, in a task of their own. A cancellation of the calling task that arrives while the sessions
@@ -131,7 +132,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
     active = [session for session in sessions if is_started(session) and session.in_transaction()]
     try:
         if not active:
-            return None
+            return [], None
         for session in active:
             if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
                 await session.until_idle()
@@ -144,7 +145,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             try:
                 await anyio.to_thread.run_sync(flush_all, sync_sessions, abandon_on_cancel=True)
             except CommitError as exc:
-                return exc
+                return [], exc
         # A rollback is never stopped; a commit is, while it flushes.
         settling = Settling(interruptible=not sync_sessions) if commit else None
         outcome, cancelled = await _to_the_end(_settle_now(async_sessions, sync_sessions, commit, settling), settling)
@@ -160,7 +161,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             result = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
         logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", result)
         raise cancelled
-    return error
+    return committed, error
 
 
 async def _in_session(session: AsyncSession | Session, function: Callable[..., None], *args: Any) -> None:
@@ -227,7 +228,8 @@ async def unit_of_work(
         await settle_all([session], commit=False)
         raise
     else:
-        if (error := await settle_all([session], not dry_run and policy.should_commit(SUCCESS_STATUS))) is not None:
+        _, error = await settle_all([session], not dry_run and policy.should_commit(SUCCESS_STATUS))
+        if error is not None:
             raise error
     finally:
         await close_all([session])

@@ -198,7 +198,7 @@ async def _unit_of_work(
         outcome.discarded_unflushed = workspace.unflushed()
     workspace.ledger.settling = True
     try:
-        failure = await settle_all(sessions, commit)
+        _, failure = await settle_all(sessions, commit)
     except Exception as exc:  # a rollback failed (the connection is gone): say so, never "rolled back"
         _failed(outcome, f"ending the transaction failed: {describe_error(exc)}")
         return

@@ -278,7 +278,7 @@ async def test_a_bind_half_committed_across_two_sessions_is_reported_as_such(
         routed, pinned = plugin.sessions(), plugin.sessions("logs")  # settled in this order
         routed.add(LogEntry(ref="routed", parent_id=None))
         pinned.add(LogEntry(ref="pinned", parent_id=999))
-        error = await settle_all([routed, pinned], commit=True)
+        _, error = await settle_all([routed, pinned], commit=True)
         await close_all([routed, pinned])
 
     assert error is not None

@@ -29,6 +29,8 @@ from tests.plugin.models import Account, AuditEntry, make_plugin
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
     from tests.databases import Database
 
 pytestmark = pytest.mark.anyio
@@ -343,6 +345,43 @@ async def test_a_cancellation_that_lands_just_as_the_commit_finishes_still_says_
     assert db.fetch("select name from accounts") == [("ada",)]
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default'"
+    ]
+
+
+@pytest.mark.parametrize("kind", SQLITE_AND_POSTGRESQL)
+async def test_a_cancellation_while_the_response_starts_after_the_commit_says_what_was_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)})
+    starting, release = asyncio.Event(), asyncio.Event()
+
+    def slow_start(app: ASGIApp) -> ASGIApp:
+        # App middleware sits outside the transaction: its send runs after the commit, before the client.
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            async def held(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    starting.set()
+                    await release.wait()
+                await send(message)
+
+            await app(scope, receive, held)
+
+        return middleware
+
+    app = Litestar(route_handlers=[add_account_quickly], plugins=[plugin], middleware=[slow_start], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    sent: list[dict[str, Any]] = []
+    async with app.lifespan():
+        task = asyncio.create_task(asgi.http(app, "POST", "/accounts-quick/ada", on_send=sent.append))
+        await asyncio.wait_for(starting.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert sent == []  # the client never got the response
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "the task was cancelled while its response was starting, after its transaction committed: 'default'"
     ]
 
 
