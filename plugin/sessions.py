@@ -112,6 +112,11 @@ class RoutingSession(Session):
     pinned: str | None
     settled = False
     """Set once a request's (or unit of work's) transaction was settled: a later write raises."""
+    wrote = False
+    """Set once something was, or may have been, written through this session: a flush with changes, a
+    statement that is not a ``SELECT`` (``text()`` included), a connection handed out (``connection()``,
+    where anything may run) or a legacy bulk method. A unit of work none of whose sessions wrote is
+    settled without the cancellation shield (:func:`plugin.transactions.settle_all`)."""
     _begun: list[BoundConnection]
 
     def __init__(self, **options: Any) -> None:
@@ -157,6 +162,26 @@ class RoutingSession(Session):
             return bind  # type: ignore[no-any-return]
         return self.targets(kw.get("bind_key") or self.pinned or self.router.key_for(mapper, clause))
 
+    def connection(self, *args: Any, **kwargs: Any) -> Connection:
+        """``Session.connection()``; whatever runs on the connection may write, so the session counts as written."""
+        self.wrote = True
+        return super().connection(*args, **kwargs)
+
+    def bulk_save_objects(self, *args: Any, **kwargs: Any) -> None:
+        """``Session.bulk_save_objects()``; it writes without a flush event, so it is noted here."""
+        self.wrote = True
+        super().bulk_save_objects(*args, **kwargs)
+
+    def bulk_insert_mappings(self, *args: Any, **kwargs: Any) -> None:
+        """``Session.bulk_insert_mappings()``; it writes without a flush event, so it is noted here."""
+        self.wrote = True
+        super().bulk_insert_mappings(*args, **kwargs)
+
+    def bulk_update_mappings(self, *args: Any, **kwargs: Any) -> None:
+        """``Session.bulk_update_mappings()``; it writes without a flush event, so it is noted here."""
+        self.wrote = True
+        super().bulk_update_mappings(*args, **kwargs)
+
     def bound_connections(self) -> list[BoundConnection]:
         """The connections of the current transaction, in bind order (empty when none was taken)."""
         begun: list[BoundConnection] | None = self.__dict__.get("_begun")
@@ -192,9 +217,11 @@ def _forget_connections(session: RoutingSession, transaction: SessionTransaction
 
 
 @event.listens_for(RoutingSession, "before_flush")
-def _refuse_flush_after_settle(session: RoutingSession, _context: Any, _instances: Any) -> None:
+def _before_flush(session: RoutingSession, _context: Any, _instances: Any) -> None:
+    # SQLAlchemy calls this only for a flush that has changes to write.
     if session.settled:
         raise LifecycleError(AFTER_SETTLE.format(what="a flush"))
+    session.wrote = True
 
 
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT", "CREATE", "ALTER", "DROP", "TRUNCATE"})
@@ -202,15 +229,18 @@ _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT",
 
 @event.listens_for(RoutingSession, "do_orm_execute")
 def _before_orm_execute(state: ORMExecuteState) -> None:
-    # One listener, two jobs (a second listener cost a dispatch per statement):
+    # One listener, three jobs (a second listener cost a dispatch per statement):
     # 1. For ORM compound selects (union, except, intersect of ORM selects) SQLAlchemy hands get_bind
     #    neither a mapper nor the statement; without this the default bind would answer. ORM selects and
     #    DML already carry it (setdefault leaves theirs).
     state.bind_arguments.setdefault("clause", state.statement)
     # 2. Nothing may run through a session whose unit of work ended, and nothing may write after it settled.
+    # 3. A statement that may write marks its session as written (see RoutingSession.wrote).
     session = state.session
     if "_ended" in session.__dict__:  # a sync session (async ones are refused by their guard)
         raise LifecycleError(AFTER_END.format(name="execute"))
+    if not state.is_select:  # DML, DDL, text(): it may write (a SELECT that writes is settled as a read)
+        session.wrote = True  # type: ignore[attr-defined]
     if not session.settled:  # type: ignore[attr-defined]
         return
     statement = state.statement

@@ -22,7 +22,7 @@ from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -125,6 +125,77 @@ async def test_a_request_cancelled_while_its_binds_commit_settles_them_all_and_s
     assert refs(private_cluster, logs, "audits") == ["cancelled"]
     assert messages(caplog, logging.WARNING) == [
         "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default', 'logs'"
+    ]
+
+
+async def test_a_request_that_only_read_and_is_cancelled_during_its_commit_says_the_outcome_is_unknown(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    orders, logs = dbs
+    app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        # A read commits without the shield: a cancellation during its COMMIT interrupts it.
+        rule = fault_proxy.stall_on(COMMIT, when="before", database=logs)
+        sent: list[dict[str, Any]] = []
+        task = asyncio.create_task(asgi.http(app, "GET", "/audits", on_send=sent.append))
+        assert await rule.wait_async()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)  # not held until the stalled COMMIT is answered
+        fault_proxy.release()
+        assert sent == []
+        assert messages(caplog, logging.WARNING) == [
+            "the task was cancelled while committing a unit of work that only read; the outcome is unknown on "
+            "bind 'logs'"
+        ]
+        # The interrupted connection was dropped, not pooled: the pool's one connection serves the next request.
+        assert (await asgi.http(app, "GET", "/audits")).status == 200
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+
+
+@post("/writes/{how:str}")
+async def write_somehow(how: FromPath[str], logs_db_session: NamedDependency[AsyncSession]) -> None:
+    if how == "text":
+        await logs_db_session.execute(text("insert into audits (ref) values ('text')"))
+    elif how == "core":
+        await logs_db_session.execute(insert(Audit).values(ref="core"))
+    elif how == "connection":
+        connection = await logs_db_session.connection()
+        await connection.exec_driver_sql("insert into audits (ref) values ('connection')")
+    elif how == "bulk":
+        await logs_db_session.run_sync(lambda session: session.bulk_insert_mappings(Audit, [{"ref": "bulk"}]))
+    elif how == "flushed":
+        logs_db_session.add(Audit(ref="flushed"))
+        await logs_db_session.flush()
+    else:
+        logs_db_session.add(Audit(ref="pending"))  # flushed by the settle
+
+
+@pytest.mark.parametrize("how", ["text", "core", "connection", "bulk", "flushed", "pending"])
+async def test_every_kind_of_write_is_settled_to_its_end_when_the_request_is_cancelled_during_the_commit(
+    private_cluster: PrivateCluster,
+    fault_proxy: FaultProxy,
+    dbs: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    orders, logs = dbs
+    app, _ = app_for(private_cluster, fault_proxy, orders, logs)
+    app.register(write_somehow)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        rule = fault_proxy.stall_on(COMMIT, when="before", database=logs)
+        task = asyncio.create_task(asgi.http(app, "POST", f"/writes/{how}"))
+        assert await rule.wait_async()
+        task.cancel()
+        await asyncio.sleep(0.2)
+        fault_proxy.release()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert refs(private_cluster, logs, "audits") == [how]
+    assert messages(caplog, logging.WARNING) == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'logs'"
     ]
 
 
