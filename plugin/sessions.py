@@ -24,6 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
 
 from plugin.exceptions import LifecycleError
 from plugin.statements import split
@@ -114,9 +115,9 @@ class RoutingSession(Session):
     """Set once a request's (or unit of work's) transaction was settled: a later write raises."""
     wrote = False
     """Set once something was, or may have been, written through this session: a flush with changes, a
-    statement that is not a ``SELECT`` (``text()`` included), a connection handed out (``connection()``,
-    where anything may run) or a legacy bulk method. A unit of work none of whose sessions wrote is
-    settled without the cancellation shield (:func:`plugin.transactions.settle_all`)."""
+    statement that is not a ``SELECT`` (``text()`` included, typed with ``.columns()`` too), a connection
+    handed out (``connection()``, where anything may run) or a legacy bulk method. A unit of work none of
+    whose sessions wrote is settled without the cancellation shield (:func:`plugin.transactions.settle_all`)."""
     _begun: list[BoundConnection]
 
     def __init__(self, **options: Any) -> None:
@@ -239,7 +240,9 @@ def _before_orm_execute(state: ORMExecuteState) -> None:
     session = state.session
     if "_ended" in session.__dict__:  # a sync session (async ones are refused by their guard)
         raise LifecycleError(AFTER_END.format(name="execute"))
-    if not state.is_select:  # DML, DDL, text(): it may write (a SELECT that writes is settled as a read)
+    # DML, DDL, text(), and text().columns() (a TextualSelect, is_select though its SQL is anything: an
+    # INSERT ... RETURNING typed this way is common) may write. A SELECT that writes is settled as a read.
+    if not state.is_select or isinstance(state.statement, TextualSelect):
         session.wrote = True  # type: ignore[attr-defined]
     if not session.settled:  # type: ignore[attr-defined]
         return
