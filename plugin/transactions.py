@@ -118,12 +118,26 @@ async def _settle_now(
     return committed, None
 
 
-def _wrote(sessions: list[Session]) -> bool:
-    """Whether any of ``sessions`` wrote, may have written, or has changes a flush would write."""
-    for session in sessions:
-        if getattr(session, "wrote", True) or session.new or session.deleted or session.identity_map.check_modified():
-            return True
-    return False
+def _only_read(async_sessions: list[Session], sync_sessions: list[Session]) -> bool:
+    """Whether a unit of work may commit without the shield: async sessions that neither wrote, may have
+    written, nor have changes a flush would write, none of them two-phase.
+
+    Not a sync session: its commit runs in a worker thread a cancellation cannot stop, and the cancelled
+    caller would close the session under that running commit. Not two-phase: a cancellation between
+    PREPARE and COMMIT PREPARED would leave a prepared transaction, holding its locks, that nothing finishes.
+    """
+    if sync_sessions:
+        return False
+    for session in async_sessions:
+        if (
+            getattr(session, "wrote", True)
+            or session.twophase
+            or session.new
+            or session.deleted
+            or session.identity_map.check_modified()
+        ):
+            return False
+    return True
 
 
 async def _settle_read_only(
@@ -172,7 +186,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
                 await session.until_idle()
         async_sessions, sync_sessions = _by_kind(active)
-        if commit and not _wrote(async_sessions) and not _wrote(sync_sessions):
+        if commit and _only_read(async_sessions, sync_sessions):
             return await _settle_read_only(async_sessions, sync_sessions)
         if commit and sync_sessions:
             # A worker thread cannot be interrupted, and its flush may wait on a lock another session of the
