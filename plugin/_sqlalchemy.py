@@ -12,6 +12,8 @@
   to the primary (SQLAlchemy's own "custom vertical partitioning" recipe reads the same attribute).
 - ``GenerativeSelect._for_update_arg``: a ``SELECT ... FOR UPDATE`` (or ``FOR SHARE``) locks rows, which a
   standby cannot do; there is no public accessor.
+- ``Session._is_clean()``: whether a flush would find nothing to write (``new``, ``deleted`` and
+  ``dirty`` through public names build a set each; a unit of work is asked this on every request).
 - ``_generate_cache_key()``: a statement's structural cache key. SQLAlchemy memoizes it on the statement
   and computes it anyway to find the compiled SQL, so routing keyed on it costs a dictionary lookup.
 """
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, registry
     from sqlalchemy.sql.expression import ClauseElement
 
-__all__ = ("is_flushing", "locks_rows", "registries", "replace_finished_transaction", "structure_key")
+__all__ = ("has_changes", "is_flushing", "locks_rows", "registries", "replace_finished_transaction", "structure_key")
 
 
 def replace_finished_transaction(session: Session, connection: Connection) -> None:
@@ -55,6 +57,11 @@ def structure_key(statement: ClauseElement) -> Hashable | None:
     parameter values), or ``None`` when SQLAlchemy cannot cache the statement."""
     cache_key = statement._generate_cache_key()
     return None if cache_key is None else cache_key.key
+
+
+def has_changes(session: Session) -> bool:
+    """Whether ``session`` holds changes a flush would write (new, deleted or modified objects)."""
+    return not session._is_clean()
 
 
 def is_flushing(session: Session) -> bool:

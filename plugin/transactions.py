@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
+from plugin._sqlalchemy import has_changes
 from plugin.commit import Settling, flush_all, settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
@@ -129,13 +130,7 @@ def _only_read(async_sessions: list[Session], sync_sessions: list[Session]) -> b
     if sync_sessions:
         return False
     for session in async_sessions:
-        if (
-            getattr(session, "wrote", True)
-            or session.twophase
-            or session.new
-            or session.deleted
-            or session.identity_map.check_modified()
-        ):
+        if getattr(session, "wrote", True) or session.twophase or has_changes(session):
             return False
     return True
 

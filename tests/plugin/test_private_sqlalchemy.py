@@ -9,7 +9,14 @@ from __future__ import annotations
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, event, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from plugin._sqlalchemy import is_flushing, locks_rows, registries, replace_finished_transaction, structure_key
+from plugin._sqlalchemy import (
+    has_changes,
+    is_flushing,
+    locks_rows,
+    registries,
+    replace_finished_transaction,
+    structure_key,
+)
 
 
 def test_a_session_keeps_connection_and_engine_entries_as_four_tuples() -> None:
@@ -52,6 +59,31 @@ def test_a_directly_committed_connection_leaves_the_session_commit_and_rollback_
 
 class PrivateBase(DeclarativeBase):
     pass
+
+
+class Thing(PrivateBase):
+    __tablename__ = "things"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+def test_has_changes_sees_new_modified_and_deleted_objects_and_nothing_else() -> None:
+    engine = create_engine("sqlite://")
+    PrivateBase.metadata.create_all(engine, tables=[Thing.__table__])  # type: ignore[list-item]
+    with Session(engine) as session:
+        assert not has_changes(session)
+        session.add(Thing(id=1, name="a"))
+        assert has_changes(session)  # new
+        session.flush()
+        assert not has_changes(session)
+        thing = session.get(Thing, 1)
+        assert thing is not None
+        assert not has_changes(session)  # loaded, unchanged
+        thing.name = "b"
+        assert has_changes(session)  # modified
+        session.flush()
+        session.delete(thing)
+        assert has_changes(session)  # deleted
 
 
 def test_registries_lists_live_registries() -> None:
