@@ -135,10 +135,9 @@ def _only_read(async_sessions: list[Session], sync_sessions: list[Session]) -> b
     return True
 
 
-async def _settle_read_only(
-    async_sessions: list[Session], sync_sessions: list[Session]
-) -> tuple[list[str], CommitError | None]:
-    """Commit a unit of work that only read, in the calling task: a cancellation has no write to lose there.
+async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitError | None]:
+    """Commit a unit of work that only read (async sessions, see :func:`_only_read`) in the calling task:
+    a cancellation has no write to lose there.
 
     The shield (a task of its own, :func:`_to_the_end`) protects writes from a cancellation landing
     between two binds' COMMITs or inside one; without writes, what a COMMIT ends is reads. If a
@@ -148,9 +147,11 @@ async def _settle_read_only(
     instructions, 3 % of the request (docs/benchmarks.md).
     """
     try:
-        return await _settle_now(async_sessions, sync_sessions, True, None)
+        return await greenlet_spawn(settle, sessions, True), None
+    except CommitError as exc:
+        return list(exc.committed), exc
     except asyncio.CancelledError:
-        binds = dict.fromkeys(b.bind for s in [*async_sessions, *sync_sessions] for b in _began(s))
+        binds = dict.fromkeys(b.bind for s in sessions for b in _began(s))
         logger.warning(
             "the task was cancelled while committing a unit of work that only read; the outcome is unknown on %s",
             f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}",
@@ -182,7 +183,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
                 await session.until_idle()
         async_sessions, sync_sessions = _by_kind(active)
         if commit and _only_read(async_sessions, sync_sessions):
-            return await _settle_read_only(async_sessions, sync_sessions)
+            return await _settle_read_only(async_sessions)
         if commit and sync_sessions:
             # A worker thread cannot be interrupted, and its flush may wait on a lock another session of the
             # request holds, released only when that session is closed: flush in the request's own task,
