@@ -130,7 +130,15 @@ def _only_read(async_sessions: list[Session], sync_sessions: list[Session]) -> b
     if sync_sessions:
         return False
     for session in async_sessions:
-        if getattr(session, "wrote", True) or session.twophase or has_changes(session):
+        if session.twophase:
+            return False
+    return _read(async_sessions)
+
+
+def _read(sessions: list[Session]) -> bool:
+    """Whether none of ``sessions`` wrote, may have written, or has changes a flush would write."""
+    for session in sessions:  # noqa: SIM110 - a loop, not all() over a generator: this runs on every request
+        if getattr(session, "wrote", True) or has_changes(session):
             return False
     return True
 
@@ -164,8 +172,8 @@ def _began(session: Session) -> list[BoundConnection]:
 
 
 async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
-    """:func:`settle` a unit of work's used sessions from async code; returns the binds that committed and
-    the error, if any.
+    """:func:`settle` a unit of work's used sessions from async code; returns the binds where a write
+    committed (none for a unit of work that only read) and the error, if any.
 
     Async sessions are settled together in one of SQLAlchemy's greenlets, sync sessions in a worker
     thread, in a task of their own. A cancellation of the calling task that arrives while the sessions
@@ -183,7 +191,8 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
                 await session.until_idle()
         async_sessions, sync_sessions = _by_kind(active)
         if commit and _only_read(async_sessions, sync_sessions):
-            return await _settle_read_only(async_sessions)
+            _, error = await _settle_read_only(async_sessions)
+            return [], error  # no write was committed (what the caller warns about when the response is lost)
         if commit and sync_sessions:
             # A worker thread cannot be interrupted, and its flush may wait on a lock another session of the
             # request holds, released only when that session is closed: flush in the request's own task,
@@ -208,6 +217,8 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             result = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
         logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", result)
         raise cancelled
+    if committed and error is None and _read(async_sessions) and _read(sync_sessions):
+        return [], None  # a unit of work that only read (sync, two-phase) committed no write either
     return committed, error
 
 
