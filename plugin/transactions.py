@@ -160,9 +160,10 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
         return list(exc.committed), exc
     except asyncio.CancelledError:
         binds = dict.fromkeys(b.bind for s in sessions for b in _began(s))
+        where = f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}" if binds else "its read replicas"
         logger.warning(
             "the task was cancelled while committing a unit of work that only read; the outcome is unknown on %s",
-            f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}",
+            where,
         )
         raise
 
