@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import pytest
@@ -22,17 +22,17 @@ from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Integer, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
-from tests.faults import COMMIT, INSERT
+from tests.faults import COMMIT, COMMIT_PREPARED, INSERT, PREPARE_TRANSACTION
 from tests.plugin import asgi
 from tests.plugin.orders import Audit, Base, Order, place, refs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Coroutine, Iterator
 
     from tests.faults import FaultProxy, PrivateCluster
 
@@ -101,6 +101,33 @@ async def test_a_connection_lost_at_commit_is_not_pooled_and_its_outcome_is_unkn
     )
 
 
+async def cancelled_while_stalled(
+    proxy: FaultProxy,
+    request: Coroutine[Any, Any, Any],
+    statement: str,
+    *,
+    database: str,
+    when: Literal["before", "after"] = "before",
+    release_first: bool = True,
+) -> None:
+    """Run ``request`` until ``statement`` reaches (or is answered by) ``database``, hold it there, cancel the
+    request (a timeout middleware, or the server giving up), then let the statement through.
+
+    With ``release_first`` the statement is let through before the cancelled request is awaited (a settle
+    that must run to its end needs it); without, the request must end while the statement is still held.
+    """
+    rule = proxy.stall_on(statement, when=when, database=database)
+    task = asyncio.create_task(request)
+    assert await rule.wait_async()
+    task.cancel()
+    if release_first:
+        await asyncio.sleep(0.2)
+        proxy.release()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    proxy.release()
+
+
 async def test_a_request_cancelled_while_its_binds_commit_settles_them_all_and_says_so(
     private_cluster: PrivateCluster, fault_proxy: FaultProxy, dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -108,16 +135,10 @@ async def test_a_request_cancelled_while_its_binds_commit_settles_them_all_and_s
     app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
     caplog.set_level(logging.WARNING, logger="plugin")
     async with app.lifespan():
-        # Hold the second bind's COMMIT until released, so the cancellation lands between the two.
-        rule = fault_proxy.stall_on(COMMIT, when="before", database=logs)
+        # Hold the second bind's COMMIT, so the cancellation lands between the two.
         sent: list[dict[str, Any]] = []
-        task = asyncio.create_task(asgi.http(app, "POST", "/orders/cancelled", on_send=sent.append))
-        assert await rule.wait_async()
-        task.cancel()  # a timeout middleware, or the server giving up on the request
-        await asyncio.sleep(0.2)
-        fault_proxy.release()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        request = asgi.http(app, "POST", "/orders/cancelled", on_send=sent.append)
+        await cancelled_while_stalled(fault_proxy, request, COMMIT, database=logs)
         assert sent == []  # nobody is left to receive a response
         assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
 
@@ -135,15 +156,11 @@ async def test_a_request_that_only_read_and_is_cancelled_during_its_commit_says_
     app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
     caplog.set_level(logging.WARNING, logger="plugin")
     async with app.lifespan():
-        # A read commits without the shield: a cancellation during its COMMIT interrupts it.
-        rule = fault_proxy.stall_on(COMMIT, when="before", database=logs)
+        # A read commits without the shield: a cancellation during its COMMIT interrupts it, so the request
+        # ends while the COMMIT is still held.
         sent: list[dict[str, Any]] = []
-        task = asyncio.create_task(asgi.http(app, "GET", "/audits", on_send=sent.append))
-        assert await rule.wait_async()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)  # not held until the stalled COMMIT is answered
-        fault_proxy.release()
+        request = asgi.http(app, "GET", "/audits", on_send=sent.append)
+        await cancelled_while_stalled(fault_proxy, request, COMMIT, database=logs, release_first=False)
         assert sent == []
         assert messages(caplog, logging.WARNING) == [
             "the task was cancelled while committing a unit of work that only read; the outcome is unknown on "
@@ -165,6 +182,9 @@ async def write_somehow(how: FromPath[str], logs_db_session: NamedDependency[Asy
         await connection.exec_driver_sql("insert into audits (ref) values ('connection')")
     elif how == "bulk":
         await logs_db_session.run_sync(lambda session: session.bulk_insert_mappings(Audit, [{"ref": "bulk"}]))
+    elif how == "returning":  # text().columns(): a TextualSelect, is_select although its SQL is an INSERT
+        statement = text("insert into audits (ref) values ('returning') returning id").columns(id=Integer)
+        (await logs_db_session.execute(statement)).scalar_one()
     elif how == "flushed":
         logs_db_session.add(Audit(ref="flushed"))
         await logs_db_session.flush()
@@ -172,7 +192,7 @@ async def write_somehow(how: FromPath[str], logs_db_session: NamedDependency[Asy
         logs_db_session.add(Audit(ref="pending"))  # flushed by the settle
 
 
-@pytest.mark.parametrize("how", ["text", "core", "connection", "bulk", "flushed", "pending"])
+@pytest.mark.parametrize("how", ["text", "core", "returning", "connection", "bulk", "flushed", "pending"])
 async def test_every_kind_of_write_is_settled_to_its_end_when_the_request_is_cancelled_during_the_commit(
     private_cluster: PrivateCluster,
     fault_proxy: FaultProxy,
@@ -185,15 +205,76 @@ async def test_every_kind_of_write_is_settled_to_its_end_when_the_request_is_can
     app.register(write_somehow)
     caplog.set_level(logging.WARNING, logger="plugin")
     async with app.lifespan():
-        rule = fault_proxy.stall_on(COMMIT, when="before", database=logs)
-        task = asyncio.create_task(asgi.http(app, "POST", f"/writes/{how}"))
-        assert await rule.wait_async()
-        task.cancel()
-        await asyncio.sleep(0.2)
-        fault_proxy.release()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_while_stalled(fault_proxy, asgi.http(app, "POST", f"/writes/{how}"), COMMIT, database=logs)
     assert refs(private_cluster, logs, "audits") == [how]
+    assert messages(caplog, logging.WARNING) == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'logs'"
+    ]
+
+
+@get("/both")
+async def read_both(db_session: NamedDependency[AsyncSession]) -> int:
+    orders = await db_session.scalar(select(func.count()).select_from(Order)) or 0
+    audits = await db_session.scalar(select(func.count()).select_from(Audit)) or 0
+    return int(orders + audits)
+
+
+@pytest.mark.parametrize("stall", [(PREPARE_TRANSACTION, "after"), (COMMIT_PREPARED, "before")])
+async def test_a_two_phase_read_cancelled_while_it_commits_leaves_no_transaction_prepared(
+    private_cluster: PrivateCluster,
+    fault_proxy: FaultProxy,
+    dbs: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+    stall: tuple[str, str],
+) -> None:
+    orders, logs = dbs
+    app, plugin = app_for(private_cluster, fault_proxy, orders, logs, two_phase=True)
+    app.register(read_both)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        # The cancellation lands once the second bind prepared (its answer held), or once both prepared.
+        statement, when = stall
+        request = asgi.http(app, "GET", "/both")
+        await cancelled_while_stalled(fault_proxy, request, statement, database=logs, when=when)  # type: ignore[arg-type]
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+        # A prepared transaction nobody finishes holds its locks (ACCESS SHARE on audits) until an operator
+        # runs ROLLBACK PREPARED: a migration's ALTER TABLE would wait on it forever.
+        assert private_cluster.prepared_transactions(logs) == []
+        assert private_cluster.prepared_transactions(orders) == []
+    assert messages(caplog, logging.WARNING) == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default', 'logs'"
+    ]
+
+
+@get("/sync-audits", sync_to_thread=True)
+def count_sync(logs_db_session: NamedDependency[Session]) -> int:
+    return int(logs_db_session.scalar(select(func.count()).select_from(Audit)) or 0)
+
+
+async def test_a_sync_read_cancelled_during_its_commit_is_settled_to_its_end_before_it_is_closed(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    orders, logs = dbs
+    binds = {
+        "default": one_connection(private_cluster.url(orders, driver="postgresql+psycopg", port=fault_proxy.port)),
+        "logs": one_connection(private_cluster.url(logs, driver="postgresql+psycopg", port=fault_proxy.port)),
+    }
+    plugin: SQLAlchemyPlugin[Any] = SQLAlchemyPlugin(
+        config=SQLAlchemySyncConfig(binds=binds, base=Base, create_all=True)
+    )
+    app = Litestar(route_handlers=[count_sync], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        await cancelled_while_stalled(fault_proxy, asgi.http(app, "GET", "/sync-audits"), COMMIT, database=logs)
+        for _ in range(50):
+            if plugin.engines.sync_engine("logs").pool.checkedout() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+        assert (await asgi.http(app, "GET", "/sync-audits")).status == 200
+    # Before: the cancelled caller closed the session while the worker thread was still committing it
+    # ("closing a session failed", then an ERROR), and the WARNING said the outcome was unknown.
+    assert messages(caplog, logging.ERROR) == []
     assert messages(caplog, logging.WARNING) == [
         "the task was cancelled while its transaction was being settled; settled anyway: committed: 'logs'"
     ]
@@ -225,16 +306,11 @@ async def test_a_request_cancelled_while_it_flushes_commits_nothing_and_says_not
     caplog.set_level(logging.WARNING, logger="plugin")
     async with app.lifespan():
         # Hold the flush's INSERT into the second bind: nothing is committed yet when the cancellation lands.
-        rule = fault_proxy.stall_on(INSERT, when="before", database=logs)
         sent: list[dict[str, Any]] = []
         path = "/orders/flushing" if kind == "async" else "/sync-orders/flushing"
-        task = asyncio.create_task(asgi.http(app, "POST", path, on_send=sent.append))
-        assert await rule.wait_async()
-        task.cancel()
-        await asyncio.sleep(0.2)
-        fault_proxy.release()  # a sync flush cannot be interrupted: it finishes, then stops before COMMIT
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        request = asgi.http(app, "POST", path, on_send=sent.append)
+        # A sync flush's worker thread cannot be interrupted: the request stops waiting for it.
+        await cancelled_while_stalled(fault_proxy, request, INSERT, database=logs)
         assert sent == []
         for key in ("default", "logs"):
             for _ in range(50):  # a sync session is closed by the abandoned worker thread's caller, just after
