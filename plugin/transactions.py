@@ -182,6 +182,9 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
     One that arrives once committing began lets it run to its end: then what was committed is logged at
     WARNING (nobody is left to receive a response), and the cancellation is re-raised. Every session is
     marked settled: a later flush through it raises :class:`~plugin.exceptions.LifecycleError`.
+
+    A commit of async, one-phase sessions that only read runs in the calling task instead
+    (:func:`_settle_read_only`): it has no write a cancellation could cut short.
     """
     active = [session for session in sessions if is_started(session) and session.in_transaction()]
     try:
