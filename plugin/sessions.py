@@ -247,6 +247,8 @@ def _before_orm_execute(state: ORMExecuteState) -> None:
     if not session.settled:  # type: ignore[attr-defined]
         return
     statement = state.statement
+    if isinstance(statement, TextualSelect):  # text("...").columns(...): the text decides
+        statement = statement.element
     if isinstance(statement, TextClause):  # read as the sandbox reads SQL: comments, strings, WITH clauses
         writes = any(s.verb in _WRITES for s in split(statement.text))
     else:

@@ -24,7 +24,7 @@ from litestar.events import listener
 from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.testing import AsyncTestClient
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import Integer, create_engine, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -235,6 +235,21 @@ async def after_response_disguised(
     logs_db_session.add(AuditEntry(message=name))
 
 
+async def audit_after_response_typed(request: Request[Any, Any, Any]) -> None:
+    session: AsyncSession = request.state.session
+    # text().columns() types a text statement's rows (a TextualSelect, is_select whatever its SQL is).
+    statement = text("insert into audit_entries (message) values ('typed') returning id").columns(id=Integer)
+    await session.execute(statement)
+
+
+@post("/after-response-typed/{name:str}", after_response=audit_after_response_typed)
+async def after_response_typed(
+    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
+) -> None:
+    request.state.session = logs_db_session
+    logs_db_session.add(AuditEntry(message=name))
+
+
 @get("/streamed-write")
 async def streamed_write(db_session: NamedDependency[AsyncSession]) -> Stream:
     async def body() -> AsyncIterator[bytes]:
@@ -252,10 +267,11 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
 ) -> None:
     db, logs = new_db(kind), new_db(kind)
     plugin = make_plugin({"default": db, "logs": logs})
-    handlers = [background, after_response, after_response_disguised, streamed_write]
+    handlers = [background, after_response, after_response_disguised, after_response_typed, streamed_write]
     app = Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None)
     async with app.lifespan():
-        for path in ("/background/ada", "/after-response/bob", "/after-response-disguised/cy"):
+        paths = ("/background/ada", "/after-response/bob", "/after-response-disguised/cy", "/after-response-typed/di")
+        for path in paths:
             sent: list[dict[str, Any]] = []
             error = await raised_by(asgi.http(app, "POST", path, on_send=sent.append))
             assert caused_by(error, LifecycleError), path
@@ -264,7 +280,11 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
         assert caused_by(error, LifecycleError)
         assert checked_out(plugin) == {"default": 0, "logs": 0}
     assert names(db) == ["ada"]
-    assert messages(logs) == ["bob", "cy"]  # only what the handlers themselves wrote, committed with their requests
+    assert messages(logs) == [
+        "bob",
+        "cy",
+        "di",
+    ]  # only what the handlers themselves wrote, committed with their requests
     while not isinstance(error, LifecycleError):
         error = error.__cause__ or error.exceptions[0]  # type: ignore[attr-defined]
     assert str(error) == (
