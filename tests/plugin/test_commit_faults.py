@@ -34,6 +34,7 @@ from tests.plugin.orders import Audit, Base, Order, place, refs
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
 
+    from tests.databases import Database
     from tests.faults import FaultProxy, PrivateCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgresql]
@@ -169,6 +170,46 @@ async def test_a_request_that_only_read_and_is_cancelled_during_its_commit_says_
         # The interrupted connection was dropped, not pooled: the pool's one connection serves the next request.
         assert (await asgi.http(app, "GET", "/audits")).status == 200
         assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+
+
+@pytest.mark.mariadb
+async def test_on_mariadb_a_cancelled_read_says_the_outcome_is_unknown_and_a_cancelled_write_is_settled(
+    new_db: Callable[[str], Database], mariadb_fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The two sides of the settle, on asyncmy: a read's COMMIT is interrupted and its connection dropped; a
+    write's COMMIT runs to its end although the request was cancelled while it waited."""
+    orders, logs = new_db("postgresql"), new_db("mariadb")
+    logs_url = logs.url().set(port=mariadb_fault_proxy.port).render_as_string(hide_password=False)
+    binds = {
+        "default": one_connection(orders.url().render_as_string(hide_password=False)),
+        "logs": one_connection(logs_url),
+    }
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True))
+    app = Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        sent: list[dict[str, Any]] = []
+        request = asgi.http(app, "GET", "/audits", on_send=sent.append)
+        await cancelled_while_stalled(mariadb_fault_proxy, request, COMMIT, database=logs.name, release_first=False)
+        assert sent == []
+        assert messages(caplog, logging.WARNING) == [
+            "the task was cancelled while committing a unit of work that only read; the outcome is unknown on "
+            "bind 'logs'"
+        ]
+        assert (await asgi.http(app, "GET", "/audits")).status == 200  # the one pooled connection works
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+        caplog.clear()
+
+        request = asgi.http(app, "POST", "/orders/cancelled", on_send=sent.append)
+        await cancelled_while_stalled(mariadb_fault_proxy, request, COMMIT, database=logs.name)
+        assert sent == []
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+
+    assert orders.fetch("select ref from orders") == [("cancelled",)]
+    assert logs.fetch("select ref from audits") == [("cancelled",)]
+    assert messages(caplog, logging.WARNING) == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default', 'logs'"
+    ]
 
 
 @post("/writes/{how:str}")
