@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
 from plugin._sqlalchemy import has_changes
@@ -27,6 +27,8 @@ from plugin.sessions import AsyncRoutingSession, BoundConnection, RoutingSession
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+
+    from sqlalchemy.orm import Session
 
 __all__ = (
     "SUCCESS_STATUS",
@@ -168,6 +170,49 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
         raise
 
 
+class _WorkerFlush:
+    """The flush of a request's sync sessions in a worker thread the request may stop waiting for.
+
+    A cancelled request stops waiting, but the thread runs on: its sessions must not be closed under it
+    (the ROLLBACK of a close would be sent on a connection still waiting for an INSERT's reply; pymysql,
+    unlike psycopg, does not serialise two threads on one connection). A close asked while the flush runs
+    is done by the worker thread when the flush ends; a flush whose sessions were already closed does not
+    start.
+    """
+
+    def __init__(self, sessions: list[Session]) -> None:
+        self.sessions = sessions
+        self._lock = threading.Lock()
+        self._state = "waiting"  # -> "flushing" -> "done"; or "waiting" -> "closed" (never flushed)
+        self._close_after: list[Session] = []
+        for session in sessions:
+            session.__dict__["_worker_flush"] = self
+
+    def run(self) -> None:
+        """In the worker thread: flush, then close what the request's end asked to close meanwhile."""
+        with self._lock:
+            if self._state == "closed":
+                return
+            self._state = "flushing"
+        try:
+            flush_all(self.sessions)
+        finally:
+            with self._lock:
+                self._state = "done"
+            for session in self._close_after:
+                _close_now(session)
+
+    def close_later(self, session: Session) -> bool:
+        """From the request's end: whether closing ``session`` was left to the flush's thread (still running)."""
+        with self._lock:
+            if self._state == "flushing":
+                self._close_after.append(session)
+                return True
+            if self._state == "waiting":
+                self._state = "closed"
+            return False
+
+
 def _began(session: Session) -> list[BoundConnection]:
     return session.bound_connections() if isinstance(session, RoutingSession) else []
 
@@ -203,7 +248,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             # whose wait a cancellation ends (the sessions are then closed, which releases the lock). Without
             # abandon_on_cancel anyio shields that wait from its own cancel scopes (a timeout middleware).
             try:
-                await anyio.to_thread.run_sync(flush_all, sync_sessions, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(_WorkerFlush(sync_sessions).run, abandon_on_cancel=True)
             except CommitError as exc:
                 return [], exc
         # A rollback is never stopped; a commit is, while it flushes.
@@ -234,18 +279,25 @@ async def _in_session(session: AsyncSession | Session, function: Callable[..., N
         await anyio.to_thread.run_sync(function, session, *args)
 
 
-async def _close(session: AsyncSession | Session) -> None:
-    if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
-        await session.until_idle()
+def _close_now(session: Session) -> None:
     try:
-        await _in_session(session, Session.close)
+        session.close()
     except Exception:
         # The connection is unusable (e.g. cancelled mid-query); drop it rather than pool it.
         logger.warning("closing a session failed; invalidating its connections", exc_info=True)
         try:
-            await _in_session(session, Session.invalidate)
+            session.invalidate()
         except Exception:
             logger.exception("invalidating a session's connections failed")
+
+
+async def _close(session: AsyncSession | Session) -> None:
+    if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
+        await session.until_idle()
+    flushing: _WorkerFlush | None = session.__dict__.pop("_worker_flush", None)
+    if flushing is not None and flushing.close_later(session):  # type: ignore[arg-type]  # only sync sessions
+        return
+    await _in_session(session, _close_now)
 
 
 def close_idle(sessions: Sequence[AsyncSession | Session]) -> list[AsyncSession | Session]:
@@ -254,7 +306,7 @@ def close_idle(sessions: Sequence[AsyncSession | Session]) -> list[AsyncSession 
     holding = []
     for session in sessions:
         if is_started(session):
-            if session.in_transaction():
+            if session.in_transaction() or "_worker_flush" in session.__dict__:  # a flush may be about to begin
                 holding.append(session)
                 continue
             (session.sync_session if isinstance(session, AsyncSession) else session).close()

@@ -326,6 +326,11 @@ def place_sync(ref: FromPath[str], db_session: NamedDependency[Session]) -> None
     db_session.add_all([Order(ref=ref), Audit(ref=ref)])
 
 
+@get("/sync-audits", sync_to_thread=True)
+def count_audits_sync(logs_db_session: NamedDependency[Session]) -> int:
+    return int(logs_db_session.scalar(select(func.count()).select_from(Audit)) or 0)
+
+
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_a_request_cancelled_while_it_flushes_commits_nothing_and_says_nothing_was_committed(
     private_cluster: PrivateCluster,
@@ -362,6 +367,40 @@ async def test_a_request_cancelled_while_it_flushes_commits_nothing_and_says_not
 
     assert refs(private_cluster, orders, "orders") == []
     assert refs(private_cluster, logs, "audits") == []
+    assert messages(caplog, logging.WARNING) == []
+
+
+@pytest.mark.mariadb
+async def test_on_mariadb_a_sync_flush_cancelled_mid_statement_leaves_a_working_pool_and_commits_nothing(
+    new_db: Callable[[str], Database], mariadb_fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pymysql, unlike psycopg, does not serialise two threads on one connection: the session of a cancelled
+    sync flush must not be closed (ROLLBACK sent) while its worker thread still waits for an INSERT's reply."""
+    orders, logs = new_db("postgresql"), new_db("mariadb")
+    logs_url = logs.url(sync=True).set(port=mariadb_fault_proxy.port).render_as_string(hide_password=False)
+    orders_url = orders.url(sync=True).render_as_string(hide_password=False)
+    binds = {"default": one_connection(orders_url), "logs": one_connection(logs_url)}
+    plugin = SQLAlchemyPlugin(config=SQLAlchemySyncConfig(binds=binds, base=Base, create_all=True))
+    app = Litestar(route_handlers=[place_sync, count_audits_sync], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        sent: list[dict[str, Any]] = []
+        request = asgi.http(app, "POST", "/sync-orders/flushing", on_send=sent.append)
+        await cancelled_while_stalled(mariadb_fault_proxy, request, INSERT, database=logs.name)
+        assert sent == []
+        # The pool's one connection to each bind comes back, and works: the next request reads through it.
+        for key in ("default", "logs"):
+            for _ in range(50):
+                if plugin.engines.sync_engine(key).pool.checkedout() == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert plugin.engines.sync_engine(key).pool.checkedout() == 0
+        for _ in range(3):
+            answer = await asgi.http(app, "GET", "/sync-audits")
+            assert (answer.status, answer.body) == (200, b"0")
+
+    assert orders.fetch("select ref from orders") == []
+    assert logs.fetch("select ref from audits") == []
     assert messages(caplog, logging.WARNING) == []
 
 
