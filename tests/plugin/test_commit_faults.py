@@ -65,6 +65,27 @@ def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == level and r.name.startswith("plugin")]
 
 
+def mariadb_logs(
+    new_db: Callable[[str], Database], proxy: FaultProxy, *, sync: bool = False
+) -> tuple[dict[str, BindConfig], Database, Database]:
+    """One-connection binds: ``default`` on the shared PostgreSQL server, ``logs`` on MariaDB through ``proxy``."""
+    orders, logs = new_db("postgresql"), new_db("mariadb")
+    logs_url = logs.url(sync=sync).set(port=proxy.port).render_as_string(hide_password=False)
+    orders_url = orders.url(sync=sync).render_as_string(hide_password=False)
+    return {"default": one_connection(orders_url), "logs": one_connection(logs_url)}, orders, logs
+
+
+async def pools_returned(plugin: SQLAlchemyPlugin[Any]) -> None:
+    """Wait (up to 5 s) until every bind's pool has its connections back; a sync session may be closed by an
+    abandoned worker thread just after its request ended."""
+    for key in plugin.engines.engines:
+        for _ in range(50):
+            if plugin.engines.sync_engine(key).pool.checkedout() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert plugin.engines.sync_engine(key).pool.checkedout() == 0, key
+
+
 @pytest.fixture
 def dbs(cluster_db: Callable[[], str]) -> tuple[str, str]:
     return cluster_db(), cluster_db()
@@ -178,12 +199,7 @@ async def test_on_mariadb_a_cancelled_read_says_the_outcome_is_unknown_and_a_can
 ) -> None:
     """The two sides of the settle, on asyncmy: a read's COMMIT is interrupted and its connection dropped; a
     write's COMMIT runs to its end although the request was cancelled while it waited."""
-    orders, logs = new_db("postgresql"), new_db("mariadb")
-    logs_url = logs.url().set(port=mariadb_fault_proxy.port).render_as_string(hide_password=False)
-    binds = {
-        "default": one_connection(orders.url().render_as_string(hide_password=False)),
-        "logs": one_connection(logs_url),
-    }
+    binds, orders, logs = mariadb_logs(new_db, mariadb_fault_proxy)
     plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True))
     app = Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None)
     caplog.set_level(logging.WARNING, logger="plugin")
@@ -358,12 +374,7 @@ async def test_a_request_cancelled_while_it_flushes_commits_nothing_and_says_not
         # A sync flush's worker thread cannot be interrupted: the request stops waiting for it.
         await cancelled_while_stalled(fault_proxy, request, INSERT, database=logs)
         assert sent == []
-        for key in ("default", "logs"):
-            for _ in range(50):  # a sync session is closed by the abandoned worker thread's caller, just after
-                if plugin.engines.sync_engine(key).pool.checkedout() == 0:
-                    break
-                await asyncio.sleep(0.1)
-            assert plugin.engines.sync_engine(key).pool.checkedout() == 0
+        await pools_returned(plugin)
 
     assert refs(private_cluster, orders, "orders") == []
     assert refs(private_cluster, logs, "audits") == []
@@ -376,10 +387,7 @@ async def test_on_mariadb_a_sync_flush_cancelled_mid_statement_leaves_a_working_
 ) -> None:
     """pymysql, unlike psycopg, does not serialise two threads on one connection: the session of a cancelled
     sync flush must not be closed (ROLLBACK sent) while its worker thread still waits for an INSERT's reply."""
-    orders, logs = new_db("postgresql"), new_db("mariadb")
-    logs_url = logs.url(sync=True).set(port=mariadb_fault_proxy.port).render_as_string(hide_password=False)
-    orders_url = orders.url(sync=True).render_as_string(hide_password=False)
-    binds = {"default": one_connection(orders_url), "logs": one_connection(logs_url)}
+    binds, orders, logs = mariadb_logs(new_db, mariadb_fault_proxy, sync=True)
     plugin = SQLAlchemyPlugin(config=SQLAlchemySyncConfig(binds=binds, base=Base, create_all=True))
     app = Litestar(route_handlers=[place_sync, count_audits_sync], plugins=[plugin], logging_config=None)
     caplog.set_level(logging.WARNING, logger="plugin")
@@ -389,12 +397,7 @@ async def test_on_mariadb_a_sync_flush_cancelled_mid_statement_leaves_a_working_
         await cancelled_while_stalled(mariadb_fault_proxy, request, INSERT, database=logs.name)
         assert sent == []
         # The pool's one connection to each bind comes back, and works: the next request reads through it.
-        for key in ("default", "logs"):
-            for _ in range(50):
-                if plugin.engines.sync_engine(key).pool.checkedout() == 0:
-                    break
-                await asyncio.sleep(0.1)
-            assert plugin.engines.sync_engine(key).pool.checkedout() == 0
+        await pools_returned(plugin)
         for _ in range(3):
             answer = await asgi.http(app, "GET", "/sync-audits")
             assert (answer.status, answer.body) == (200, b"0")
