@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-__all__ = ("Settling", "flush_all", "settle")
+__all__ = ("Gate", "Settling", "flush_all", "settle")
 
 logger = logging.getLogger("plugin.transactions")
 
@@ -121,6 +121,17 @@ def _roll_back(session: Session) -> None:
             logger.exception("invalidating a session's connections failed")
 
 
+class Gate(Protocol):
+    """Who may use each session of a flush run in a worker thread the request may stop waiting for
+    (:class:`plugin.transactions._WorkerFlush`): a session closed by the request's end meanwhile is skipped."""
+
+    def enter(self, session: Session) -> bool:
+        """Whether the worker may use ``session`` now (``False``: it was closed); then :meth:`leave` it."""
+
+    def leave(self, session: Session) -> None:
+        """The worker is done with ``session`` for now."""
+
+
 def _fail(
     sessions: Sequence[Session],
     exc: BaseException,
@@ -129,12 +140,19 @@ def _fail(
     stage: str,
     failed: str | None = None,
     note: str = "",
+    gate: Gate | None = None,
 ) -> CommitError:
     """Roll back every session, log at ERROR what happened to each bind, and build the error to raise."""
     if failed is None and len(ledger.binds) == 1:
         failed = ledger.binds[0]
     for session in sessions:
-        _roll_back(session)
+        if gate is None:
+            _roll_back(session)
+        elif gate.enter(session):
+            try:
+                _roll_back(session)
+            finally:
+                gate.leave(session)
     kind = CommitConflictError if isinstance(exc, IntegrityError) and not ledger.unknown else CommitError
     binds = ledger.binds
     where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}"
@@ -173,13 +191,17 @@ def _session_of(active: Sequence[Session], bound: BoundConnection) -> Session:
     )
 
 
-def flush_all(active: Sequence[Session]) -> None:
+def flush_all(active: Sequence[Session], gate: Gate | None = None) -> None:
     """Step 1 of :func:`settle`: flush every session of ``active`` (each in a transaction). Nothing is
-    committed yet, so this may be stopped (see :class:`Settling`).
+    committed yet, so this may be stopped (see :class:`Settling`). With ``gate``, each session is used
+    (flushed, or rolled back) only while the gate lets it.
 
     Raises :class:`CommitError` when a flush fails, after rolling every session back.
     """
     for session in active:
+        if gate is not None and not gate.enter(session):
+            continue  # closed meanwhile: nothing of it is left to flush
+        failure: Exception | None = None
         try:
             # A savepoint the handler left open is released first, as Session.commit() does: the commit
             # goes to each connection's root transaction, under the savepoint's feet.
@@ -187,7 +209,12 @@ def flush_all(active: Sequence[Session]) -> None:
                 nested.commit()
             session.flush()
         except Exception as exc:  # the failing statement was routed before it failed: its bind is known
-            raise _fail(active, exc, _Ledger(_bound(active) or []), stage="flush") from exc
+            failure = exc
+        finally:
+            if gate is not None:
+                gate.leave(session)
+        if failure is not None:
+            raise _fail(active, failure, _Ledger(_bound(active) or []), stage="flush", gate=gate) from failure
 
 
 def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None = None) -> list[str]:

@@ -173,44 +173,59 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
 class _WorkerFlush:
     """The flush of a request's sync sessions in a worker thread the request may stop waiting for.
 
-    A cancelled request stops waiting, but the thread runs on: its sessions must not be closed under it
-    (the ROLLBACK of a close would be sent on a connection still waiting for an INSERT's reply; pymysql,
-    unlike psycopg, does not serialise two threads on one connection). A close asked while the flush runs
-    is done by the worker thread when the flush ends; a flush whose sessions were already closed does not
-    start.
+    A cancelled request stops waiting, but the thread runs on, so the request's end must not close a
+    session under it: a ROLLBACK sent on a connection still waiting for an INSERT's reply puts pymysql out
+    of step (psycopg serialises the two). This is the :class:`~plugin.commit.Gate` of that flush: the
+    session the worker is using is closed by the worker when it is done with it; any other session is
+    closed by the request's end at once, and the worker then skips it. Closing the others at once matters:
+    the flush may be waiting for a lock one of them holds.
     """
 
     def __init__(self, sessions: list[Session]) -> None:
         self.sessions = sessions
         self._lock = threading.Lock()
-        self._state = "waiting"  # -> "flushing" -> "done"; or "waiting" -> "closed" (never flushed)
+        self._using: Session | None = None
+        self._closed: list[Session] = []
+        """Closed by the request's end: the worker must not touch them again."""
         self._close_after: list[Session] = []
+        """Asked to close while the worker used them: it closes them when it is done."""
         for session in sessions:
             session.__dict__["_worker_flush"] = self
 
     def run(self) -> None:
-        """In the worker thread: flush, then close what the request's end asked to close meanwhile."""
+        """In the worker thread."""
+        flush_all(self.sessions, self)
+
+    def enter(self, session: Session) -> bool:
         with self._lock:
-            if self._state == "closed":
-                return
-            self._state = "flushing"
-        try:
-            flush_all(self.sessions)
-        finally:
-            with self._lock:
-                self._state = "done"
-            for session in self._close_after:
-                _close_now(session)
+            if session in self._closed:
+                return False
+            self._using = session
+            return True
+
+    def leave(self, session: Session) -> None:
+        with self._lock:
+            self._using = None
+            close = session in self._close_after
+            if close:
+                self._close_after.remove(session)
+                self._closed.append(session)
+        if close:
+            _close_now(session)
 
     def close_later(self, session: Session) -> bool:
-        """From the request's end: whether closing ``session`` was left to the flush's thread (still running)."""
+        """From the request's end: whether closing ``session`` was left to the worker (it is using it)."""
         with self._lock:
-            if self._state == "flushing":
+            if self._using is session:
                 self._close_after.append(session)
                 return True
-            if self._state == "waiting":
-                self._state = "closed"
+            self._closed.append(session)
             return False
+
+    def finished(self) -> None:
+        """The request saw the flush end: its sessions are closed the usual way."""
+        for session in self.sessions:
+            session.__dict__.pop("_worker_flush", None)
 
 
 def _began(session: Session) -> list[BoundConnection]:
@@ -247,10 +262,13 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             # request holds, released only when that session is closed: flush in the request's own task,
             # whose wait a cancellation ends (the sessions are then closed, which releases the lock). Without
             # abandon_on_cancel anyio shields that wait from its own cancel scopes (a timeout middleware).
+            flushing = _WorkerFlush(sync_sessions)
             try:
-                await anyio.to_thread.run_sync(_WorkerFlush(sync_sessions).run, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(flushing.run, abandon_on_cancel=True)
             except CommitError as exc:
+                flushing.finished()
                 return [], exc
+            flushing.finished()
         # A rollback is never stopped; a commit is, while it flushes.
         settling = Settling(interruptible=not sync_sessions) if commit else None
         outcome, cancelled = await _to_the_end(_settle_now(async_sessions, sync_sessions, commit, settling), settling)

@@ -175,6 +175,13 @@ async def test_a_request_cancelled_while_its_own_sessions_block_each_other_ends(
             done, _ = await asyncio.wait({task}, timeout=10)
             assert done, "the cancelled request is still waiting on its own lock"
             assert scope.cancelled_caught == by_scope  # a scope sees its own cancellation
+            # Closing the request's other session released the lock, so the flush ended and its session was
+            # closed too: nothing is left waiting or checked out, with no help from the server.
+            for _ in range(100):
+                if checked_out(plugin) == {"default": 0, "logs": 0} and logs.fetch(waiting) == [(0,)]:
+                    break
+                await asyncio.sleep(0.1)
+            assert (checked_out(plugin), logs.fetch(waiting)) == ({"default": 0, "logs": 0}, [(0,)])
         finally:
             logs.execute(
                 f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{logs.name}' "
