@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from plugin._sqlalchemy import is_flushing
 from plugin.replicas import is_read
-from plugin.sessions import AsyncRoutingSession, RoutingSession, SessionFactory
+from plugin.sessions import AsyncRoutingSession, RoutingSession, SessionFactory, SyncRoutingSession, guard_threads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -122,6 +122,13 @@ def _give_back_replica_connections(session: ReplicaRoutingSession, transaction: 
         connections.clear()
 
 
+class SyncReplicaRoutingSession(ReplicaRoutingSession):
+    """The :class:`ReplicaRoutingSession` of sync configs (see :class:`~plugin.sessions.SyncRoutingSession`)."""
+
+
+guard_threads(SyncReplicaRoutingSession)
+
+
 class AsyncReplicaRoutingSession(AsyncRoutingSession):
     """The ``AsyncSession`` of a :class:`ReplicaRoutingSession`."""
 
@@ -155,13 +162,13 @@ class ReplicaSessionFactory(SessionFactory):
         request may (or ``replica=True``, or the given ``routing`` says so)."""
         options = self.options(bind)
         if self.sandbox is not None:  # a sandbox holds the primaries' connections: replicas stay out of it
-            return AsyncRoutingSession(**options) if self._is_async else RoutingSession(**options)
+            return AsyncRoutingSession(**options) if self._is_async else SyncRoutingSession(**options)
         if routing is None:
             routing = current_routing() if not replica else None
             if routing is None:
                 routing = self.replicas.routing(read=replica)
         options["routing"] = routing
-        return AsyncReplicaRoutingSession(**options) if self._is_async else ReplicaRoutingSession(**options)
+        return AsyncReplicaRoutingSession(**options) if self._is_async else SyncReplicaRoutingSession(**options)
 
     def maker(self, bind: str | None) -> Callable[[], AsyncRoutingSession | RoutingSession]:
         """What the request path calls per session: the base class's fast path (the bind's options, not
@@ -181,7 +188,7 @@ class ReplicaSessionFactory(SessionFactory):
                 )
                 session.__dict__["_deferred"] = {**shared, "routing": routing}  # for its sync session's __init__
                 return session
-            session = ReplicaRoutingSession.__new__(ReplicaRoutingSession)
+            session = SyncReplicaRoutingSession.__new__(SyncReplicaRoutingSession)
             state = session.__dict__
             state["routing"], state["replica_connections"], state["_deferred"] = routing, {}, shared
             return session

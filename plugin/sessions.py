@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import threading
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from sqlalchemy import event
@@ -47,12 +49,17 @@ __all__ = (
     "BoundConnection",
     "RoutingSession",
     "SessionFactory",
+    "SyncRoutingSession",
+    "close_now",
+    "guard_threads",
     "is_started",
     "mark_ended",
     "mark_settled",
 )
 
 Target = Union["Engine", "Connection"]
+
+logger = logging.getLogger("plugin.sessions")
 
 AFTER_SETTLE = (
     "{what} after this session's transaction was settled (its request's response had started, or its "
@@ -257,6 +264,105 @@ def _before_orm_execute(state: ORMExecuteState) -> None:
         raise LifecycleError(AFTER_SETTLE.format(what="a write statement"))
 
 
+# -- a sync session is not closed under a thread using it ----------------------------------------------
+
+
+def close_now(session: Session) -> None:
+    """Close ``session``; if that fails (a connection cut mid-query), log it and drop its connections."""
+    try:
+        session.close()
+    except Exception:
+        logger.warning("closing a session failed; invalidating its connections", exc_info=True)
+        try:
+            session.invalidate()
+        except Exception:
+            logger.exception("invalidating a session's connections failed")
+
+
+_using = threading.Lock()
+
+
+class _Threads:
+    """Which sync sessions a thread is inside of, so that the end of their unit of work never closes one
+    under that thread.
+
+    A sync handler (``sync_to_thread``) and a sync flush run in worker threads that a cancelled request stops
+    waiting for but cannot stop. Closing a session while its thread waits for a statement's reply sends a
+    ROLLBACK on the same connection: psycopg serialises the two, pymysql is put out of step and the
+    connection goes back to the pool broken. So a session a thread is inside of is closed by that thread
+    when it leaves; any other is closed at once and refuses to be used again. Also the
+    :class:`~plugin.commit.Gate` of the sync flush.
+    """
+
+    def enter(self, session: Session) -> bool:
+        """A thread starts using ``session``; ``False`` if it was closed by its unit of work meanwhile."""
+        state = session.__dict__
+        with _using:
+            if "_closing" in state:
+                return False
+            state["_inside"] = state.get("_inside", 0) + 1
+            return True
+
+    def leave(self, session: Session) -> None:
+        """The thread is done with ``session``; it closes it if its unit of work ended meanwhile."""
+        state = session.__dict__
+        with _using:
+            state["_inside"] -= 1
+            close = not state["_inside"] and state.pop("_close_when_done", False)
+            if close:
+                state["_closing"] = True
+        if close:
+            close_now(session)
+
+    def close_when_done(self, session: Session) -> bool:
+        """From the end of ``session``'s unit of work: ``True`` when a thread is inside it (and will close it);
+        else the session refuses further use and the caller closes it now."""
+        state = session.__dict__
+        with _using:
+            if state.get("_inside"):
+                state["_close_when_done"] = True
+                return True
+            state["_closing"] = True
+            return False
+
+
+threads = _Threads()
+
+_THREAD_OPERATIONS = (
+    "execute", "scalar", "scalars", "get", "get_one", "merge", "refresh", "flush", "commit", "rollback",
+    "connection", "bulk_save_objects", "bulk_insert_mappings", "bulk_update_mappings",
+)  # fmt: skip
+
+
+def _one_thread_user(cls: type[Session], name: str) -> Callable[..., Any]:
+    operation = getattr(cls, name)
+
+    @functools.wraps(operation)
+    def guarded(self: Session, *args: Any, **kwargs: Any) -> Any:
+        if not threads.enter(self):
+            raise LifecycleError(AFTER_END.format(name=name))
+        try:
+            return operation(self, *args, **kwargs)
+        finally:
+            threads.leave(self)
+
+    return guarded
+
+
+def guard_threads(cls: type[Session]) -> None:
+    """Route ``cls``'s operations through :data:`threads` (sync configs' session classes)."""
+    for name in _THREAD_OPERATIONS:
+        setattr(cls, name, _one_thread_user(cls, name))
+
+
+class SyncRoutingSession(RoutingSession):
+    """The :class:`RoutingSession` of sync configs: never closed under a thread using it (see :class:`_Threads`).
+    Async configs do not need it: their sessions run in the event loop's thread, one task at a time."""
+
+
+guard_threads(SyncRoutingSession)
+
+
 # -- one task at a time ------------------------------------------------------------------------------
 
 _OPERATIONS = (
@@ -368,7 +474,7 @@ class SessionFactory:
     def __call__(self, bind: str | None = None) -> AsyncRoutingSession | RoutingSession:
         """A new, not yet initialised session: routed (``bind=None``) or pinned to one bind."""
         options = self.options(bind)
-        return AsyncRoutingSession(**options) if self._is_async else RoutingSession(**options)
+        return AsyncRoutingSession(**options) if self._is_async else SyncRoutingSession(**options)
 
     def maker(self, bind: str | None) -> Callable[[], AsyncRoutingSession | RoutingSession]:
         """``lambda: self(bind)`` for a bind known to be configured, made for the request path.
@@ -378,7 +484,7 @@ class SessionFactory:
         request were a measurable part of an unused session's cost (see :class:`~plugin.middleware.RequestSessions`).
         """
         shared = self._options[bind]
-        cls: type[AsyncRoutingSession | RoutingSession] = AsyncRoutingSession if self._is_async else RoutingSession
+        cls: type[AsyncRoutingSession | RoutingSession] = AsyncRoutingSession if self._is_async else SyncRoutingSession
 
         def make() -> AsyncRoutingSession | RoutingSession:
             if self.sandbox is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,7 +22,16 @@ from plugin._sqlalchemy import has_changes
 from plugin.commit import Settling, flush_all, settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
-from plugin.sessions import AsyncRoutingSession, BoundConnection, RoutingSession, is_started, mark_ended, mark_settled
+from plugin.sessions import (
+    AsyncRoutingSession,
+    BoundConnection,
+    RoutingSession,
+    close_now,
+    is_started,
+    mark_ended,
+    mark_settled,
+    threads,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -170,64 +178,6 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
         raise
 
 
-class _WorkerFlush:
-    """The flush of a request's sync sessions in a worker thread the request may stop waiting for.
-
-    A cancelled request stops waiting, but the thread runs on, so the request's end must not close a
-    session under it: a ROLLBACK sent on a connection still waiting for an INSERT's reply puts pymysql out
-    of step (psycopg serialises the two). This is the :class:`~plugin.commit.Gate` of that flush: the
-    session the worker is using is closed by the worker when it is done with it; any other session is
-    closed by the request's end at once, and the worker then skips it. Closing the others at once matters:
-    the flush may be waiting for a lock one of them holds.
-    """
-
-    def __init__(self, sessions: list[Session]) -> None:
-        self.sessions = sessions
-        self._lock = threading.Lock()
-        self._using: Session | None = None
-        self._closed: list[Session] = []
-        """Closed by the request's end: the worker must not touch them again."""
-        self._close_after: list[Session] = []
-        """Asked to close while the worker used them: it closes them when it is done."""
-        for session in sessions:
-            session.__dict__["_worker_flush"] = self
-
-    def run(self) -> None:
-        """In the worker thread."""
-        flush_all(self.sessions, self)
-
-    def enter(self, session: Session) -> bool:
-        with self._lock:
-            if session in self._closed:
-                return False
-            self._using = session
-            return True
-
-    def leave(self, session: Session) -> None:
-        with self._lock:
-            self._using = None
-            close = session in self._close_after
-            if close:
-                self._close_after.remove(session)
-                self._closed.append(session)
-        if close:
-            _close_now(session)
-
-    def close_later(self, session: Session) -> bool:
-        """From the request's end: whether closing ``session`` was left to the worker (it is using it)."""
-        with self._lock:
-            if self._using is session:
-                self._close_after.append(session)
-                return True
-            self._closed.append(session)
-            return False
-
-    def finished(self) -> None:
-        """The request saw the flush end: its sessions are closed the usual way."""
-        for session in self.sessions:
-            session.__dict__.pop("_worker_flush", None)
-
-
 def _began(session: Session) -> list[BoundConnection]:
     return session.bound_connections() if isinstance(session, RoutingSession) else []
 
@@ -262,13 +212,12 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             # request holds, released only when that session is closed: flush in the request's own task,
             # whose wait a cancellation ends (the sessions are then closed, which releases the lock). Without
             # abandon_on_cancel anyio shields that wait from its own cancel scopes (a timeout middleware).
-            flushing = _WorkerFlush(sync_sessions)
+            # If the request is cancelled meanwhile, the worker thread closes the session it is inside of when
+            # it leaves it (sessions.threads): closing it from here would be under its feet.
             try:
-                await anyio.to_thread.run_sync(flushing.run, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(flush_all, sync_sessions, threads, abandon_on_cancel=True)
             except CommitError as exc:
-                flushing.finished()
                 return [], exc
-            flushing.finished()
         # A rollback is never stopped; a commit is, while it flushes.
         settling = Settling(interruptible=not sync_sessions) if commit else None
         outcome, cancelled = await _to_the_end(_settle_now(async_sessions, sync_sessions, commit, settling), settling)
@@ -297,25 +246,12 @@ async def _in_session(session: AsyncSession | Session, function: Callable[..., N
         await anyio.to_thread.run_sync(function, session, *args)
 
 
-def _close_now(session: Session) -> None:
-    try:
-        session.close()
-    except Exception:
-        # The connection is unusable (e.g. cancelled mid-query); drop it rather than pool it.
-        logger.warning("closing a session failed; invalidating its connections", exc_info=True)
-        try:
-            session.invalidate()
-        except Exception:
-            logger.exception("invalidating a session's connections failed")
-
-
 async def _close(session: AsyncSession | Session) -> None:
     if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
         await session.until_idle()
-    flushing: _WorkerFlush | None = session.__dict__.pop("_worker_flush", None)
-    if flushing is not None and flushing.close_later(session):  # type: ignore[arg-type]  # only sync sessions
-        return
-    await _in_session(session, _close_now)
+    if not isinstance(session, AsyncSession) and threads.close_when_done(session):
+        return  # a thread the request stopped waiting for is inside it: it closes it when done
+    await _in_session(session, close_now)
 
 
 def close_idle(sessions: Sequence[AsyncSession | Session]) -> list[AsyncSession | Session]:
@@ -324,10 +260,13 @@ def close_idle(sessions: Sequence[AsyncSession | Session]) -> list[AsyncSession 
     holding = []
     for session in sessions:
         if is_started(session):
-            if session.in_transaction() or "_worker_flush" in session.__dict__:  # a flush may be about to begin
+            if session.in_transaction():
                 holding.append(session)
                 continue
-            (session.sync_session if isinstance(session, AsyncSession) else session).close()
+            if isinstance(session, AsyncSession):
+                session.sync_session.close()
+            elif not threads.close_when_done(session):
+                session.close()
         mark_ended(session)
     return holding
 

@@ -407,6 +407,33 @@ async def test_on_mariadb_a_sync_flush_cancelled_mid_statement_leaves_a_working_
     assert messages(caplog, logging.WARNING) == []
 
 
+@post("/sync-handler-insert", sync_to_thread=True)
+def insert_in_handler(logs_db_session: NamedDependency[Session]) -> None:
+    logs_db_session.execute(insert(Audit).values(ref="handler"))
+
+
+@pytest.mark.mariadb
+async def test_on_mariadb_a_sync_handler_cancelled_mid_statement_leaves_a_working_pool(
+    new_db: Callable[[str], Database], mariadb_fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync handler's thread, like a sync flush's, runs on after its request was cancelled: its session is
+    closed when the thread's statement is done, not under it (pymysql would be put out of step)."""
+    binds, _, logs = mariadb_logs(new_db, mariadb_fault_proxy, sync=True)
+    plugin = SQLAlchemyPlugin(config=SQLAlchemySyncConfig(binds=binds, base=Base, create_all=True))
+    app = Litestar(route_handlers=[insert_in_handler, count_audits_sync], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING)
+    async with app.lifespan():
+        request = asgi.http(app, "POST", "/sync-handler-insert")
+        await cancelled_while_stalled(mariadb_fault_proxy, request, INSERT, database=logs.name)
+        await pools_returned(plugin)
+        for _ in range(3):
+            answer = await asgi.http(app, "GET", "/sync-audits")
+            assert (answer.status, answer.body) == (200, b"0")
+
+    assert logs.fetch("select ref from audits") == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 @contextlib.contextmanager
 def frozen(cluster: PrivateCluster) -> Iterator[None]:
     """Stop every process of the cluster (SIGSTOP): a server that stopped answering without closing."""
