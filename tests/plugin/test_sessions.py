@@ -156,7 +156,7 @@ def test_sync_app_routes_the_same_way(kind: str, new_db: Callable[[str], Databas
     assert logs_db.fetch("select message from audit_entries") == [("lin signed up",)]
     assert logs_db.fetch("select kind from events") == [("sync",)]
     assert per_bind_info == {
-        "session": "RoutingSession",
+        "session": "SyncRoutingSession",
         "logs_database": _database_name(logs_db),
         "default_database": _database_name(app_db),
         "audit_rows_via_logs_session": 1,

@@ -68,7 +68,7 @@ def sync_types(db_session: NamedDependency[Session], db_engine: NamedDependency[
 def test_sync_types_resolve_from_the_plugin_namespace(tmp_path: Path) -> None:
     config = SQLAlchemySyncConfig(binds={"default": f"sqlite:///{tmp_path}/a.db"}, base=())
     with TestClient(Litestar([sync_types], plugins=[SQLAlchemyPlugin(config=config)])) as client:
-        assert client.get("/sync-types").json() == {"db_session": "RoutingSession", "db_engine": "Engine"}
+        assert client.get("/sync-types").json() == {"db_session": "SyncRoutingSession", "db_engine": "Engine"}
 
 
 async def test_plain_annotations_work_too(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_type_checking_names_still_resolve_next_to_user_types(tmp_path: Path) ->
         names = client.get("/sync-types")
 
     assert (body.status_code, body.text) == (201, "tests.plugin.user_types.Session for bob")
-    assert names.json() == {"db_session": "RoutingSession", "db_engine": "Engine"}
+    assert names.json() == {"db_session": "SyncRoutingSession", "db_engine": "Engine"}
 
 
 async def test_user_types_in_routers_and_controllers_are_found_too(tmp_path: Path) -> None:
