@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from plugin import twophase
 from plugin._sqlalchemy import replace_finished_transaction
 from plugin.exceptions import CommitConflictError, CommitError, describe_error, mask_url, quote_keys
-from plugin.sessions import BoundConnection, RoutingSession
+from plugin.sessions import BoundConnection, RoutingSession, or_invalidate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -111,14 +111,7 @@ class _Ledger:
 
 def _roll_back(session: Session) -> None:
     """Roll ``session`` back; if even that fails, log it and drop its connections rather than pool them."""
-    try:
-        session.rollback()
-    except Exception:
-        logger.warning("rolling back a session failed; invalidating its connections", exc_info=True)
-        try:
-            session.invalidate()
-        except Exception:
-            logger.exception("invalidating a session's connections failed")
+    or_invalidate(session, session.rollback, "rolling back")
 
 
 class Gate(Protocol):

@@ -52,6 +52,7 @@ __all__ = (
     "SyncRoutingSession",
     "close_now",
     "guard_threads",
+    "or_invalidate",
     "is_started",
     "mark_ended",
     "mark_settled",
@@ -267,16 +268,22 @@ def _before_orm_execute(state: ORMExecuteState) -> None:
 # -- a sync session is not closed under a thread using it ----------------------------------------------
 
 
-def close_now(session: Session) -> None:
-    """Close ``session``; if that fails (a connection cut mid-query), log it and drop its connections."""
+def or_invalidate(session: Session, step: Callable[[], object], doing: str) -> None:
+    """Run ``step`` (``session.close``, ``session.rollback``); if it fails (a connection cut mid-query), log
+    it and drop the session's connections rather than pool them. Never raises."""
     try:
-        session.close()
+        step()
     except Exception:
-        logger.warning("closing a session failed; invalidating its connections", exc_info=True)
+        logger.warning("%s a session failed; invalidating its connections", doing, exc_info=True)
         try:
             session.invalidate()
         except Exception:
             logger.exception("invalidating a session's connections failed")
+
+
+def close_now(session: Session) -> None:
+    """Close ``session``, dropping its connections if that fails (see :func:`or_invalidate`)."""
+    or_invalidate(session, session.close, "closing")
 
 
 _using = threading.Lock()
