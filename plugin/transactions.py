@@ -256,17 +256,25 @@ async def _close(session: AsyncSession | Session) -> None:
 
 def close_idle(sessions: Sequence[AsyncSession | Session]) -> list[AsyncSession | Session]:
     """Close the sessions that hold no connection (bookkeeping, no I/O) and mark them ended; return the
-    others, for :func:`close_all`. Synchronous, so a request whose session was never used awaits nothing."""
-    holding = []
+    others, for :func:`close_all`. Synchronous, so a request whose session was never used awaits nothing.
+
+    A sync session is first closed to its threads (:data:`~plugin.sessions.threads`), before anything of it
+    is read: one a thread is inside of (a handler the request stopped waiting for, maybe still setting the
+    session up) is left to that thread; any other refuses further use, used or not.
+    """
+    holding: list[AsyncSession | Session] = []
     for session in sessions:
-        if is_started(session):
+        if isinstance(session, AsyncSession):
+            if is_started(session):
+                if session.in_transaction():
+                    holding.append(session)
+                    continue
+                session.sync_session.close()
+        elif not threads.close_when_done(session) and is_started(session):
             if session.in_transaction():
                 holding.append(session)
                 continue
-            if isinstance(session, AsyncSession):
-                session.sync_session.close()
-            elif not threads.close_when_done(session):
-                session.close()
+            session.close()
         mark_ended(session)
     return holding
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -193,6 +194,65 @@ async def test_a_request_cancelled_while_its_own_sessions_block_each_other_ends(
                 break
             await asyncio.sleep(0.1)
         assert checked_out(plugin) == {"default": 0, "logs": 0}
+    assert logs.fetch("select id from audit_entries") == []
+
+
+class Later:
+    """A sync handler's thread that the test lets go on after its request was cancelled."""
+
+    def __init__(self) -> None:
+        self.started, self.go_on, self.finished = threading.Event(), threading.Event(), threading.Event()
+        self.outcome: list[str] = []
+
+    def reset(self) -> None:
+        for step in (self.started, self.go_on, self.finished):
+            step.clear()
+        self.outcome.clear()
+
+
+LATER = Later()
+
+
+@post("/late/{how:str}", sync_to_thread=True)
+def use_late(how: FromPath[str], logs_db_session: NamedDependency[Session]) -> None:
+    if how.startswith("touched"):
+        logs_db_session.in_transaction()  # set up, but holding no connection
+    LATER.started.set()
+    LATER.go_on.wait(10)  # the request is cancelled meanwhile: this thread is between two operations
+    try:
+        if how.endswith("commit"):
+            logs_db_session.add(AuditEntry(id=1, message=how))
+            logs_db_session.commit()
+        else:
+            logs_db_session.connection().execute(text("select 1"))
+        LATER.outcome.append("no error")
+    except Exception as exc:
+        LATER.outcome.append(type(exc).__name__)
+    finally:
+        LATER.finished.set()
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("how", ["unused-commit", "unused-connection", "touched-commit", "touched-connection"])
+async def test_a_sync_handler_going_on_after_its_request_was_cancelled_is_refused(
+    new_db: Callable[[str], Database], how: str
+) -> None:
+    db, logs = new_db("postgresql"), new_db("postgresql")
+    plugin = make_plugin({"default": db, "logs": logs}, sync=True)
+    app = Litestar(route_handlers=[use_late], plugins=[plugin], logging_config=None)
+    LATER.reset()
+    async with app.lifespan():
+        task = asyncio.create_task(asgi.http(app, "POST", f"/late/{how}"))
+        while not LATER.started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        LATER.go_on.set()
+        while not LATER.finished.is_set():
+            await asyncio.sleep(0.01)
+        assert checked_out(plugin) == {"default": 0, "logs": 0}
+    assert LATER.outcome == ["LifecycleError"]
     assert logs.fetch("select id from audit_entries") == []
 
 
