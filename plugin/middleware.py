@@ -81,7 +81,7 @@ class RequestSessions:
         young collection every dozen requests and a full one, 40-80 ms, every few thousand
         (docs/benchmarks.md).
         """
-        self.sessions = []
+        self.sessions.clear()
         del self.scope, self.receive, self.send
 
     def __call__(self, message: Message) -> Awaitable[None]:
