@@ -116,7 +116,7 @@ def _roll_back(session: Session) -> None:
 
 class Gate(Protocol):
     """Who may use each session of a flush run in a worker thread the request may stop waiting for
-    (:class:`plugin.transactions._WorkerFlush`): a session closed by the request's end meanwhile is skipped."""
+    (:data:`plugin.sessions.threads`): a session closed by the request's end meanwhile is skipped."""
 
     def enter(self, session: Session) -> bool:
         """Whether the worker may use ``session`` now (``False``: it was closed); then :meth:`leave` it."""

@@ -52,10 +52,11 @@ __all__ = (
     "SyncRoutingSession",
     "close_now",
     "guard_threads",
-    "or_invalidate",
     "is_started",
     "mark_ended",
     "mark_settled",
+    "or_invalidate",
+    "threads",
 )
 
 Target = Union["Engine", "Connection"]
