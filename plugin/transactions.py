@@ -249,8 +249,8 @@ async def _in_session(session: AsyncSession | Session, function: Callable[..., N
 async def _close(session: AsyncSession | Session) -> None:
     if isinstance(session, AsyncRoutingSession) and session.__dict__.get("_user") is not None:
         await session.until_idle()
-    if not isinstance(session, AsyncSession) and threads.close_when_done(session):
-        return  # a thread the request stopped waiting for is inside it: it closes it when done
+    # A sync session gets here only through close_idle(), which already closed it to its threads: no thread
+    # is inside it, and none can enter.
     await _in_session(session, close_now)
 
 
