@@ -2,11 +2,14 @@
 
 Run (PostgreSQL by default; ``--databases sqlite,postgresql,mariadb``)::
 
-    .venv/bin/python -m bench.sandbox_tests            # --tests 200 --rounds 3
+    .venv/bin/python -m bench.sandbox_tests            # --tests 200 --rounds 3 --tables 1,10,25
 
 Writes a small test suite into a temporary directory and runs it with pytest, in a child process per
 run. Each of the 200 tests posts three notes through the app (two binds: notes on ``default``, an audit
-entry per note on ``logs``) and reads the count back through another request. The ways to isolate:
+entry per note on ``logs``) and reads the count back through another request. The app's schema has
+``--tables`` tables per bind, one run each: the two the tests use, and the rest like a real app's (a key,
+a few columns, an indexed timestamp, a foreign key to the table before) that the tests never touch but
+recreating the tables drops and creates too. The ways to isolate:
 
 - ``sandbox``: the shipped fixture as the README shows it: ``alchemy_client`` with a module-scoped
   ``alchemy_app``, so the app is started once for the module and every test runs in ``plugin.sandbox()``,
@@ -14,8 +17,8 @@ entry per note on ``logs``) and reads the count back through another request. Th
 - ``per-test``: the same fixture with a function-scoped ``alchemy_app``: the app is started and stopped
   around every test (what a suite that keeps a function-scoped app gets);
 - ``recreate``: the app started once (the same module fixture), the same client without a sandbox, after
-  dropping and creating every table on both binds through the app's own engines (what a suite does
-  without a sandbox to start each test from empty tables);
+  dropping and creating every table of the schema on both binds through the app's own engines (what a
+  suite does without a sandbox to start each test from empty tables);
 - ``bare``: the app started once, the same client, no isolation at all (rows pile up);
 - ``empty``: ``bare`` without the requests: pytest, the event loop and the client, the floor of any test.
 
@@ -31,6 +34,7 @@ difference a sandboxed test makes (each request's commit becomes a savepoint rel
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -52,7 +56,9 @@ from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
-from sqlalchemy import String, func, select
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -82,6 +88,31 @@ class Entry(Base):
     __bind_key__ = "logs"
     id: Mapped[int] = mapped_column(primary_key=True)
     action: Mapped[str] = mapped_column(String(80))
+
+
+# The rest of the app's schema, which these tests never touch but a suite that starts each test from
+# empty tables recreates: per bind, a chain of tables like a real app's (a key, a few columns, an indexed
+# timestamp, a foreign key to the table before).
+TABLES = {"default": [Note.__table__], "logs": [Entry.__table__]}
+MODELS = []  # kept: SQLAlchemy's registry holds its classes weakly
+for _bind, _prefix in (("default", "app"), ("logs", "log")):
+    for _n in range(int(os.environ.get("BENCH_EXTRA_TABLES", "0"))):
+        _columns = {
+            "__tablename__": f"bench_{_prefix}_{_n}",
+            "id": mapped_column(primary_key=True),
+            "name": mapped_column(String(80)),
+            "note": mapped_column(String(400), nullable=True),
+            "created": mapped_column(default=datetime.now, index=True),
+            "__annotations__": {"id": Mapped[int], "name": Mapped[str], "note": Mapped[str | None],
+                                "created": Mapped[datetime]},
+        }
+        if _bind == "logs":
+            _columns["__bind_key__"] = "logs"
+        if _n:
+            _columns["parent_id"] = mapped_column(ForeignKey(f"bench_{_prefix}_{_n - 1}.id"), nullable=True)
+            _columns["__annotations__"]["parent_id"] = Mapped[int | None]
+        MODELS.append(type(f"Extra_{_prefix}_{_n}", (Base,), _columns))
+        TABLES[_bind].append(MODELS[-1].__table__)
 
 
 @post("/notes")
@@ -118,7 +149,7 @@ else:
         async with _same_loop_client(alchemy_app, started=True) as test_client:
             if VARIANT == "recreate":  # through the app's own engines: the cheapest way to start empty
                 for key in BINDS:
-                    tables = [t for t in Base.metadata.sorted_tables if (t.name == "bench_entries") == (key == "logs")]
+                    tables = TABLES[key]
                     async with alchemy_plugin.engines.engine(key).begin() as connection:
                         await connection.run_sync(Base.metadata.drop_all, tables=tables)
                         await connection.run_sync(Base.metadata.create_all, tables=tables)
@@ -138,12 +169,12 @@ async def test_notes(client, n: int) -> None:
 CREATE_TABLES = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[1])
-from test_suite import Base, BINDS
+from test_suite import Base, BINDS, TABLES
 from sqlalchemy.ext.asyncio import create_async_engine
 
 async def main():
     for key, url in BINDS.items():
-        tables = [t for t in Base.metadata.sorted_tables if (t.name == "bench_entries") == (key == "logs")]
+        tables = TABLES[key]
         engine = create_async_engine(url)
         async with engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all, tables=tables)
@@ -224,13 +255,13 @@ def _drop(kind: str, names: list[str]) -> None:
     engine.dispose()
 
 
-def run_suite(directory: Path, variant: str, urls: list[str], tests: int) -> tuple[float, float, float]:
+def run_suite(directory: Path, variant: str, urls: list[str], tests: int, extra: int) -> tuple[float, float, float]:
     """Run the suite once; per test, in seconds: the whole test, its fixtures (setup, teardown), and the time
     spent entering and leaving ``plugin.sandbox()``."""
     out = directory / f"{variant}.json"
     path = os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, BENCH_VARIANT=variant, BENCH_DEFAULT=urls[0], BENCH_LOGS=urls[1], BENCH_TESTS=str(tests),
-               BENCH_OUT=str(out), PYTHONPATH=path)  # fmt: skip
+               BENCH_OUT=str(out), BENCH_EXTRA_TABLES=str(extra), PYTHONPATH=path)  # fmt: skip
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(directory)]
     done = subprocess.run(command, env=env, cwd=directory, capture_output=True, text=True, check=False)
     result = json.loads(out.read_text()) if out.exists() else {"exit": -1}
@@ -240,7 +271,9 @@ def run_suite(directory: Path, variant: str, urls: list[str], tests: int) -> tup
     return (fixtures + float(result["call"])) / tests, fixtures / tests, float(result["sandbox"]) / tests
 
 
-def measure(kind: str, tests: int, rounds: int) -> tuple[dict[str, tuple[float, float, float]], list[float]]:
+def measure(
+    kind: str, tests: int, rounds: int, extra: int
+) -> tuple[dict[str, tuple[float, float, float]], list[float]]:
     """Medians per variant (test, fixtures, sandbox enter+exit), and ``recreate / sandbox`` of each round."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -253,13 +286,14 @@ def measure(kind: str, tests: int, rounds: int) -> tuple[dict[str, tuple[float, 
         else:
             urls, names = _server_urls(kind)
         try:
-            env = dict(os.environ, BENCH_DEFAULT=urls[0], BENCH_LOGS=urls[1], BENCH_VARIANT="bare", BENCH_TESTS="0")
+            env = dict(os.environ, BENCH_DEFAULT=urls[0], BENCH_LOGS=urls[1], BENCH_VARIANT="bare", BENCH_TESTS="0",
+                       BENCH_EXTRA_TABLES=str(extra))  # fmt: skip
             subprocess.run([sys.executable, "-c", CREATE_TABLES, str(directory)], env=env, check=True)
             times: dict[str, list[tuple[float, float, float]]] = {variant: [] for variant in VARIANTS}
             for round_ in range(rounds):
                 order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
                 for variant in order:
-                    times[variant].append(run_suite(directory, variant, urls, tests))
+                    times[variant].append(run_suite(directory, variant, urls, tests, extra))
         finally:
             if names:
                 _drop(kind, names)
@@ -279,19 +313,24 @@ def main() -> None:
     parser.add_argument("--databases", default="postgresql", help="comma-separated: sqlite, postgresql, mariadb")
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--tables",
+        default="1,10,25",
+        help="comma-separated: tables per bind in the app's schema, one run each (the tests use one of them)",
+    )
     args = parser.parse_args()
     print(f"{args.tests} tests per run, median of {args.rounds} rounds; milliseconds per test; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")  # fmt: skip
     print("  test: setup + call + teardown; fixtures: setup + teardown only (client, app start, isolation)")
-    head = ("database", *VARIANTS, "recreate/sandbox", "fixtures:", *VARIANTS)
-    print("{:<11}{:>9}{:>9}{:>9}{:>7}{:>7}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}{:>7}".format(*head))
-    for kind in args.databases.split(","):
-        t, per_round = measure(kind, args.tests, args.rounds)
+    head = ("database", "tables", *VARIANTS, "recreate/sandbox", "fixtures:", *VARIANTS)
+    print("{:<11}{:>7}{:>9}{:>9}{:>9}{:>7}{:>7}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}{:>7}".format(*head))
+    for kind, tables in itertools.product(args.databases.split(","), (int(n) for n in args.tables.split(","))):
+        t, per_round = measure(kind, args.tests, args.rounds, tables - 1)
         test = [t[variant][0] * 1000 for variant in VARIANTS]
         fixtures = [t[variant][1] * 1000 for variant in VARIANTS]
         sandbox, _, recreate, bare, empty = test
         print(
-            "{:<11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}{:>7.1f}".format(kind, *test)
+            "{:<11}{:>7}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}{:>7.1f}".format(kind, f"{tables}x2", *test)
             + f"{recreate / sandbox:>17.1f}x"
             + "{:>11}{:>9.1f}{:>9.1f}{:>9.1f}{:>7.1f}{:>7.1f}".format("", *fixtures)
         )
