@@ -62,17 +62,17 @@ TARGET_P99 = 1.10
 """p99 latency of this plugin / each other variant: no worse by more than 10 %."""
 
 
-def server_command(server: str, port: int) -> list[str]:
-    """The command line of one ASGI server serving ``bench.http_app:create_app`` with default options."""
+def server_command(server: str, port: int, app: str = "bench.http_app:create_app") -> list[str]:
+    """The command line of one ASGI server serving the factory ``app`` with default options."""
     common = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     if server == "uvicorn":
         # keep-alive longer than any run: wrk holds its connections open throughout
-        return [sys.executable, "-m", "uvicorn", "bench.http_app:create_app", "--factory", *common,
+        return [sys.executable, "-m", "uvicorn", app, "--factory", *common,
                 "--timeout-keep-alive", "300"]  # fmt: skip
     if server == "granian":
         granian = str(Path(sys.executable).with_name("granian"))
         return [granian, "--interface", "asgi", "--factory", "--workers", "1", "--no-ws", *common,
-                "bench.http_app:create_app"]  # fmt: skip
+                app]  # fmt: skip
     raise SystemExit(f"unknown server {server!r}; use uvicorn or granian")
 
 
@@ -89,7 +89,9 @@ def _pinned(cpus: str | None, command: list[str]) -> list[str]:
 class Server:
     """One ASGI server process serving one variant, pinned to ``cpus``."""
 
-    def __init__(self, server: str, variant: str, urls: dict[str, str], cpus: str | None) -> None:
+    def __init__(
+        self, server: str, variant: str, urls: dict[str, str], cpus: str | None, app: str = "bench.http_app:create_app"
+    ) -> None:
         self.variant, self.port = variant, _free_port()
         env = {
             **os.environ,
@@ -98,7 +100,7 @@ class Server:
             "HTTP_LOGS_URL": urls["logs"],
         }
         self.process = subprocess.Popen(
-            _pinned(cpus, server_command(server, self.port)), cwd=ROOT, env=env, start_new_session=True
+            _pinned(cpus, server_command(server, self.port, app)), cwd=ROOT, env=env, start_new_session=True
         )
 
     def ready(self, timeout: float = 60) -> None:

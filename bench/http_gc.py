@@ -1,0 +1,270 @@
+"""Why p99 parts ways under uvicorn at concurrency 16: the garbage collector and the pool, read inside the server.
+
+Run (as ``bench/http.py``: ``.[bench]``, wrk, PostgreSQL at ``BENCH_POSTGRES_URL``)::
+
+    .venv-bench/bin/python -m bench.http_gc    # --concurrency 16 --pools 5+5,20+0 --duration 3
+
+Serves ``bench/http_app.py``'s ``GET /read`` under uvicorn (pinned like ``bench/http.py``), in five
+variants: the three of ``bench/http.py`` and two changes to the hand-written dependency, each alone:
+
+- ``hand-written, commit in send``: its session committed in a Litestar ``before_send`` hook when
+  ``http.response.start`` goes out (where this plugin and advanced-alchemy's ``autocommit`` handler
+  commit) instead of in the dependency's cleanup, before the response is built;
+- ``hand-written, no async with``: committed where it was, but closed with ``await session.close()``
+  in a ``finally`` instead of by ``async with maker() as session``, whose exit (SQLAlchemy 2.1) closes
+  the session in a task of its own and so yields to the event loop once the connection is back.
+
+Each variant runs with each pool (``pool_size+max_overflow`` per bind). The server itself counts, over
+one measured wrk run after a warm-up run:
+
+- the collector's young (generation 0) and full (generation 2) collections, the longest one, and their
+  time in all (``gc.callbacks``);
+- per request, how long it waited for a pooled connection (from the request's start to the pool's
+  ``checkout`` event) and how long it ran on after giving the connection back (``checkin`` to its end);
+- the spread of requests inside the app at once (10th to 90th percentile, sampled at each start and end).
+
+A measured run is bounded by ``--duration`` seconds; nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import gc
+import itertools
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator  # noqa: TC003 - Litestar reads the provider's annotations at runtime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.types import Scope  # noqa: TC002 - Litestar reads the provider's annotations at runtime
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from bench import http_app
+
+if TYPE_CHECKING:
+    from litestar.types import Message, Receive, Send
+
+APP = "bench.http_gc:create_app"
+VARIANTS = ("plugin", "advanced-alchemy", "hand-written", "hand-written, commit in send", "hand-written, no async with")
+
+# -- inside the server ------------------------------------------------------------------------------
+
+_request: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("bench_http_gc", default=None)
+
+
+class _Counters:
+    """What the server counts between two SIGUSR1s (the second writes them to ``HTTP_GC_OUT``)."""
+
+    def __init__(self) -> None:
+        self._now_inside = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.young = self.full = 0
+        self.longest = self.total = 0.0
+        self.waits: list[float] = []
+        self.after: list[float] = []
+        self.inside: list[int] = []
+        self._started = 0.0
+
+    def collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        if not self._started:  # counting began during this collection
+            return
+        took = time.perf_counter() - self._started
+        self.total += took
+        self.longest = max(self.longest, took)
+        if info["generation"] == 0:
+            self.young += 1
+        elif info["generation"] == 2:  # the oldest: a full collection
+            self.full += 1
+
+    def enter(self) -> None:
+        self._now_inside += 1
+        self.inside.append(self._now_inside)
+
+    def leave(self, marks: list[float]) -> None:
+        self._now_inside -= 1
+        self.inside.append(self._now_inside)
+        if len(marks) == 3:  # start, checkout, checkin
+            self.waits.append(marks[1] - marks[0])
+            self.after.append(time.perf_counter() - marks[2])
+
+    def dump(self, path: str) -> None:
+        def ms(values: list[float]) -> float:
+            return statistics.median(values) * 1000 if values else 0.0
+
+        deciles = statistics.quantiles(self.inside, n=10) if len(self.inside) > 1 else [0.0] * 9
+        summary = {"young": self.young, "full": self.full, "longest_ms": self.longest * 1000,
+                   "gc_ms": self.total * 1000, "wait_ms": ms(self.waits), "after_ms": ms(self.after),
+                   "inside": [deciles[0], deciles[-1]]}  # fmt: skip
+        Path(path).write_text(json.dumps(summary))
+
+
+def _hand_written_commit_in_send(default_url: str, logs_url: str) -> Litestar:
+    """The hand-written variant, committing where the plugin does: when the response starts."""
+    engines = [create_async_engine(url, **http_app.POOL) for url in (default_url, logs_url)]
+    makers = [async_sessionmaker(engine, expire_on_commit=False) for engine in engines]
+
+    def provider(maker: async_sessionmaker[AsyncSession]) -> Any:
+        async def provide_session(scope: Scope) -> AsyncSession:
+            session = maker()
+            scope.setdefault("bench_sessions", []).append(session)  # type: ignore[typeddict-item]
+            return session
+
+        return provide_session
+
+    async def before_send(message: Message, scope: Scope) -> None:
+        sessions: list[AsyncSession] = scope.get("bench_sessions", [])  # type: ignore[assignment]
+        if message["type"] == "http.response.start":
+            for session in sessions:
+                await session.commit()
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            for session in sessions:
+                await session.close()
+
+    async def dispose() -> None:
+        for engine in engines:
+            await engine.dispose()
+
+    dependencies = {"db_session": Provide(provider(makers[0])), "logs_db_session": Provide(provider(makers[1]))}
+    return Litestar(route_handlers=http_app.HANDLERS, dependencies=dependencies, before_send=[before_send],
+                    on_shutdown=[dispose], **http_app.QUIET)  # fmt: skip
+
+
+def _hand_written_no_async_with(default_url: str, logs_url: str) -> Litestar:
+    """The hand-written variant, its session closed by a plain ``await`` rather than ``async with``."""
+    engines = [create_async_engine(url, **http_app.POOL) for url in (default_url, logs_url)]
+    makers = [async_sessionmaker(engine, expire_on_commit=False) for engine in engines]
+
+    def provider(maker: async_sessionmaker[AsyncSession]) -> Any:
+        async def provide_session() -> AsyncIterator[AsyncSession]:
+            session = maker()
+            try:
+                yield session
+                await session.commit()
+            finally:
+                await session.close()
+
+        return provide_session
+
+    async def dispose() -> None:
+        for engine in engines:
+            await engine.dispose()
+
+    dependencies = {"db_session": Provide(provider(makers[0])), "logs_db_session": Provide(provider(makers[1]))}
+    return Litestar(route_handlers=http_app.HANDLERS, dependencies=dependencies, on_shutdown=[dispose],
+                    **http_app.QUIET)  # fmt: skip
+
+
+def create_app() -> Any:
+    """The variant named by ``HTTP_VARIANT`` with the pool ``HTTP_POOL``, counting as the module says."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    size, overflow = (int(n) for n in os.environ["HTTP_POOL"].split("+"))
+    http_app.POOL.update(pool_size=size, max_overflow=overflow)
+    variants = {
+        **http_app.VARIANTS,
+        "hand-written, commit in send": _hand_written_commit_in_send,
+        "hand-written, no async with": _hand_written_no_async_with,
+    }
+    app = variants[os.environ["HTTP_VARIANT"]](os.environ["HTTP_DEFAULT_URL"], os.environ["HTTP_LOGS_URL"])
+    counters = _Counters()
+    gc.callbacks.append(counters.collection)
+
+    def mark(*_args: object) -> None:
+        if (marks := _request.get()) is not None:
+            marks.append(time.perf_counter())
+
+    event.listen(Pool, "checkout", mark)
+    event.listen(Pool, "checkin", mark)
+
+    def on_signal(*_args: object) -> None:
+        if os.environ.get("HTTP_GC_ARMED"):
+            counters.dump(os.environ["HTTP_GC_OUT"])
+        os.environ["HTTP_GC_ARMED"] = "1"
+        counters.reset()
+
+    signal.signal(signal.SIGUSR1, on_signal)
+
+    async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"] != "/read":
+            await app(scope, receive, send)
+            return
+        marks = [time.perf_counter()]
+        _request.set(marks)
+        counters.enter()
+        try:
+            await app(scope, receive, send)
+        finally:
+            counters.leave(marks)
+
+    return counted
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    from bench.http import Server, _postgres_databases, load, prepare
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--pools", default="5+5,20+0", help="comma-separated pool_size+max_overflow per bind")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    two_cores = (os.cpu_count() or 1) >= 2
+    parser.add_argument("--server-cpus", default="0" if two_cores else None)
+    parser.add_argument("--client-cpus", default="1" if two_cores else None)
+    args = parser.parse_args()
+    args.max_requests = 1_000_000
+    print(f"GET /read under uvicorn at concurrency {args.concurrency}, {args.duration} s per run; servers on CPU "
+          f"{args.server_cpus}, wrk on CPU {args.client_cpus}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"{'variant':<30}{'pool':>6}{'req/s':>7}{'p50':>6}{'p99':>7}{'young':>7}{'full':>6}{'longest':>9}"
+          f"{'gc ms':>7}{'wait for conn':>15}{'after checkin':>15}{'in app p10-p90':>16}")  # fmt: skip
+    databases = list(_postgres_databases())
+    try:
+        urls = dict(zip(("default", "logs"), (url for url, _ in databases), strict=True))
+        prepare(urls)
+        for pool, variant in itertools.product(args.pools.split(","), VARIANTS):
+            out = Path(f"/tmp/bench-http-gc-{os.getpid()}.json")
+            out.unlink(missing_ok=True)
+            os.environ.update(HTTP_POOL=pool, HTTP_GC_OUT=str(out))
+            server = Server("uvicorn", variant, urls, args.server_cpus, app=APP)
+            try:
+                server.ready()
+                load(server.port, "primary-key read", args.concurrency, args)  # warm-up
+                server.process.send_signal(signal.SIGUSR1)  # start counting
+                time.sleep(0.2)
+                run = load(server.port, "primary-key read", args.concurrency, args)
+                server.process.send_signal(signal.SIGUSR1)  # write the counts
+                for _ in range(50):
+                    if out.exists():
+                        break
+                    time.sleep(0.1)
+                got = json.loads(out.read_text())
+            finally:
+                server.stop()
+                out.unlink(missing_ok=True)
+            print(f"{variant:<30}{pool:>6}{run.rate:>7.0f}{run.p50_ms:>6.1f}{run.p99_ms:>7.1f}{got['young']:>7}"
+                  f"{got['full']:>6}{got['longest_ms']:>7.1f}ms{got['gc_ms']:>7.0f}{got['wait_ms']:>12.2f} ms"
+                  f"{got['after_ms']:>12.2f} ms{got['inside'][0]:>9.0f}-{got['inside'][1]:.0f}")  # fmt: skip
+    finally:
+        for _, drop in databases:
+            drop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
