@@ -193,6 +193,38 @@ async def test_a_request_that_only_read_and_is_cancelled_during_its_commit_says_
         assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
 
 
+async def test_a_read_from_a_replica_cancelled_during_its_commit_names_the_replicas(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The replica is the same database reached through the proxy, the primary is reached directly: only the
+    # replica's COMMIT can be held.
+    orders, logs = dbs
+    binds = {
+        "default": one_connection(private_cluster.url(orders)),
+        "logs": BindConfig(
+            url=private_cluster.url(logs),
+            replicas=[private_cluster.url(logs, port=fault_proxy.port)],
+            engine_options={"pool_size": 1, "max_overflow": 0},
+        ),
+    }
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True))
+    app = Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    async with app.lifespan():
+        sent: list[dict[str, Any]] = []
+        request = asgi.http(app, "GET", "/audits", on_send=sent.append)
+        await cancelled_while_stalled(fault_proxy, request, COMMIT, database=logs, release_first=False)
+        assert sent == []
+        assert messages(caplog, logging.WARNING) == [
+            "the task was cancelled while committing a unit of work that only read; the outcome is unknown on "
+            "its read replicas"
+        ]
+        # The interrupted replica connection was dropped, not pooled: the next read gets a working one.
+        assert (await asgi.http(app, "GET", "/audits")).status == 200
+        for key, engine in plugin.engines.every_sync_engine():
+            assert engine.pool.checkedout() == 0, key
+
+
 @pytest.mark.mariadb
 async def test_on_mariadb_a_cancelled_read_says_the_outcome_is_unknown_and_a_cancelled_write_is_settled(
     new_db: Callable[[str], Database], mariadb_fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
