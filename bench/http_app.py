@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency, Provide
@@ -27,6 +27,9 @@ ROWS = 1000
 """Rows in ``items`` before the run; reads cycle through them."""
 POOL = {"pool_size": 5, "max_overflow": 5}
 """The same pool for every variant and bind; small, because the PostgreSQL server is shared."""
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _counter = count()
 
@@ -112,24 +115,33 @@ def _advanced_alchemy(default_url: str, logs_url: str) -> Litestar:
     return Litestar(route_handlers=HANDLERS, plugins=[SQLAlchemyPlugin(config=configs)], **QUIET)
 
 
-def _hand_written(default_url: str, logs_url: str) -> Litestar:
+def _hand_written_provider(maker: async_sessionmaker[AsyncSession]) -> Any:
+    async def provide_session() -> Any:
+        async with maker() as session:
+            yield session
+            await session.commit()
+
+    return provide_session
+
+
+def hand_written_app(
+    default_url: str, logs_url: str, provider: Callable[[async_sessionmaker[AsyncSession]], Any], **options: Any
+) -> Litestar:
+    """An app whose ``db_session`` and ``logs_db_session`` are ``provider(sessionmaker)`` per bind (``options``
+    go to ``Litestar``); ``bench/http_gc.py`` varies the provider."""
     engines = [create_async_engine(url, **POOL) for url in (default_url, logs_url)]
     makers = [async_sessionmaker(engine, expire_on_commit=False) for engine in engines]
-
-    def provider(maker: async_sessionmaker[AsyncSession]) -> Any:
-        async def provide_session() -> Any:
-            async with maker() as session:
-                yield session
-                await session.commit()
-
-        return provide_session
 
     async def dispose() -> None:
         for engine in engines:
             await engine.dispose()
 
     dependencies = {"db_session": Provide(provider(makers[0])), "logs_db_session": Provide(provider(makers[1]))}
-    return Litestar(route_handlers=HANDLERS, dependencies=dependencies, on_shutdown=[dispose], **QUIET)
+    return Litestar(route_handlers=HANDLERS, dependencies=dependencies, on_shutdown=[dispose], **QUIET, **options)
+
+
+def _hand_written(default_url: str, logs_url: str) -> Litestar:
+    return hand_written_app(default_url, logs_url, _hand_written_provider)
 
 
 VARIANTS = {"plugin": _ours, "advanced-alchemy": _advanced_alchemy, "hand-written": _hand_written}

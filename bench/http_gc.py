@@ -4,15 +4,19 @@ Run (as ``bench/http.py``: ``.[bench]``, wrk, PostgreSQL at ``BENCH_POSTGRES_URL
 
     .venv-bench/bin/python -m bench.http_gc    # --concurrency 16 --pools 5+5,20+0 --duration 3
 
-Serves ``bench/http_app.py``'s ``GET /read`` under uvicorn (pinned like ``bench/http.py``), in five
-variants: the three of ``bench/http.py`` and two changes to the hand-written dependency, each alone:
+Serves ``bench/http_app.py``'s ``GET /read`` under uvicorn (pinned like ``bench/http.py``), in six
+variants: the three of ``bench/http.py`` and the hand-written dependency with one of two things changed,
+or both. The hand-written dependency commits in its cleanup, which Litestar runs once the response
+object is built and before it is sent, and closes its session by leaving ``async with maker() as
+session``, whose exit (SQLAlchemy 2.1) closes the session in a task of its own and waits for it, so the
+request yields to the event loop once its connection is back in the pool. The changes:
 
-- ``hand-written, commit in send``: its session committed in a Litestar ``before_send`` hook when
+- ``hand-written, commit in send``: the session committed in a Litestar ``before_send`` hook when
   ``http.response.start`` goes out (where this plugin and advanced-alchemy's ``autocommit`` handler
-  commit) instead of in the dependency's cleanup, before the response is built;
+  commit), then closed there the way ``async with``'s exit closes it;
 - ``hand-written, no async with``: committed where it was, but closed with ``await session.close()``
-  in a ``finally`` instead of by ``async with maker() as session``, whose exit (SQLAlchemy 2.1) closes
-  the session in a task of its own and so yields to the event loop once the connection is back.
+  in a ``finally``;
+- ``hand-written, both``: committed in ``before_send`` and closed with ``close()`` once the body is sent.
 
 Each variant runs with each pool (``pool_size+max_overflow`` per bind). The server itself counts, over
 one measured wrk run after a warm-up run:
@@ -20,7 +24,8 @@ one measured wrk run after a warm-up run:
 - the collector's young (generation 0) and full (generation 2) collections, the longest one, and their
   time in all (``gc.callbacks``);
 - per request, how long it waited for a pooled connection (from the request's start to the pool's
-  ``checkout`` event) and how long it ran on after giving the connection back (``checkin`` to its end);
+  ``checkout`` event: the median includes reaching the handler) and how long it ran on after giving the
+  connection back (``checkin`` to its end), over the requests with one checkout (all, for ``/read``);
 - the spread of requests inside the app at once (10th to 90th percentile, sampled at each start and end).
 
 A measured run is bounded by ``--duration`` seconds; nothing here is a pass/fail test.
@@ -42,19 +47,28 @@ from collections.abc import AsyncIterator  # noqa: TC003 - Litestar reads the pr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from litestar import Litestar
-from litestar.di import Provide
 from litestar.enums import ScopeType
-from litestar.types import Scope  # noqa: TC002 - Litestar reads the provider's annotations at runtime
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from litestar.types import Scope  # noqa: TC002 - Litestar reads the providers' annotations at runtime
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - likewise
 
 from bench import http_app
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from litestar import Litestar
     from litestar.types import Message, Receive, Send
+    from sqlalchemy.ext.asyncio import async_sessionmaker
 
 APP = "bench.http_gc:create_app"
-VARIANTS = ("plugin", "advanced-alchemy", "hand-written", "hand-written, commit in send", "hand-written, no async with")
+VARIANTS = (
+    "plugin",
+    "advanced-alchemy",
+    "hand-written",
+    "hand-written, commit in send",
+    "hand-written, no async with",
+    "hand-written, both",
+)
 
 # -- inside the server ------------------------------------------------------------------------------
 
@@ -74,6 +88,7 @@ class _Counters:
         self.waits: list[float] = []
         self.after: list[float] = []
         self.inside: list[int] = []
+        self.done = 0
         self._started = 0.0
 
     def collection(self, phase: str, info: dict[str, int]) -> None:
@@ -95,6 +110,7 @@ class _Counters:
         self.inside.append(self._now_inside)
 
     def leave(self, marks: list[float]) -> None:
+        self.done += 1
         self._now_inside -= 1
         self.inside.append(self._now_inside)
         if len(marks) == 3:  # start, checkout, checkin
@@ -108,64 +124,78 @@ class _Counters:
         deciles = statistics.quantiles(self.inside, n=10) if len(self.inside) > 1 else [0.0] * 9
         summary = {"young": self.young, "full": self.full, "longest_ms": self.longest * 1000,
                    "gc_ms": self.total * 1000, "wait_ms": ms(self.waits), "after_ms": ms(self.after),
+                   "timed": len(self.waits), "requests": self.done,
                    "inside": [deciles[0], deciles[-1]]}  # fmt: skip
-        Path(path).write_text(json.dumps(summary))
+        partial = Path(f"{path}.partial")
+        partial.write_text(json.dumps(summary))
+        partial.replace(path)  # the reader never sees half a file
 
 
-def _hand_written_commit_in_send(default_url: str, logs_url: str) -> Litestar:
-    """The hand-written variant, committing where the plugin does: when the response starts."""
-    engines = [create_async_engine(url, **http_app.POOL) for url in (default_url, logs_url)]
-    makers = [async_sessionmaker(engine, expire_on_commit=False) for engine in engines]
+_COUNTERS = _Counters()
 
-    def provider(maker: async_sessionmaker[AsyncSession]) -> Any:
-        async def provide_session(scope: Scope) -> AsyncSession:
-            session = maker()
-            scope.setdefault("bench_sessions", []).append(session)  # type: ignore[typeddict-item]
-            return session
 
-        return provide_session
+def _mark(*_args: object) -> None:
+    """Pool ``checkout`` and ``checkin`` events: the time, in the request's marks."""
+    if (marks := _request.get()) is not None:
+        marks.append(time.perf_counter())
+
+
+def _in_scope(maker: async_sessionmaker[AsyncSession]) -> Any:
+    """A provider that hands out a session and leaves it to ``_commit_in_send`` (kept in the scope)."""
+
+    async def provide_session(scope: Scope) -> AsyncSession:
+        session = maker()
+        scope.setdefault("bench_sessions", []).append(session)  # type: ignore[typeddict-item]
+        return session
+
+    return provide_session
+
+
+def _commit_in_send(close_as_async_with: bool) -> Callable[[Message, Scope], Awaitable[None]]:
+    """A ``before_send`` hook that commits the scope's sessions when ``http.response.start`` goes out (where
+    this plugin and advanced-alchemy's ``autocommit`` handler commit), then closes them: right away the way
+    ``async with``'s exit does, or with a plain ``close()`` once the body was sent."""
 
     async def before_send(message: Message, scope: Scope) -> None:
         sessions: list[AsyncSession] = scope.get("bench_sessions", [])  # type: ignore[assignment]
         if message["type"] == "http.response.start":
             for session in sessions:
                 await session.commit()
-        elif message["type"] == "http.response.body" and not message.get("more_body"):
+                if close_as_async_with:
+                    await session.__aexit__(None, None, None)
+        elif message["type"] == "http.response.body" and not message.get("more_body") and not close_as_async_with:
             for session in sessions:
                 await session.close()
 
-    async def dispose() -> None:
-        for engine in engines:
-            await engine.dispose()
-
-    dependencies = {"db_session": Provide(provider(makers[0])), "logs_db_session": Provide(provider(makers[1]))}
-    return Litestar(route_handlers=http_app.HANDLERS, dependencies=dependencies, before_send=[before_send],
-                    on_shutdown=[dispose], **http_app.QUIET)  # fmt: skip
+    return before_send
 
 
-def _hand_written_no_async_with(default_url: str, logs_url: str) -> Litestar:
-    """The hand-written variant, its session closed by a plain ``await`` rather than ``async with``."""
-    engines = [create_async_engine(url, **http_app.POOL) for url in (default_url, logs_url)]
-    makers = [async_sessionmaker(engine, expire_on_commit=False) for engine in engines]
+def _closed_without_async_with(maker: async_sessionmaker[AsyncSession]) -> Any:
+    """The hand-written provider, its session closed by a plain ``await`` rather than ``async with``."""
 
-    def provider(maker: async_sessionmaker[AsyncSession]) -> Any:
-        async def provide_session() -> AsyncIterator[AsyncSession]:
-            session = maker()
-            try:
-                yield session
-                await session.commit()
-            finally:
-                await session.close()
+    async def provide_session() -> AsyncIterator[AsyncSession]:
+        session = maker()
+        try:
+            yield session
+            await session.commit()
+        finally:
+            await session.close()
 
-        return provide_session
+    return provide_session
 
-    async def dispose() -> None:
-        for engine in engines:
-            await engine.dispose()
 
-    dependencies = {"db_session": Provide(provider(makers[0])), "logs_db_session": Provide(provider(makers[1]))}
-    return Litestar(route_handlers=http_app.HANDLERS, dependencies=dependencies, on_shutdown=[dispose],
-                    **http_app.QUIET)  # fmt: skip
+HAND_WRITTEN_CHANGES: dict[str, Callable[[str, str], Litestar]] = {
+    "hand-written, commit in send": lambda default, logs: http_app.hand_written_app(
+        default, logs, _in_scope, before_send=[_commit_in_send(close_as_async_with=True)]
+    ),
+    "hand-written, no async with": lambda default, logs: http_app.hand_written_app(
+        default, logs, _closed_without_async_with
+    ),
+    "hand-written, both": lambda default, logs: http_app.hand_written_app(
+        default, logs, _in_scope, before_send=[_commit_in_send(close_as_async_with=False)]
+    ),
+}
+"""The hand-written dependency with one thing changed, or both (``bench/http_gc.py``'s docstring)."""
 
 
 def create_app() -> Any:
@@ -175,21 +205,14 @@ def create_app() -> Any:
 
     size, overflow = (int(n) for n in os.environ["HTTP_POOL"].split("+"))
     http_app.POOL.update(pool_size=size, max_overflow=overflow)
-    variants = {
-        **http_app.VARIANTS,
-        "hand-written, commit in send": _hand_written_commit_in_send,
-        "hand-written, no async with": _hand_written_no_async_with,
-    }
+    variants = {**http_app.VARIANTS, **HAND_WRITTEN_CHANGES}
     app = variants[os.environ["HTTP_VARIANT"]](os.environ["HTTP_DEFAULT_URL"], os.environ["HTTP_LOGS_URL"])
-    counters = _Counters()
-    gc.callbacks.append(counters.collection)
-
-    def mark(*_args: object) -> None:
-        if (marks := _request.get()) is not None:
-            marks.append(time.perf_counter())
-
-    event.listen(Pool, "checkout", mark)
-    event.listen(Pool, "checkin", mark)
+    counters = _COUNTERS
+    if counters.collection not in gc.callbacks:  # once per process, however many apps are made
+        gc.callbacks.append(counters.collection)
+    for name in ("checkout", "checkin"):
+        if not event.contains(Pool, name, _mark):
+            event.listen(Pool, name, _mark)
 
     def on_signal(*_args: object) -> None:
         if os.environ.get("HTTP_GC_ARMED"):
@@ -231,8 +254,8 @@ def main() -> int:
     args.max_requests = 1_000_000
     print(f"GET /read under uvicorn at concurrency {args.concurrency}, {args.duration} s per run; servers on CPU "
           f"{args.server_cpus}, wrk on CPU {args.client_cpus}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print(f"{'variant':<30}{'pool':>6}{'req/s':>7}{'p50':>6}{'p99':>7}{'young':>7}{'full':>6}{'longest':>9}"
-          f"{'gc ms':>7}{'wait for conn':>15}{'after checkin':>15}{'in app p10-p90':>16}")  # fmt: skip
+    print(f"{'variant':<32}{'pool':>6}{'req/s':>7}{'p50':>6}{'p99':>7}{'young':>7}{'full':>6}{'longest':>9}"
+          f"{'gc ms':>7}{'wait for conn':>15}{'after checkin':>15}{'in app p10-p90':>16}{'timed':>12}")  # fmt: skip
     databases = list(_postgres_databases())
     try:
         urls = dict(zip(("default", "logs"), (url for url, _ in databases), strict=True))
@@ -257,9 +280,10 @@ def main() -> int:
             finally:
                 server.stop()
                 out.unlink(missing_ok=True)
-            print(f"{variant:<30}{pool:>6}{run.rate:>7.0f}{run.p50_ms:>6.1f}{run.p99_ms:>7.1f}{got['young']:>7}"
+            print(f"{variant:<32}{pool:>6}{run.rate:>7.0f}{run.p50_ms:>6.1f}{run.p99_ms:>7.1f}{got['young']:>7}"
                   f"{got['full']:>6}{got['longest_ms']:>7.1f}ms{got['gc_ms']:>7.0f}{got['wait_ms']:>12.2f} ms"
-                  f"{got['after_ms']:>12.2f} ms{got['inside'][0]:>9.0f}-{got['inside'][1]:.0f}")  # fmt: skip
+                  f"{got['after_ms']:>12.2f} ms{got['inside'][0]:>9.0f}-{got['inside'][1]:<6.0f}"
+                  f"{got['timed']:>6}/{got['requests']}")  # fmt: skip
     finally:
         for _, drop in databases:
             drop()
