@@ -7,9 +7,9 @@ Run (PostgreSQL by default; ``--databases sqlite,postgresql,mariadb``)::
 Writes a small test suite into a temporary directory and runs it with pytest, in a child process per
 run. Each of the 200 tests posts three notes through the app (two binds: notes on ``default``, an audit
 entry per note on ``logs``) and reads the count back through another request. The app's schema has
-``--tables`` tables per bind, one run each: the two the tests use, and the rest like a real app's (a key,
-a few columns, an indexed timestamp, a foreign key to the table before) that the tests never touch but
-recreating the tables drops and creates too. The ways to isolate:
+``--tables`` tables per bind, one run each: per bind the one the tests use, and the rest like a real
+app's (a key, a few columns, an indexed timestamp, a foreign key to the table before) that the tests
+never touch but recreating the tables drops and creates too. The ways to isolate:
 
 - ``sandbox``: the shipped fixture as the README shows it: ``alchemy_client`` with a module-scoped
   ``alchemy_app``, so the app is started once for the module and every test runs in ``plugin.sandbox()``,
@@ -319,12 +319,18 @@ def main() -> None:
         help="comma-separated: tables per bind in the app's schema, one run each (the tests use one of them)",
     )
     args = parser.parse_args()
+    try:
+        sizes = [int(n) for n in args.tables.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        parser.error(f"--tables {args.tables}: give whole numbers of 1 or more, e.g. --tables 1,10,25")
     print(f"{args.tests} tests per run, median of {args.rounds} rounds; milliseconds per test; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")  # fmt: skip
     print("  test: setup + call + teardown; fixtures: setup + teardown only (client, app start, isolation)")
     head = ("database", "tables", *VARIANTS, "recreate/sandbox", "fixtures:", *VARIANTS)
     print("{:<11}{:>7}{:>9}{:>9}{:>9}{:>7}{:>7}{:>18}{:>11}{:>9}{:>9}{:>9}{:>7}{:>7}".format(*head))
-    for kind, tables in itertools.product(args.databases.split(","), (int(n) for n in args.tables.split(","))):
+    for kind, tables in itertools.product(args.databases.split(","), sizes):
         t, per_round = measure(kind, args.tests, args.rounds, tables - 1)
         test = [t[variant][0] * 1000 for variant in VARIANTS]
         fixtures = [t[variant][1] * 1000 for variant in VARIANTS]
