@@ -171,6 +171,23 @@ async def test_a_request_cancelled_while_its_binds_commit_settles_them_all_and_s
     ]
 
 
+async def a_read_cancelled_during_its_commit(
+    app: Litestar, proxy: FaultProxy, database: str, caplog: pytest.LogCaptureFixture, *, on: str
+) -> None:
+    """``GET /audits`` cancelled while ``database`` holds its COMMIT: a read commits without the shield, so
+    the cancellation interrupts the COMMIT and the request ends while it is still held. The WARNING says the
+    outcome is unknown ``on`` what it names, and the next read works (the interrupted connection was dropped,
+    not pooled)."""
+    sent: list[dict[str, Any]] = []
+    request = asgi.http(app, "GET", "/audits", on_send=sent.append)
+    await cancelled_while_stalled(proxy, request, COMMIT, database=database, release_first=False)
+    assert sent == []  # nobody is left to receive a response
+    assert messages(caplog, logging.WARNING) == [
+        f"the task was cancelled while committing a unit of work that only read; the outcome is unknown on {on}"
+    ]
+    assert (await asgi.http(app, "GET", "/audits")).status == 200
+
+
 async def test_a_request_that_only_read_and_is_cancelled_during_its_commit_says_the_outcome_is_unknown(
     private_cluster: PrivateCluster, fault_proxy: FaultProxy, dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -178,19 +195,8 @@ async def test_a_request_that_only_read_and_is_cancelled_during_its_commit_says_
     app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
     caplog.set_level(logging.WARNING, logger="plugin")
     async with app.lifespan():
-        # A read commits without the shield: a cancellation during its COMMIT interrupts it, so the request
-        # ends while the COMMIT is still held.
-        sent: list[dict[str, Any]] = []
-        request = asgi.http(app, "GET", "/audits", on_send=sent.append)
-        await cancelled_while_stalled(fault_proxy, request, COMMIT, database=logs, release_first=False)
-        assert sent == []
-        assert messages(caplog, logging.WARNING) == [
-            "the task was cancelled while committing a unit of work that only read; the outcome is unknown on "
-            "bind 'logs'"
-        ]
-        # The interrupted connection was dropped, not pooled: the pool's one connection serves the next request.
-        assert (await asgi.http(app, "GET", "/audits")).status == 200
-        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
+        await a_read_cancelled_during_its_commit(app, fault_proxy, logs, caplog, on="bind 'logs'")
+        assert plugin.engines.sync_engine("logs").pool.checkedout() == 0  # the one pooled connection was reused
 
 
 async def test_a_read_from_a_replica_cancelled_during_its_commit_names_the_replicas(
@@ -211,16 +217,7 @@ async def test_a_read_from_a_replica_cancelled_during_its_commit_names_the_repli
     app = Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None)
     caplog.set_level(logging.WARNING, logger="plugin")
     async with app.lifespan():
-        sent: list[dict[str, Any]] = []
-        request = asgi.http(app, "GET", "/audits", on_send=sent.append)
-        await cancelled_while_stalled(fault_proxy, request, COMMIT, database=logs, release_first=False)
-        assert sent == []
-        assert messages(caplog, logging.WARNING) == [
-            "the task was cancelled while committing a unit of work that only read; the outcome is unknown on "
-            "its read replicas"
-        ]
-        # The interrupted replica connection was dropped, not pooled: the next read gets a working one.
-        assert (await asgi.http(app, "GET", "/audits")).status == 200
+        await a_read_cancelled_during_its_commit(app, fault_proxy, logs, caplog, on="its read replicas")
         for key, engine in plugin.engines.every_sync_engine():
             assert engine.pool.checkedout() == 0, key
 
@@ -236,18 +233,11 @@ async def test_on_mariadb_a_cancelled_read_says_the_outcome_is_unknown_and_a_can
     app = Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None)
     caplog.set_level(logging.WARNING, logger="plugin")
     async with app.lifespan():
-        sent: list[dict[str, Any]] = []
-        request = asgi.http(app, "GET", "/audits", on_send=sent.append)
-        await cancelled_while_stalled(mariadb_fault_proxy, request, COMMIT, database=logs.name, release_first=False)
-        assert sent == []
-        assert messages(caplog, logging.WARNING) == [
-            "the task was cancelled while committing a unit of work that only read; the outcome is unknown on "
-            "bind 'logs'"
-        ]
-        assert (await asgi.http(app, "GET", "/audits")).status == 200  # the one pooled connection works
+        await a_read_cancelled_during_its_commit(app, mariadb_fault_proxy, logs.name, caplog, on="bind 'logs'")
         assert plugin.engines.sync_engine("logs").pool.checkedout() == 0
         caplog.clear()
 
+        sent: list[dict[str, Any]] = []
         request = asgi.http(app, "POST", "/orders/cancelled", on_send=sent.append)
         await cancelled_while_stalled(mariadb_fault_proxy, request, COMMIT, database=logs.name)
         assert sent == []
