@@ -276,6 +276,8 @@ def main() -> int:
                     if out.exists():
                         break
                     time.sleep(0.1)
+                else:
+                    raise SystemExit(f"the {variant} server wrote no counts to {out} within 5 s")
                 got = json.loads(out.read_text())
             finally:
                 server.stop()

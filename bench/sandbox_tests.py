@@ -50,14 +50,13 @@ SUITE = """
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 import pytest
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
-from datetime import datetime
-
 from sqlalchemy import ForeignKey, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
