@@ -80,6 +80,8 @@ class _Counters:
 
     def __init__(self) -> None:
         self._now_inside = 0
+        self.armed = False
+        """Set by the first SIGUSR1 (which starts counting); the next one writes the counts."""
         self.reset()
 
     def reset(self) -> None:
@@ -215,9 +217,9 @@ def create_app() -> Any:
             event.listen(Pool, name, _mark)
 
     def on_signal(*_args: object) -> None:
-        if os.environ.get("HTTP_GC_ARMED"):
+        if counters.armed:
             counters.dump(os.environ["HTTP_GC_OUT"])
-        os.environ["HTTP_GC_ARMED"] = "1"
+        counters.armed = True
         counters.reset()
 
     signal.signal(signal.SIGUSR1, on_signal)
@@ -255,7 +257,7 @@ def main() -> int:
     print(f"GET /read under uvicorn at concurrency {args.concurrency}, {args.duration} s per run; servers on CPU "
           f"{args.server_cpus}, wrk on CPU {args.client_cpus}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"{'variant':<32}{'pool':>6}{'req/s':>7}{'p50':>6}{'p99':>7}{'young':>7}{'full':>6}{'longest':>9}"
-          f"{'gc ms':>7}{'wait for conn':>15}{'after checkin':>15}{'in app p10-p90':>16}{'timed':>12}")  # fmt: skip
+          f"{'gc ms':>7}{'to checkout':>15}{'after checkin':>15}{'in app p10-p90':>16}{'timed':>12}")  # fmt: skip
     databases = list(_postgres_databases())
     try:
         urls = dict(zip(("default", "logs"), (url for url, _ in databases), strict=True))
