@@ -211,6 +211,12 @@ class FaultProxy:
         try:
             self._loop.run_forever()
         finally:
+            # A link cut at shutdown may still be unwinding when the loop stops: finish it here, as
+            # asyncio.run() does, rather than leave a pending task for the garbage collector to report.
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
     async def _shutdown(self) -> None:
