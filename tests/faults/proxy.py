@@ -213,11 +213,14 @@ class FaultProxy:
         finally:
             # A link cut at shutdown may still be unwinding when the loop stops: finish it here, as
             # asyncio.run() does, rather than leave a pending task for the garbage collector to report.
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.close()
+            try:
+                pending = asyncio.all_tasks(self._loop)
+                for task in pending:
+                    task.cancel()
+                if pending:  # gather() of nothing looks for a current loop (a warning on early 3.10/3.11)
+                    self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            finally:
+                self._loop.close()
 
     async def _shutdown(self) -> None:
         assert self._server is not None
