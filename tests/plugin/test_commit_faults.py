@@ -45,9 +45,9 @@ async def count_audits(logs_db_session: NamedDependency[AsyncSession]) -> int:
     return int(await logs_db_session.scalar(select(func.count()).select_from(Audit)) or 0)
 
 
-def one_connection(url: str) -> BindConfig:
-    """A pool of exactly one connection: a dead one put back would fail the very next request."""
-    return BindConfig(url=url, engine_options={"pool_size": 1, "max_overflow": 0})
+def one_connection(url: str, **options: Any) -> BindConfig:
+    """A pool of exactly one connection (replicas' too): a dead one put back would fail the very next request."""
+    return BindConfig(url=url, engine_options={"pool_size": 1, "max_overflow": 0}, **options)
 
 
 def app_for(
@@ -207,11 +207,7 @@ async def test_a_read_from_a_replica_cancelled_during_its_commit_names_the_repli
     orders, logs = dbs
     binds = {
         "default": one_connection(private_cluster.url(orders)),
-        "logs": BindConfig(
-            url=private_cluster.url(logs),
-            replicas=[private_cluster.url(logs, port=fault_proxy.port)],
-            engine_options={"pool_size": 1, "max_overflow": 0},
-        ),
+        "logs": one_connection(private_cluster.url(logs), replicas=[private_cluster.url(logs, port=fault_proxy.port)]),
     }
     plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True))
     app = Litestar(route_handlers=[place, count_audits], plugins=[plugin], logging_config=None)
