@@ -223,9 +223,10 @@ def create_app() -> Any:
         counters.reset()
 
     signal.signal(signal.SIGUSR1, on_signal)
+    path = os.environ["HTTP_GC_PATH"]
 
     async def counted(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["path"] != "/read":
+        if scope["type"] != ScopeType.HTTP or scope["path"] != path:
             await app(scope, receive, send)
             return
         marks = [time.perf_counter()]
@@ -243,10 +244,12 @@ def create_app() -> Any:
 
 
 def main() -> int:
-    from bench.http import Server, _postgres_databases, load, prepare
+    from bench.http import ROUTES, Server, _postgres_databases, load, prepare
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--route", default="primary-key read", choices=[r for r in ROUTES if r != "no session"])
+    parser.add_argument("--variant", action="append", choices=VARIANTS, help="one to run (repeatable); all by default")
     parser.add_argument("--pools", default="5+5,20+0", help="comma-separated pool_size+max_overflow per bind")
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     two_cores = (os.cpu_count() or 1) >= 2
@@ -254,7 +257,9 @@ def main() -> int:
     parser.add_argument("--client-cpus", default="1" if two_cores else None)
     args = parser.parse_args()
     args.max_requests = 1_000_000
-    print(f"GET /read under uvicorn at concurrency {args.concurrency}, {args.duration} s per run; servers on CPU "
+    variants = args.variant or VARIANTS
+    print(f"{' '.join(ROUTES[args.route])} under uvicorn at concurrency {args.concurrency}, {args.duration} s per run; "
+          f"servers on CPU "
           f"{args.server_cpus}, wrk on CPU {args.client_cpus}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"{'variant':<32}{'pool':>6}{'req/s':>7}{'p50':>6}{'p99':>7}{'young':>7}{'full':>6}{'longest':>9}"
           f"{'gc ms':>7}{'to checkout':>15}{'after checkin':>15}{'in app p10-p90':>16}{'timed':>12}")  # fmt: skip
@@ -262,17 +267,17 @@ def main() -> int:
     try:
         urls = dict(zip(("default", "logs"), (url for url, _ in databases), strict=True))
         prepare(urls)
-        for pool, variant in itertools.product(args.pools.split(","), VARIANTS):
+        for pool, variant in itertools.product(args.pools.split(","), variants):
             out = Path(f"/tmp/bench-http-gc-{os.getpid()}.json")
             out.unlink(missing_ok=True)
-            os.environ.update(HTTP_POOL=pool, HTTP_GC_OUT=str(out))
+            os.environ.update(HTTP_POOL=pool, HTTP_GC_OUT=str(out), HTTP_GC_PATH=ROUTES[args.route][1])
             server = Server("uvicorn", variant, urls, args.server_cpus, app=APP)
             try:
                 server.ready()
-                load(server.port, "primary-key read", args.concurrency, args)  # warm-up
+                load(server.port, args.route, args.concurrency, args)  # warm-up
                 server.process.send_signal(signal.SIGUSR1)  # start counting
                 time.sleep(0.2)
-                run = load(server.port, "primary-key read", args.concurrency, args)
+                run = load(server.port, args.route, args.concurrency, args)
                 server.process.send_signal(signal.SIGUSR1)  # write the counts
                 for _ in range(50):
                     if out.exists():
