@@ -1,15 +1,17 @@
-"""Why p99 parts ways under uvicorn at concurrency 16: the garbage collector and the pool, read inside the server.
+"""Why p99 parted ways under uvicorn at concurrency 16: the garbage collector and the pool, read inside the server.
 
 Run (as ``bench/http.py``: ``.[bench]``, wrk, PostgreSQL at ``BENCH_POSTGRES_URL``)::
 
     .venv-bench/bin/python -m bench.http_gc    # --concurrency 16 --pools 5+5,20+0 --duration 3
+                                               # --route insert --variant plugin --variant hand-written
 
-Serves ``bench/http_app.py``'s ``GET /read`` under uvicorn (pinned like ``bench/http.py``), in six
-variants: the three of ``bench/http.py`` and the hand-written dependency with one of two things changed,
-or both. The hand-written dependency commits in its cleanup, which Litestar runs once the response
-object is built and before it is sent, and closes its session by leaving ``async with maker() as
-session``, whose exit (SQLAlchemy 2.1) closes the session in a task of its own and waits for it, so the
-request yields to the event loop once its connection is back in the pool. The changes:
+Serves one route of ``bench/http_app.py`` (``GET /read`` unless ``--route`` says otherwise) under uvicorn
+(pinned like ``bench/http.py``), in six variants (or those given with ``--variant``): the three of
+``bench/http.py`` and the hand-written dependency with one of two things changed, or both. The
+hand-written dependency commits in its cleanup, which Litestar runs once the response object is built
+and before it is sent, and closes its session by leaving ``async with maker() as session``, whose exit
+(SQLAlchemy 2.1) closes the session in a task of its own and waits for it, so the request yields to the
+event loop once its connection is back in the pool. The changes:
 
 - ``hand-written, commit in send``: the session committed in a Litestar ``before_send`` hook when
   ``http.response.start`` goes out (where this plugin and advanced-alchemy's ``autocommit`` handler

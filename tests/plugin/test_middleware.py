@@ -1,28 +1,46 @@
-"""The transaction middleware lets go of a connection's objects when the connection is done.
+"""The transaction middleware lets go of a connection's objects when the connection is done, and gives way
+to the event loop between a request's settle and its response.
 
 uvicorn arms its keep-alive timer from inside the ``send`` of a response's last message, and the timer keeps
 the context it was armed in (the middleware's context variable included) until the event loop drops it,
 long after the request. Whatever the middleware's per-connection object still holds then stays alive that
 long: under uvicorn that held every request's objects, and the garbage collector ran a full collection
 (40-80 ms) every few thousand requests (docs/benchmarks.md).
+
+Giving way lets a request waiting for the connection just given back take it before the response starts,
+as leaving ``async with session`` does in SQLAlchemy (plugin.middleware.give_way).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import logging
 import weakref
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from litestar import Litestar, get
+from litestar import Litestar, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.pool import Pool
 
-from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin.middleware import GIVE_WAY_TURNS
+from tests.databases import KINDS
+from tests.plugin import asgi
+from tests.plugin.models import Account, logs_metadata
+from tests.plugin.models import Base as ModelsBase
 from tests.plugin.orders import Base, Order
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
+
+    from tests.databases import Database
 
 pytestmark = pytest.mark.anyio
 
@@ -77,3 +95,154 @@ async def test_a_context_captured_while_the_response_is_sent_does_not_keep_the_r
 
         assert len(armed) == 1  # the captured context is still alive ...
         assert gone() is None  # ... and holds nothing of the request's connection: freed at once, no collection
+
+
+# -- giving way between the settle and the response ------------------------------------------------------
+
+
+@get("/count")
+async def count(db_session: NamedDependency[AsyncSession]) -> int:
+    return int((await db_session.execute(select(func.count()).select_from(Account))).scalar_one())
+
+
+@post("/add/{name:str}")
+async def add(name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name=name))
+
+
+REQUESTS = {"read": ("GET", "/count"), "write": ("POST", "/add/{}")}
+
+SETTLE_TURNS = {"read": 0, "write": 1}
+"""Turns of the event loop from a connection's checkin to the response start, besides giving way: a read
+commits in the request's task, a write in a task of its own, which wakes the request one turn later.
+A count may be one off either way: within a turn, the counting task runs before or after an event."""
+
+
+def app_with_pool(kind: str, new_db: Callable[[str], Database], pool_size: int = 5) -> tuple[Litestar, Database]:
+    """An app whose default bind has a pool of ``pool_size`` connections and no overflow."""
+    db = new_db(kind)
+    binds = {
+        "default": BindConfig(url=db.url(), engine_options={"pool_size": pool_size, "max_overflow": 0}),
+        "logs": new_db(kind).url(),
+    }
+    config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
+    handlers = [count, add, unused]
+    return Litestar(route_handlers=handlers, plugins=[SQLAlchemyPlugin(config=config)], logging_config=None), db
+
+
+class Timeline:
+    """Pool checkouts and checkins and responses starting, in the order they happened, each with the number
+    of turns the event loop had taken by then (counted by a task that yields on every turn)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.turns = 0
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.turns += 1
+
+    def note(self, what: str) -> None:
+        self.events.append((what, self.turns))
+
+    def on_send(self, who: str) -> Callable[[dict[str, Any]], None]:
+        def noted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.note(f"{who} starts its response")
+
+        return noted
+
+    def names(self) -> list[str]:
+        return [what for what, _ in self.events]
+
+    def turns_between(self, first: str, then: str) -> int:
+        """Turns from the first ``first`` event to the first ``then`` event."""
+        turns = dict(reversed(self.events))  # the first of each
+        return turns[then] - turns[first]
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """Count turns, and note every pool checkout and checkin, while in the block."""
+
+        def checkout(*_: object) -> None:
+            self.note("checkout")
+
+        def checkin(*_: object) -> None:
+            self.note("checkin")
+
+        ticker = asyncio.get_running_loop().create_task(self.tick())
+        event.listen(Pool, "checkout", checkout)
+        event.listen(Pool, "checkin", checkin)
+        try:
+            yield
+        finally:
+            event.remove(Pool, "checkout", checkout)
+            event.remove(Pool, "checkin", checkin)
+            ticker.cancel()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("request_kind", REQUESTS)
+async def test_a_request_waiting_for_the_connection_gets_it_before_the_response_starts(
+    kind: str, request_kind: str, new_db: Callable[[str], Database]
+) -> None:
+    app, db = app_with_pool(kind, new_db, pool_size=1)
+    method, path = REQUESTS[request_kind]
+    timeline = Timeline()
+    async with app.lifespan():
+        with timeline.counting():
+            first, second = await asyncio.gather(
+                asgi.http(app, method, path.format("ada"), on_send=timeline.on_send("first")),
+                asgi.http(app, method, path.format("bob"), on_send=timeline.on_send("second")),
+            )
+    assert (first.status, second.status) == ((200, 200) if method == "GET" else (201, 201))
+    # One connection: the second request waited for it, and took it before the first one's response started.
+    assert timeline.names() == [
+        "checkout",
+        "checkin",
+        "checkout",
+        "first starts its response",
+        "checkin",
+        "second starts its response",
+    ]
+    turns = timeline.turns_between("checkin", "first starts its response")
+    if request_kind == "read":  # committed in the request's task, then gave way
+        assert turns >= SETTLE_TURNS[request_kind] + GIVE_WAY_TURNS - 1
+    else:  # committed in a task of its own, which woke the waiting request first; no giving way
+        assert turns <= SETTLE_TURNS[request_kind] + 1
+        assert sorted(db.fetch("select name from accounts")) == [("ada",), ("bob",)]
+
+
+async def test_a_session_never_used_does_not_give_way(new_db: Callable[[str], Database]) -> None:
+    app, _ = app_with_pool("sqlite", new_db)
+    timeline = Timeline()
+    async with app.lifespan():
+        with timeline.counting():
+            timeline.note("sent")
+            exchange = await asgi.http(app, "GET", "/unused", on_send=timeline.on_send("it"))
+    assert exchange.status == 200
+    assert timeline.names() == ["sent", "it starts its response"]  # no connection taken
+    assert timeline.turns_between("sent", "it starts its response") <= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_read_cancelled_while_giving_way_gets_no_response_and_no_warning(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = app_with_pool(kind, new_db)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    sent: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[Any]] = []
+
+    def cancel_while_giving_way(*_: object) -> None:
+        loop.call_soon(loop.call_soon, tasks[0].cancel)  # checked in: committed; two turns on it is giving way
+
+    async with app.lifespan():
+        event.listen(Pool, "checkin", cancel_while_giving_way, once=True)
+        tasks.append(asyncio.create_task(asgi.http(app, "GET", "/count", on_send=sent.append)))
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+    assert sent == []  # the client never got its response
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []  # nothing was written
