@@ -141,7 +141,7 @@ _requests = _Requests()
 async def give_way() -> None:
     """Let the event loop run :data:`GIVE_WAY_TURNS` times: what a request that only read does between its
     commit and its response, when another request is in flight (with none, there is nobody to give way
-    to, and the turns cost a read about 3 % of its CPU time in process).
+    to, and the turns cost a read about 3.5 % of its CPU time in process).
 
     Its connections are back in their pools by then. A read commits in the request's own task
     (:func:`~plugin.transactions.settle_all`), so without this nothing else would run before its response;
