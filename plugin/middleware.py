@@ -10,7 +10,7 @@ HTTP: when ``http.response.start`` arrives, the status in it is final (every ``a
 exception handler has run), so the policy decides there, and the commit happens before the message is
 passed on. If the commit fails, the original response is dropped and the error goes through the route's
 exception handlers instead, so the client never sees a 2xx for a lost write. Between a commit that
-only read and the response, a request gives way to the others in flight (:func:`give_way`). Sessions are
+only read and the response, a request gives way to the event loop (:func:`give_way`). Sessions are
 closed in the ``finally`` of the middleware, after the body was sent: a streaming body may still use
 them, and a cancelled or disconnected request is cleaned up too. Websockets commit when the handler
 returns normally and roll back when it raised.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ from litestar.exceptions.responses import create_exception_response
 from plugin._litestar import keep_out_of_response_cache
 from plugin.exceptions import CommitConflictError, quote_keys
 from plugin.sessions import is_started, mark_settled
-from plugin.transactions import SUCCESS_STATUS, close_all, close_idle, settle_all
+from plugin.transactions import SUCCESS_STATUS, close_all, close_idle, only_read, settle_all
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -114,7 +113,7 @@ class RequestSessions:
             await send_exception_response(self.scope, self.receive, self.send, error)
             return
         try:
-            if commit and not committed and _requests.in_flight > 1:  # see give_way
+            if commit and only_read(self.sessions):  # committed in this task, without the shield
                 await give_way()
             await self.send(message)
         except asyncio.CancelledError:
@@ -130,18 +129,9 @@ GIVE_WAY_TURNS = 3
 """Turns of the event loop a request lets pass between its settle and its response (:func:`give_way`)."""
 
 
-class _Requests(threading.local):
-    in_flight = 0
-    """HTTP requests inside the middleware, on this thread's event loop."""
-
-
-_requests = _Requests()
-
-
 async def give_way() -> None:
     """Let the event loop run :data:`GIVE_WAY_TURNS` times: what a request that only read does between its
-    commit and its response, when another request is in flight (with none, there is nobody to give way
-    to, and the turns cost a read about 3.5 % of its CPU time in process).
+    commit and its response.
 
     Its connections are back in their pools by then. A read commits in the request's own task
     (:func:`~plugin.transactions.settle_all`), so without this nothing else would run before its response;
@@ -151,9 +141,11 @@ async def give_way() -> None:
     2 ms and ended together, the garbage collector's young collections ran every dozen requests, and a
     full one (60-90 ms) every few thousand was the p99. Measured under uvicorn (pools of 5 + 5,
     docs/benchmarks.md): primary-key reads at concurrency 16 ran 194-245 young and 1-2 full collections
-    per 3 s without it, 38-42 and none with it; their p99 against the same plugin without it was 0.46x at
-    16 and 0.58x at 64. One or two turns left most of the collections. A write settles in a task of its
-    own and does not give way: on inserts it changed no collection count, and cost throughput at 64.
+    per 3 s without it, 38-42 and none with it; in one run against the same plugin without it, their p99
+    was 0.46x at 16 and 0.58x at 64, their throughput 0.92x at 16 and 0.98x at 64. One or two turns left
+    most of the collections. On an idle loop the three turns cost 7.3 us of CPU, under 1 % of a read's.
+    A write settles in a task of its own and does not give way: on inserts it changed no collection
+    count, and cost throughput at 64.
     """
     for _ in range(GIVE_WAY_TURNS):
         await asyncio.sleep(0)
@@ -220,11 +212,7 @@ class TransactionMiddleware:
                     # A failed commit is logged by settle(); a closed socket has no response to turn into an error.
                     await settle_all(sessions, commit)
                 return
-            _requests.in_flight += 1
-            try:
-                await self.app(scope, receive, request_sessions)
-            finally:
-                _requests.in_flight -= 1
+            await self.app(scope, receive, request_sessions)
         finally:
             _current.reset(token)
             try:

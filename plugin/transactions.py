@@ -44,6 +44,7 @@ __all__ = (
     "TransactionPolicy",
     "close_all",
     "close_idle",
+    "only_read",
     "settle",
     "settle_all",
     "unit_of_work",
@@ -143,6 +144,12 @@ def _only_read(async_sessions: list[Session], sync_sessions: list[Session]) -> b
         if session.twophase:
             return False
     return _read(async_sessions)
+
+
+def only_read(sessions: Sequence[AsyncSession | Session]) -> bool:
+    """Whether a unit of work's used sessions only read: async, one-phase, none wrote (what
+    :func:`settle_all` commits in the calling task, without the shield)."""
+    return _only_read(*_by_kind([session for session in sessions if is_started(session)]))
 
 
 def _read(sessions: list[Session]) -> bool:
