@@ -113,7 +113,7 @@ class RequestSessions:
             await send_exception_response(self.scope, self.receive, self.send, error)
             return
         try:
-            if commit and only_read(self.sessions):  # committed in this task, without the shield
+            if commit and only_read(self.sessions):  # committed in this task, if anything (see give_way)
                 await give_way()
             await self.send(message)
         except asyncio.CancelledError:
@@ -143,7 +143,7 @@ async def give_way() -> None:
     docs/benchmarks.md): primary-key reads at concurrency 16 ran 194-245 young and 1-2 full collections
     per 3 s without it, 38-42 and none with it; in one run against the same plugin without it, their p99
     was 0.46x at 16 and 0.58x at 64, their throughput 0.92x at 16 and 0.98x at 64. One or two turns left
-    most of the collections. On an idle loop the three turns cost 7.3 us of CPU, under 1 % of a read's.
+    most of the collections. On an idle loop the three turns cost 7.3 us of CPU, about 1 % of a read's.
     A write settles in a task of its own and does not give way: on inserts it changed no collection
     count, and cost throughput at 64.
     """

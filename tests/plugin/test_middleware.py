@@ -14,6 +14,7 @@ as leaving ``async with session`` does in SQLAlchemy (plugin.middleware.give_way
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import weakref
@@ -26,15 +27,17 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from plugin.middleware import GIVE_WAY_TURNS
 from tests.databases import KINDS
 from tests.plugin import asgi
-from tests.plugin.models import Account, logs_metadata
+from tests.plugin.models import Account, logs_metadata, make_plugin
 from tests.plugin.models import Base as ModelsBase
 from tests.plugin.orders import Base, Order
+from tests.plugin.test_multibind import require_prepared_transactions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -264,3 +267,41 @@ async def test_a_read_cancelled_while_giving_way_gets_no_response_and_no_warning
             await tasks[0]
     assert sent == []  # the client never got its response
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []  # nothing was written
+
+
+@get("/count-in-a-thread", sync_to_thread=True)
+def count_in_a_thread(db_session: NamedDependency[Session]) -> int:
+    return int(db_session.execute(select(func.count()).select_from(Account)).scalar_one())
+
+
+WHO_GIVES_WAY = {
+    # case: (database, config options, in a sandbox, method and path, calls of give_way)
+    "read": ("sqlite", {}, False, ("GET", "/count"), 1),
+    "write": ("sqlite", {}, False, ("POST", "/add/ada"), 0),
+    "write in a sandbox (savepoints only, nothing committed)": ("sqlite", {}, True, ("POST", "/add/ada"), 0),
+    "read in a sandbox": ("sqlite", {}, True, ("GET", "/count"), 1),
+    "two-phase read (settled in a task of its own)": ("postgresql", {"two_phase": True}, False, ("GET", "/count"), 0),
+    "sync read (settled in a worker thread)": ("sqlite", {"sync": True}, False, ("GET", "/count-in-a-thread"), 0),
+}
+
+
+@pytest.mark.parametrize("case", WHO_GIVES_WAY)
+async def test_only_a_commit_in_the_requests_own_task_gives_way(
+    case: str, new_db: Callable[[str], Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kind, options, sandboxed, (method, path), expected = WHO_GIVES_WAY[case]
+    db = new_db(kind)
+    if options.get("two_phase"):
+        require_prepared_transactions(db)
+    plugin = make_plugin({"default": db, "logs": new_db(kind)}, **options)
+    app = Litestar(route_handlers=[count, add, count_in_a_thread], plugins=[plugin], logging_config=None)
+    calls: list[None] = []
+
+    async def counted() -> None:
+        calls.append(None)
+
+    monkeypatch.setattr("plugin.middleware.give_way", counted)
+    async with app.lifespan(), plugin.sandbox() if sandboxed else contextlib.nullcontext():
+        exchange = await asgi.http(app, method, path)
+    assert exchange.status == (200 if method == "GET" else 201)
+    assert len(calls) == expected
