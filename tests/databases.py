@@ -68,6 +68,17 @@ def require_server(kind: str) -> None:
         pytest.skip(problem)
 
 
+def require_prepared_transactions(db: Database) -> None:
+    """Skip (or, under REQUIRE_DB_SERVERS=1, fail) a two-phase test when PostgreSQL cannot prepare."""
+    [(setting,)] = db.fetch("show max_prepared_transactions")
+    if int(setting) == 0:
+        reason = (
+            "PostgreSQL has max_prepared_transactions = 0, so two-phase commit cannot run; enable it with "
+            "ALTER SYSTEM SET max_prepared_transactions = 20 and a server restart (.ci/run does this)"
+        )
+        pytest.fail(reason) if REQUIRE_SERVERS else pytest.skip(reason)
+
+
 @dataclass
 class Database:
     """One throwaway database, reachable through the plugin's async and sync drivers and raw DBAPI."""

@@ -18,7 +18,6 @@ import contextlib
 import contextvars
 import logging
 import weakref
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -32,12 +31,11 @@ from sqlalchemy.pool import Pool
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from plugin.middleware import GIVE_WAY_TURNS
-from tests.databases import KINDS
+from tests.databases import KINDS, require_prepared_transactions
 from tests.plugin import asgi
 from tests.plugin.models import Account, logs_metadata, make_plugin
 from tests.plugin.models import Base as ModelsBase
 from tests.plugin.orders import Base, Order
-from tests.plugin.test_multibind import require_prepared_transactions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -170,7 +168,7 @@ class Timeline:
         turns = dict(reversed(self.events))  # the first of each
         return turns[then] - turns[first]
 
-    @contextmanager
+    @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
         """Count turns, and note every pool checkout and checkin, while in the block."""
 

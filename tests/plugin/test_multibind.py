@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from plugin import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from plugin.transactions import close_all, settle_all
-from tests.databases import KINDS, REQUIRE_SERVERS
+from tests.databases import KINDS, require_prepared_transactions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -138,16 +138,6 @@ async def test_first_bind_failing_commits_nothing(
     [message] = [r.getMessage() for r in caplog.records if r.name == "plugin.transactions"]
     assert message.startswith("commit failed on bind 'default': IntegrityError")
     assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
-
-
-def require_prepared_transactions(db: Database) -> None:
-    [(setting,)] = db.fetch("show max_prepared_transactions")
-    if int(setting) == 0:
-        reason = (
-            "PostgreSQL has max_prepared_transactions = 0, so two-phase commit cannot run; enable it with "
-            "ALTER SYSTEM SET max_prepared_transactions = 20 and a server restart (.ci/run does this)"
-        )
-        pytest.fail(reason) if REQUIRE_SERVERS else pytest.skip(reason)
 
 
 @pytest.mark.postgresql
