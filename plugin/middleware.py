@@ -9,11 +9,11 @@ unless a session was actually used.
 HTTP: when ``http.response.start`` arrives, the status in it is final (every ``after_request`` hook and
 exception handler has run), so the policy decides there, and the commit happens before the message is
 passed on. If the commit fails, the original response is dropped and the error goes through the route's
-exception handlers instead, so the client never sees a 2xx for a lost write. Between a commit that
-only read and the response, a request gives way to the event loop (:func:`give_way`). Sessions are
-closed in the ``finally`` of the middleware, after the body was sent: a streaming body may still use
-them, and a cancelled or disconnected request is cleaned up too. Websockets commit when the handler
-returns normally and roll back when it raised.
+exception handlers instead, so the client never sees a 2xx for a lost write. Between a commit of async
+sessions and the response, a request gives way to the event loop (:func:`give_way`). Sessions are closed
+in the ``finally`` of the middleware, after the body was sent: a streaming body may still use them, and
+a cancelled or disconnected request is cleaned up too. Websockets commit when the handler returns
+normally and roll back when it raised.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from litestar.exceptions.responses import create_exception_response
 from plugin._litestar import keep_out_of_response_cache
 from plugin.exceptions import CommitConflictError, quote_keys
 from plugin.sessions import is_started, mark_settled
-from plugin.transactions import SUCCESS_STATUS, close_all, close_idle, only_read, settle_all
+from plugin.transactions import SUCCESS_STATUS, close_all, close_idle, settle_all, settles_on_the_loop
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -106,6 +106,7 @@ class RequestSessions:
 
     async def _settle_then_send(self, message: HTTPResponseStartEvent) -> None:
         commit = not self.raised and self.policy.should_commit(message["status"])
+        yielding = commit and settles_on_the_loop(self.sessions)  # asked now: the settle ends the transactions
         committed, error = await settle_all(self.sessions, commit)
         if error is not None:
             self.replaced = True
@@ -113,7 +114,7 @@ class RequestSessions:
             await send_exception_response(self.scope, self.receive, self.send, error)
             return
         try:
-            if commit and only_read(self.sessions):  # committed in this task, if anything (see give_way)
+            if yielding:
                 await give_way()
             await self.send(message)
         except asyncio.CancelledError:
@@ -130,22 +131,27 @@ GIVE_WAY_TURNS = 3
 
 
 async def give_way() -> None:
-    """Let the event loop run :data:`GIVE_WAY_TURNS` times: what a request that only read does between its
-    commit and its response.
+    """Let the event loop run :data:`GIVE_WAY_TURNS` times: what a request does between a commit of async
+    sessions and its response.
 
-    Its connections are back in their pools by then. A read commits in the request's own task
-    (:func:`~plugin.transactions.settle_all`), so without this nothing else would run before its response;
-    leaving ``async with session`` in SQLAlchemy 2.1 gives way the same three turns (the close runs in a
-    task of its own, awaited through a shield). Under an asyncio server with fewer pooled connections than
-    requests in flight, it keeps requests from moving in step: without it, about eight started within
-    2 ms and ended together, the garbage collector's young collections ran every dozen requests, and a
-    full one (60-90 ms) every few thousand was the p99. Measured under uvicorn (pools of 5 + 5,
-    docs/benchmarks.md): primary-key reads at concurrency 16 ran 194-245 young and 1-2 full collections
-    per 3 s without it, 38-42 and none with it; in one run against the same plugin without it, their p99
-    was 0.46x at 16 and 0.58x at 64, their throughput 0.92x at 16 and 0.98x at 64. One or two turns left
-    most of the collections. On an idle loop the three turns cost 7.3 us of CPU, about 1 % of a read's.
-    A write settles in a task of its own and does not give way: on inserts it changed no collection
-    count, and cost throughput at 64.
+    Its connections are back in their pools by then. Leaving ``async with session`` after ``await
+    session.commit()`` in SQLAlchemy 2.1 gives way the same three turns (the close runs in a task of its
+    own, awaited through a shield); without this, the request would go on to its response before anything
+    else ran. Under an asyncio server with fewer pooled connections than requests in flight, giving way
+    keeps requests from moving in step: without it, about eight started within 2 ms and ended together,
+    the garbage collector's young collections ran every dozen requests, and a full one (60-90 ms) every
+    few thousand was the p99. Measured under uvicorn (pools of 5 + 5, docs/benchmarks.md):
+
+    - primary-key reads at concurrency 16 ran 194-245 young and 1-2 full collections per 3 s without it,
+      38-42 and none with it; in one run against the same plugin without it, their p99 was 0.46x at 16
+      and 0.58x at 64, their throughput 0.92x at 16 and 0.98x at 64. One or two turns left most of the
+      collections;
+    - inserts gain only together with the flush in the request's own task
+      (:func:`~plugin.transactions.settle_all`): 73-84 young collections at 16 with both, 226-245 with the
+      flush alone, 146-172 with giving way alone.
+
+    On an idle loop the three turns cost 7.3 us of CPU, about 1 % of a read's. A sync session settles in a
+    worker thread and its pool does not queue tasks: a request with one does not give way.
     """
     for _ in range(GIVE_WAY_TURNS):
         await asyncio.sleep(0)

@@ -44,7 +44,7 @@ __all__ = (
     "TransactionPolicy",
     "close_all",
     "close_idle",
-    "only_read",
+    "settles_on_the_loop",
     "settle",
     "settle_all",
     "unit_of_work",
@@ -146,10 +146,17 @@ def _only_read(async_sessions: list[Session], sync_sessions: list[Session]) -> b
     return _read(async_sessions)
 
 
-def only_read(sessions: Sequence[AsyncSession | Session]) -> bool:
-    """Whether a unit of work's used sessions only read: async, one-phase, none wrote (what
-    :func:`settle_all` commits in the calling task, without the shield)."""
-    return _only_read(*_by_kind([session for session in sessions if is_started(session)]))
+def settles_on_the_loop(sessions: Sequence[AsyncSession | Session]) -> bool:
+    """Whether :func:`settle_all` would settle a transaction of these sessions from the event loop: at least
+    one used session is in a transaction, and every used session is async (none settles in a worker thread).
+    Asked before the settle: afterwards no session is in a transaction."""
+    async_sessions, sync_sessions = _by_kind([session for session in sessions if is_started(session)])
+    if sync_sessions:
+        return False
+    for session in async_sessions:  # noqa: SIM110 - a loop, not any() over a generator: this runs on every request
+        if session.in_transaction():
+            return True
+    return False
 
 
 def _read(sessions: list[Session]) -> bool:
@@ -189,13 +196,43 @@ def _began(session: Session) -> list[BoundConnection]:
     return session.bound_connections() if isinstance(session, RoutingSession) else []
 
 
+async def _flush_first(async_sessions: list[Session], sync_sessions: list[Session]) -> CommitError | None:
+    """Step 1 of a commit (:func:`~plugin.commit.flush_all`), run from the calling task, which a cancellation
+    may stop: nothing is committed yet. Returns the error of a failed flush (every session rolled back)."""
+    if sync_sessions:
+        # A worker thread cannot be interrupted, and its flush may wait on a lock another session of the
+        # request holds, released only when that session is closed: flush in the request's own task,
+        # whose wait a cancellation ends (the sessions are then closed, which releases the lock). Without
+        # abandon_on_cancel anyio shields that wait from its own cancel scopes (a timeout middleware).
+        # If the request is cancelled meanwhile, the worker thread closes the session it is inside of when
+        # it leaves it (sessions.threads): closing it from here would be under its feet.
+        try:
+            await anyio.to_thread.run_sync(flush_all, sync_sessions, threads, abandon_on_cancel=True)
+        except CommitError as exc:
+            return exc
+    if async_sessions:
+        # Flushed here, as a hand-written `await session.commit()` flushes, the statements take their
+        # connections from the pools now, rather than after the settle's task waited its turn behind
+        # everything else ready to run. Under uvicorn with more requests than pooled connections, that turn
+        # was the difference: inserts at concurrency 16 waited 2.3-2.8 ms for a connection and ran 146-156
+        # young collections in 3 s with the flush in the task; 0.3 ms and 73-84 flushed here, as many as
+        # the hand-written dependency (with plugin.middleware.give_way; docs/benchmarks.md).
+        try:
+            await greenlet_spawn(flush_all, async_sessions)
+        except CommitError as exc:
+            return exc
+    return None
+
+
 async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
     """:func:`settle` a unit of work's used sessions from async code; returns the binds where a write
     committed (none for a unit of work that only read) and the error, if any.
 
-    Async sessions are settled together in one of SQLAlchemy's greenlets, sync sessions in a worker
-    thread, in a task of their own. A cancellation of the calling task that arrives while the sessions
-    flush stops the settle (nothing is committed; the sessions roll back when closed) and is re-raised.
+    A commit first flushes every session from the calling task (async sessions in one of SQLAlchemy's
+    greenlets, sync sessions in a worker thread); then the sessions are settled (committed, or rolled back)
+    in a task of their own, async ones together in a greenlet, sync ones in a worker thread. A
+    cancellation of the calling task that arrives while the sessions flush stops the settle (nothing is
+    committed; the sessions roll back when closed) and is re-raised.
     One that arrives once committing began lets it run to its end: then what was committed is logged at
     WARNING (nobody is left to receive a response), and the cancellation is re-raised. Every session is
     marked settled: a later flush through it raises :class:`~plugin.exceptions.LifecycleError`.
@@ -214,18 +251,9 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
         if commit and _only_read(async_sessions, sync_sessions):
             _, error = await _settle_read_only(async_sessions)
             return [], error  # no write was committed (what the caller warns about when the response is lost)
-        if commit and sync_sessions:
-            # A worker thread cannot be interrupted, and its flush may wait on a lock another session of the
-            # request holds, released only when that session is closed: flush in the request's own task,
-            # whose wait a cancellation ends (the sessions are then closed, which releases the lock). Without
-            # abandon_on_cancel anyio shields that wait from its own cancel scopes (a timeout middleware).
-            # If the request is cancelled meanwhile, the worker thread closes the session it is inside of when
-            # it leaves it (sessions.threads): closing it from here would be under its feet.
-            try:
-                await anyio.to_thread.run_sync(flush_all, sync_sessions, threads, abandon_on_cancel=True)
-            except CommitError as exc:
-                return [], exc
-        # A rollback is never stopped; a commit is, while it flushes.
+        if commit and (error := await _flush_first(async_sessions, sync_sessions)) is not None:
+            return [], error
+        # A rollback is never stopped; a commit is, until it begins committing.
         settling = Settling(interruptible=not sync_sessions) if commit else None
         outcome, cancelled = await _to_the_end(_settle_now(async_sessions, sync_sessions, commit, settling), settling)
     finally:

@@ -24,13 +24,13 @@ import pytest
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from sqlalchemy import event, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
-from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
-from plugin.middleware import GIVE_WAY_TURNS
+from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, TransactionPolicy
+from plugin.middleware import GIVE_WAY_TURNS, give_way
 from tests.databases import KINDS, require_prepared_transactions
 from tests.plugin import asgi
 from tests.plugin.models import Account, logs_metadata, make_plugin
@@ -121,8 +121,9 @@ REQUESTS = {"read": ("GET", "/count"), "write": ("POST", "/add/{}")}
 
 SETTLE_TURNS = {"read": 0, "write": 1}
 """Turns of the event loop from a connection's checkin to the response start, besides giving way: a read
-commits in the request's task, a write in a task of its own, which wakes the request one turn later.
-A count may be one off either way: within a turn, the counting task runs before or after an event."""
+commits in the request's task, a write in a task of its own (the shield), which wakes the request one
+turn later. A count may be one off either way: within a turn, the counting task runs before or after an
+event."""
 
 
 def app_with_pool(kind: str, new_db: Callable[[str], Database], pool_size: int = 5) -> tuple[Litestar, Database]:
@@ -214,11 +215,42 @@ async def test_a_request_waiting_for_the_connection_gets_it_before_the_response_
         "second starts its response",
     ]
     turns = timeline.turns_between("checkin", "first starts its response")
-    if request_kind == "read":  # committed in the request's task, then gave way
-        assert turns >= SETTLE_TURNS[request_kind] + GIVE_WAY_TURNS - 1
-    else:  # committed in a task of its own, which woke the waiting request first; no giving way
-        assert turns <= SETTLE_TURNS[request_kind] + 1
+    assert turns >= SETTLE_TURNS[request_kind] + GIVE_WAY_TURNS - 1  # committed, then gave way
+    if request_kind == "write":
         assert sorted(db.fetch("select name from accounts")) == [("ada",), ("bob",)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_write_flushes_in_the_requests_task_and_commits_in_a_task_of_its_own(
+    kind: str, new_db: Callable[[str], Database]
+) -> None:
+    # The flush takes its connection from the pool right away, as a hand-written `await session.commit()`
+    # does; only the COMMIT, which a cancellation must not cut short, runs behind the shield.
+    app, db = app_with_pool(kind, new_db)
+    seen: dict[str, asyncio.Task[Any] | None] = {}
+    requests: list[asyncio.Task[Any]] = []
+
+    def note(what: str) -> Callable[..., None]:
+        def noted(*_: object) -> None:
+            seen.setdefault(what, asyncio.current_task())
+
+        return noted
+
+    listeners = [(Pool, "checkout", note("checkout")), (Engine, "commit", note("commit"))]
+    async with app.lifespan():
+        for target, name, listener in listeners:
+            event.listen(target, name, listener)
+        try:
+            requests.append(asyncio.create_task(asgi.http(app, "POST", "/add/ada")))
+            exchange = await requests[0]
+        finally:
+            for target, name, listener in listeners:
+                event.remove(target, name, listener)
+    assert exchange.status == 201
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert seen["checkout"] is requests[0]
+    assert seen["commit"] is not None
+    assert seen["commit"] is not requests[0]
 
 
 async def test_a_write_the_handler_committed_does_not_give_way(new_db: Callable[[str], Database]) -> None:
@@ -267,24 +299,54 @@ async def test_a_read_cancelled_while_giving_way_gets_no_response_and_no_warning
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []  # nothing was written
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_write_cancelled_while_giving_way_gets_no_response_and_the_warning_says_it_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, db = app_with_pool(kind, new_db)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    sent: list[dict[str, Any]] = []
+
+    async def cancelled_while_giving_way() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await give_way()
+
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    async with app.lifespan():
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(asgi.http(app, "POST", "/add/ada", on_send=sent.append))
+    assert sent == []  # the client never got its response
+    assert db.fetch("select name from accounts") == [("ada",)]  # but the write is committed, and the log says so
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "the task was cancelled while its response was starting, after its transaction committed: 'default'"
+    ]
+
+
 @get("/count-in-a-thread", sync_to_thread=True)
 def count_in_a_thread(db_session: NamedDependency[Session]) -> int:
     return int(db_session.execute(select(func.count()).select_from(Account)).scalar_one())
 
 
+MANUAL = TransactionPolicy(mode="manual")
+"""Never commits: what the handler left open is rolled back."""
+
 WHO_GIVES_WAY = {
     # case: (database, config options, in a sandbox, method and path, calls of give_way)
     "read": ("sqlite", {}, False, ("GET", "/count"), 1),
-    "write": ("sqlite", {}, False, ("POST", "/add/ada"), 0),
-    "write in a sandbox (savepoints only, nothing committed)": ("sqlite", {}, True, ("POST", "/add/ada"), 0),
+    "write": ("sqlite", {}, False, ("POST", "/add/ada"), 1),
+    "write in a sandbox": ("sqlite", {}, True, ("POST", "/add/ada"), 1),
     "read in a sandbox": ("sqlite", {}, True, ("GET", "/count"), 1),
-    "two-phase read (settled in a task of its own)": ("postgresql", {"two_phase": True}, False, ("GET", "/count"), 0),
+    "two-phase read": ("postgresql", {"two_phase": True}, False, ("GET", "/count"), 1),
+    "two-phase write": ("postgresql", {"two_phase": True}, False, ("POST", "/add/ada"), 1),
     "sync read (settled in a worker thread)": ("sqlite", {"sync": True}, False, ("GET", "/count-in-a-thread"), 0),
+    "a write rolled back": ("sqlite", {"transaction": MANUAL}, False, ("POST", "/add/ada"), 0),
 }
 
 
 @pytest.mark.parametrize("case", WHO_GIVES_WAY)
-async def test_only_a_commit_in_the_requests_own_task_gives_way(
+async def test_a_commit_of_async_sessions_gives_way(
     case: str, new_db: Callable[[str], Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kind, options, sandboxed, (method, path), expected = WHO_GIVES_WAY[case]
