@@ -213,7 +213,8 @@ def flush_all(active: Sequence[Session], gate: Gate | None = None) -> None:
 def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None = None) -> list[str]:
     """Commit or roll back a unit of work (a request's sessions, a script's) as one transaction.
 
-    Returns the binds that committed. Raises :class:`CommitError` when the commit fails, after rolling
+    Returns the binds that committed (and :data:`OUTSIDE_BINDS` when a session that wrote held a connection
+    of an engine outside them). Raises :class:`CommitError` when the commit fails, after rolling
     every session back; the sessions must still be closed by the caller. A rollback that fails is
     logged and its connections invalidated; it never raises. With ``settling``, a settle abandoned while
     it flushed stops before committing, raising ``asyncio.CancelledError``.
@@ -232,19 +233,35 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
     if in_doubt:
         in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
     bound = _bound(active)  # the flush may have begun connections on more binds
+    outside = _wrote_outside(active)  # asked now: the commit ends the transactions
     two_phase = True
     for session in active:
         two_phase = two_phase and session.twophase
     # One connection (or a sandbox's savepoints): nothing to order. With two-phase sessions even a single
     # connection is prepared (SQLAlchemy begins it as a two-phase transaction), so it is finished by xid too.
     if bound is None or len(bound) < (1 if two_phase else 2) or _joined(bound):
-        return _commit_each(active, bound)
-    ledger = _Ledger(bound)
-    if two_phase:
-        _commit_two_phase(active, bound, ledger)
+        committed = _commit_each(active, bound)
     else:
-        _commit_in_bind_order(active, bound, ledger)
-    return ledger.committed
+        ledger = _Ledger(bound)
+        if two_phase:
+            _commit_two_phase(active, bound, ledger)
+        else:
+            _commit_in_bind_order(active, bound, ledger)
+        committed = ledger.committed
+    return [*committed, OUTSIDE_BINDS] if outside else committed
+
+
+OUTSIDE_BINDS = "(an engine outside the binds)"
+"""What :func:`settle` names among the committed binds when a session that wrote also held a connection of
+an engine that is not one of the binds (committed by the session's own commit): a WARNING about a lost
+response must not say ``committed: (none)`` of it."""
+
+
+def _wrote_outside(sessions: Sequence[Session]) -> bool:
+    for session in sessions:  # noqa: SIM110 - a loop, not any() over a generator: this runs on every commit
+        if getattr(session, "outside", False) and getattr(session, "wrote", True):
+            return True
+    return False
 
 
 def _joined(bound: Sequence[BoundConnection]) -> bool:

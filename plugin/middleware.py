@@ -147,8 +147,8 @@ async def give_way() -> None:
       and 0.58x at 64, their throughput 0.92x at 16 and 0.98x at 64. One or two turns left most of the
       collections;
     - inserts gain only together with the flush in the request's own task
-      (:func:`~plugin.transactions.settle_all`): 73-84 young collections at 16 with both, 226-245 with the
-      flush alone, 146-172 with giving way alone.
+      (:func:`~plugin.transactions.settle_all`): 69-84 young collections at 16 with both, 226-245 with the
+      flush alone, 158-172 with giving way alone.
 
     On an idle loop the three turns cost 7.3 us of CPU, about 1 % of a read's. A sync session settles in a
     worker thread and its pool does not queue tasks: a request with one does not give way.

@@ -127,6 +127,9 @@ class RoutingSession(Session):
     statement that is not a ``SELECT`` (``text()`` included, typed with ``.columns()`` too), a connection
     handed out (``connection()``, where anything may run) or a legacy bulk method. A unit of work none of
     whose sessions wrote is settled without the cancellation shield (:func:`plugin.transactions.settle_all`)."""
+    outside = False
+    """Set while the transaction holds a connection of an engine that is not one of the binds
+    (``bind_arguments={"bind": engine}``): the session's own commit commits it, after the binds."""
     _begun: list[BoundConnection]
 
     def __init__(self, **options: Any) -> None:
@@ -214,6 +217,7 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
     except LifecycleError:
         # An engine that is not one of the binds (bind_arguments={"bind": engine}): nothing to order;
         # the session's own commit() commits it after the binds.
+        session.outside = True
         return
     owned = connection.get_nested_transaction() is None
     root = connection.get_transaction() if owned else None
@@ -224,6 +228,7 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
 def _forget_connections(session: RoutingSession, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session._begun.clear()
+        session.outside = False
 
 
 @event.listens_for(RoutingSession, "before_flush")

@@ -214,8 +214,8 @@ async def _flush_first(async_sessions: list[Session], sync_sessions: list[Sessio
         # Flushed here, as a hand-written `await session.commit()` flushes, the statements take their
         # connections from the pools now, rather than after the settle's task waited its turn behind
         # everything else ready to run. Under uvicorn with more requests than pooled connections, that turn
-        # was the difference: inserts at concurrency 16 waited 2.3-2.8 ms for a connection and ran 146-156
-        # young collections in 3 s with the flush in the task; 0.3 ms and 73-84 flushed here, as many as
+        # was the difference: inserts at concurrency 16 waited 2.3-3.2 ms for a connection and ran 108-156
+        # young collections in 3 s with the flush in the task; 0.3 ms and 69-84 flushed here, as many as
         # the hand-written dependency (with plugin.middleware.give_way; docs/benchmarks.md).
         try:
             await greenlet_spawn(flush_all, async_sessions)

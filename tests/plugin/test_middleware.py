@@ -24,8 +24,8 @@ import pytest
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from sqlalchemy import Engine, event, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
@@ -321,6 +321,56 @@ async def test_a_write_cancelled_while_giving_way_gets_no_response_and_the_warni
     assert db.fetch("select name from accounts") == [("ada",)]  # but the write is committed, and the log says so
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "the task was cancelled while its response was starting, after its transaction committed: 'default'"
+    ]
+
+
+OUTSIDE: dict[str, AsyncEngine] = {}
+"""The engine outside the binds that ``/outside`` writes through (the test sets it)."""
+
+
+@post("/outside/{also_a_bind:str}")
+async def write_outside(db_session: NamedDependency[AsyncSession], also_a_bind: FromPath[str]) -> None:
+    if also_a_bind == "yes":
+        db_session.add(Account(name="ada"))
+    await db_session.execute(
+        text("insert into things (name) values ('ada')"), bind_arguments={"bind": OUTSIDE["engine"].sync_engine}
+    )
+
+
+@pytest.mark.parametrize("committed", ["'(an engine outside the binds)'", "'default', '(an engine outside the binds)'"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_write_outside_the_binds_cancelled_while_giving_way_is_named_in_the_warning(
+    kind: str,
+    committed: str,
+    new_db: Callable[[str], Database],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db, other = new_db(kind), new_db(kind)
+    other.execute("create table things (name varchar(20))")
+    binds = {"default": db.url(), "logs": new_db(kind).url()}
+    config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
+    app = Litestar(route_handlers=[write_outside], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+
+    async def cancelled_while_giving_way() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await give_way()
+
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    OUTSIDE["engine"] = create_async_engine(other.url())
+    also_a_bind = "yes" if "default" in committed else "no"
+    try:
+        async with app.lifespan():
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.create_task(asgi.http(app, "POST", f"/outside/{also_a_bind}"))
+    finally:
+        await OUTSIDE.pop("engine").dispose()
+    assert other.fetch("select name from things") == [("ada",)]  # committed by the session's own commit
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"the task was cancelled while its response was starting, after its transaction committed: {committed}"
     ]
 
 
