@@ -299,6 +299,14 @@ async def test_a_read_cancelled_while_giving_way_gets_no_response_and_no_warning
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []  # nothing was written
 
 
+async def cancelled_while_giving_way() -> None:
+    """``give_way`` with the request's task cancelled as it begins (what a timeout landing there does)."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await give_way()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_write_cancelled_while_giving_way_gets_no_response_and_the_warning_says_it_committed(
     kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
@@ -306,12 +314,6 @@ async def test_a_write_cancelled_while_giving_way_gets_no_response_and_the_warni
     app, db = app_with_pool(kind, new_db)
     caplog.set_level(logging.WARNING, logger="plugin")
     sent: list[dict[str, Any]] = []
-
-    async def cancelled_while_giving_way() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await give_way()
 
     monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
     async with app.lifespan():
@@ -352,12 +354,6 @@ async def test_a_write_outside_the_binds_cancelled_while_giving_way_is_named_in_
     config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
     app = Litestar(route_handlers=[write_outside], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
     caplog.set_level(logging.WARNING, logger="plugin")
-
-    async def cancelled_while_giving_way() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await give_way()
 
     monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
     OUTSIDE["engine"] = create_async_engine(other.url())
