@@ -233,13 +233,15 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
     if in_doubt:
         in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
     bound = _bound(active)  # the flush may have begun connections on more binds
-    outside = _wrote_outside(active)  # asked now: the commit ends the transactions
+    held, wrote_outside = _outside(active)  # asked now: the commit ends the transactions
     two_phase = True
     for session in active:
         two_phase = two_phase and session.twophase
     # One connection (or a sandbox's savepoints): nothing to order. With two-phase sessions even a single
     # connection is prepared (SQLAlchemy begins it as a two-phase transaction), so it is finished by xid too.
-    if bound is None or len(bound) < (1 if two_phase else 2) or _joined(bound):
+    # A connection outside the binds is committed by the sessions' own commit(), in no set order: beside a
+    # bind's connection, the bind commits first, by itself, so that a failure there leaves it uncommitted.
+    if bound is None or _joined(bound) or (len(bound) < (1 if two_phase else 2) and not (held and bound)):
         committed = _commit_each(active, bound)
     else:
         ledger = _Ledger(bound)
@@ -248,7 +250,7 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
         else:
             _commit_in_bind_order(active, bound, ledger)
         committed = ledger.committed
-    return [*committed, OUTSIDE_BINDS] if outside else committed
+    return [*committed, OUTSIDE_BINDS] if wrote_outside else committed
 
 
 OUTSIDE_BINDS = "(an engine outside the binds)"
@@ -257,11 +259,14 @@ an engine that is not one of the binds (committed by the session's own commit): 
 response must not say ``committed: (none)`` of it."""
 
 
-def _wrote_outside(sessions: Sequence[Session]) -> bool:
-    for session in sessions:  # noqa: SIM110 - a loop, not any() over a generator: this runs on every commit
-        if getattr(session, "outside", False) and getattr(session, "wrote", True):
-            return True
-    return False
+def _outside(sessions: Sequence[Session]) -> tuple[bool, bool]:
+    """Whether a session holds a connection outside the binds, and whether one that does wrote."""
+    held = wrote = False
+    for session in sessions:
+        if getattr(session, "outside", False):
+            held = True
+            wrote = wrote or getattr(session, "wrote", True)
+    return held, wrote
 
 
 def _joined(bound: Sequence[BoundConnection]) -> bool:

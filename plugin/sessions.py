@@ -128,8 +128,8 @@ class RoutingSession(Session):
     handed out (``connection()``, where anything may run) or a legacy bulk method. A unit of work none of
     whose sessions wrote is settled without the cancellation shield (:func:`plugin.transactions.settle_all`)."""
     outside = False
-    """Set while the transaction holds a connection of an engine that is not one of the binds
-    (``bind_arguments={"bind": engine}``): the session's own commit commits it, after the binds."""
+    """Set while the transaction holds a connection of an engine that is neither one of the binds nor a read
+    replica (``bind_arguments={"bind": engine}``): :func:`~plugin.commit.settle` commits it after the binds."""
     _begun: list[BoundConnection]
 
     def __init__(self, **options: Any) -> None:
@@ -216,8 +216,11 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
         key = session.bind_of(connection.engine)
     except LifecycleError:
         # An engine that is not one of the binds (bind_arguments={"bind": engine}): nothing to order;
-        # the session's own commit() commits it after the binds.
-        session.outside = True
+        # the session's own commit() commits it after the binds. A read replica's connection is not a
+        # bind's either, but nothing is written through it.
+        replicas: dict[str, Connection] | None = session.__dict__.get("replica_connections")
+        if not replicas or connection not in replicas.values():
+            session.outside = True
         return
     owned = connection.get_nested_transaction() is None
     root = connection.get_transaction() if owned else None

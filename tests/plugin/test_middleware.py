@@ -370,6 +370,70 @@ async def test_a_write_outside_the_binds_cancelled_while_giving_way_is_named_in_
     ]
 
 
+@get("/read-a-replica-then-write")  # a safe method reads from replicas (until it writes): a GET that writes
+async def read_a_replica_then_write(db_session: NamedDependency[AsyncSession]) -> None:
+    await db_session.execute(select(Account))  # the replica's connection: not a bind's, and nothing written
+    db_session.add(Account(name="ada"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_read_from_a_replica_is_not_named_as_a_write_outside_the_binds(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = new_db(kind)
+    binds = {"default": BindConfig(url=db.url(), replicas=[db.url()]), "logs": new_db(kind).url()}
+    config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
+    app = Litestar(
+        route_handlers=[read_a_replica_then_write], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None
+    )
+    caplog.set_level(logging.WARNING, logger="plugin")
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    async with app.lifespan():
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(asgi.http(app, "GET", "/read-a-replica-then-write"))
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "the task was cancelled while its response was starting, after its transaction committed: 'default'"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_bind_beside_an_engine_outside_the_binds_commits_first_and_its_failure_commits_neither(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, other = new_db(kind), new_db(kind)
+    other.execute("create table things (name varchar(20))")
+    binds = {"default": db.url(), "logs": new_db(kind).url()}
+    config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
+    app = Litestar(route_handlers=[write_outside], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    default_database = db.url().database
+
+    def refuse_the_binds_commit(connection: Any) -> None:
+        if connection.engine.url.database == default_database:
+            raise RuntimeError("COMMIT refused")
+
+    OUTSIDE["engine"] = create_async_engine(other.url())
+    try:
+        async with app.lifespan():  # its create_all commits before the listener refuses anything
+            event.listen(Engine, "commit", refuse_the_binds_commit)
+            try:
+                # The sessions' own commit() takes its connections in no set order: a few requests try several.
+                statuses = [(await asgi.http(app, "POST", "/outside/yes")).status for _ in range(5)]
+            finally:
+                event.remove(Engine, "commit", refuse_the_binds_commit)
+    finally:
+        await OUTSIDE.pop("engine").dispose()
+    assert statuses == [500] * 5
+    assert other.fetch("select name from things") == []  # the outside engine was rolled back, not committed
+    assert db.fetch("select name from accounts") == []
+    errors = [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and "COMMIT refused" in r.getMessage()
+    ]
+    assert len(errors) == 5
+    assert all("commit failed on bind 'default'" in e and "committed: (none)" in e for e in errors), errors
+
+
 @get("/count-in-a-thread", sync_to_thread=True)
 def count_in_a_thread(db_session: NamedDependency[Session]) -> int:
     return int(db_session.execute(select(func.count()).select_from(Account)).scalar_one())
