@@ -339,6 +339,17 @@ async def write_outside(db_session: NamedDependency[AsyncSession], also_a_bind: 
     )
 
 
+def app_writing_outside(kind: str, new_db: Callable[[str], Database]) -> tuple[Litestar, Database, Database]:
+    """An app serving ``/outside`` on two binds, its default bind's database, and the database of the
+    engine outside the binds (with its table ``things``)."""
+    db, other = new_db(kind), new_db(kind)
+    other.execute("create table things (name varchar(20))")
+    binds = {"default": db.url(), "logs": new_db(kind).url()}
+    config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
+    app = Litestar(route_handlers=[write_outside], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    return app, db, other
+
+
 @pytest.mark.parametrize("committed", ["'(an engine outside the binds)'", "'default', '(an engine outside the binds)'"])
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_write_outside_the_binds_cancelled_while_giving_way_is_named_in_the_warning(
@@ -348,11 +359,7 @@ async def test_a_write_outside_the_binds_cancelled_while_giving_way_is_named_in_
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    db, other = new_db(kind), new_db(kind)
-    other.execute("create table things (name varchar(20))")
-    binds = {"default": db.url(), "logs": new_db(kind).url()}
-    config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
-    app = Litestar(route_handlers=[write_outside], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    app, db, other = app_writing_outside(kind, new_db)
     caplog.set_level(logging.WARNING, logger="plugin")
 
     monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
@@ -365,6 +372,7 @@ async def test_a_write_outside_the_binds_cancelled_while_giving_way_is_named_in_
     finally:
         await OUTSIDE.pop("engine").dispose()
     assert other.fetch("select name from things") == [("ada",)]  # committed by the session's own commit
+    assert db.fetch("select name from accounts") == ([("ada",)] if also_a_bind == "yes" else [])
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         f"the task was cancelled while its response was starting, after its transaction committed: {committed}"
     ]
@@ -401,11 +409,7 @@ async def test_a_read_from_a_replica_is_not_named_as_a_write_outside_the_binds(
 async def test_a_bind_beside_an_engine_outside_the_binds_commits_first_and_its_failure_commits_neither(
     kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
 ) -> None:
-    db, other = new_db(kind), new_db(kind)
-    other.execute("create table things (name varchar(20))")
-    binds = {"default": db.url(), "logs": new_db(kind).url()}
-    config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
-    app = Litestar(route_handlers=[write_outside], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    app, db, other = app_writing_outside(kind, new_db)
     caplog.set_level(logging.ERROR, logger="plugin")
     default_database = db.url().database
 
