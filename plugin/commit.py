@@ -134,9 +134,13 @@ def _fail(
     failed: str | None = None,
     note: str = "",
     gate: Gate | None = None,
+    on_a_bind: bool = True,
 ) -> CommitError:
-    """Roll back every session, log at ERROR what happened to each bind, and build the error to raise."""
-    if failed is None and len(ledger.binds) == 1:
+    """Roll back every session, log at ERROR what happened to each bind, and build the error to raise.
+
+    ``on_a_bind=False``: what failed was no bind's COMMIT (the sessions' own commit once every bind
+    committed: their events, an engine outside the binds), so the message blames none."""
+    if failed is None and len(ledger.binds) == 1 and on_a_bind:
         failed = ledger.binds[0]
     for session in sessions:
         if gate is None:
@@ -149,13 +153,14 @@ def _fail(
     kind = CommitConflictError if isinstance(exc, IntegrityError) and not ledger.unknown else CommitError
     binds = ledger.binds
     where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}"
+    where = f" on {where}" if on_a_bind else ""
     unknown = (
         f"; outcome unknown: {quote_keys(ledger.unknown)} (the connection was lost before the server answered)"
         if ledger.unknown
         else ""
     )
     message = (
-        f"{stage} failed on {where}: {describe_error(exc)}; committed: {quote_keys(ledger.committed)}"
+        f"{stage} failed{where}: {describe_error(exc)}; committed: {quote_keys(ledger.committed)}"
         f"{unknown}; rolled back: {quote_keys(ledger.rolled_back)}{note}"
     )
     logger.error(message)
@@ -320,7 +325,7 @@ def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection
         for session in active:  # before_commit/after_commit events and expiry; the binds are committed
             session.commit()
     except Exception as exc:
-        raise _fail(active, exc, ledger, stage="commit (after every bind committed)") from exc
+        raise _fail(active, exc, ledger, stage="commit (after every bind committed)", on_a_bind=False) from exc
 
 
 def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], ledger: _Ledger) -> None:
@@ -368,7 +373,7 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
             finally:
                 session.twophase = True
     except Exception as exc:
-        raise _fail(active, exc, ledger, stage="commit (after every bind committed)") from exc
+        raise _fail(active, exc, ledger, stage="commit (after every bind committed)", on_a_bind=False) from exc
 
 
 def _in_doubt(sessions: Sequence[Session]) -> twophase.InDoubt | None:

@@ -438,6 +438,37 @@ async def test_a_bind_beside_an_engine_outside_the_binds_commits_first_and_its_f
     assert all("commit failed on bind 'default'" in e and "committed: (none)" in e for e in errors), errors
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_engine_outside_the_binds_failing_after_the_bind_committed_is_answered_500_and_logged_as_it_was(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, db, other = app_writing_outside(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    outside_database = other.url().database
+
+    def refuse_the_outside_commit(connection: Any) -> None:
+        if connection.engine.url.database == outside_database:
+            raise RuntimeError("COMMIT refused")
+
+    OUTSIDE["engine"] = create_async_engine(other.url())
+    try:
+        async with app.lifespan():
+            event.listen(Engine, "commit", refuse_the_outside_commit)
+            try:
+                status = (await asgi.http(app, "POST", "/outside/yes")).status
+            finally:
+                event.remove(Engine, "commit", refuse_the_outside_commit)
+    finally:
+        await OUTSIDE.pop("engine").dispose()
+    assert status == 500  # never a 2xx: half of the write was lost
+    assert db.fetch("select name from accounts") == [("ada",)]  # the bind committed first, and the log says so
+    assert other.fetch("select name from things") == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "commit (after every bind committed) failed: RuntimeError: COMMIT refused; committed: 'default'; "
+        "rolled back: (none)"
+    ]
+
+
 @get("/count-in-a-thread", sync_to_thread=True)
 def count_in_a_thread(db_session: NamedDependency[Session]) -> int:
     return int(db_session.execute(select(func.count()).select_from(Account)).scalar_one())
