@@ -88,6 +88,11 @@ class _Ledger:
         self._remaining = dict(self._total)
         self.committed: list[str] = []
         self.unknown: list[str] = []
+        self.outside: set[str] = set()
+        """What happened to writes through engines outside the binds: ``committed``, ``unknown``, ``rolled back``
+        (several, when sessions fared differently). Reported under :data:`OUTSIDE_BINDS`."""
+        self.lost_outside: Session | None = None
+        """The session whose commit was lost while it held a write outside the binds (its outcome: unknown)."""
 
     def done(self, bound: BoundConnection) -> None:
         """One connection of a bind committed; the bind counts once all of its connections have."""
@@ -104,9 +109,16 @@ class _Ledger:
         done = self._total[key] - self._remaining[key]
         return f" (bind {key!r} had committed {done} of its {self._total[key]} connections)" if done else ""
 
-    @property
-    def rolled_back(self) -> list[str]:
-        return [k for k in self.binds if k not in self.committed and k not in self.unknown]
+    def reported(self, outcome: str) -> list[str]:
+        """The binds whose outcome is ``outcome`` (``committed``, ``unknown`` or ``rolled back``), then
+        :data:`OUTSIDE_BINDS` when a write through an engine outside the binds had it."""
+        if outcome == "committed":
+            binds = self.committed
+        elif outcome == "unknown":
+            binds = self.unknown
+        else:
+            binds = [k for k in self.binds if k not in self.committed and k not in self.unknown]
+        return [*binds, OUTSIDE_BINDS] if outcome in self.outside else binds
 
 
 def _roll_back(session: Session) -> None:
@@ -142,6 +154,9 @@ def _fail(
     committed: their events, an engine outside the binds), so the message blames none."""
     if failed is None and len(ledger.binds) == 1 and on_a_bind:
         failed = ledger.binds[0]
+    for session in sessions:  # asked before the rollback ends their transactions
+        if session is not ledger.lost_outside and _wrote_outside(session):
+            ledger.outside.add("rolled back")
     for session in sessions:
         if gate is None:
             _roll_back(session)
@@ -150,21 +165,21 @@ def _fail(
                 _roll_back(session)
             finally:
                 gate.leave(session)
-    kind = CommitConflictError if isinstance(exc, IntegrityError) and not ledger.unknown else CommitError
+    conflict = isinstance(exc, IntegrityError) and not ledger.reported("unknown")
+    kind = CommitConflictError if conflict else CommitError
     binds = ledger.binds
     where = f"bind {failed!r}" if failed else f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}"
     where = f" on {where}" if on_a_bind else ""
+    committed, lost = ledger.reported("committed"), ledger.reported("unknown")
     unknown = (
-        f"; outcome unknown: {quote_keys(ledger.unknown)} (the connection was lost before the server answered)"
-        if ledger.unknown
-        else ""
+        f"; outcome unknown: {quote_keys(lost)} (the connection was lost before the server answered)" if lost else ""
     )
     message = (
-        f"{stage} failed{where}: {describe_error(exc)}; committed: {quote_keys(ledger.committed)}"
-        f"{unknown}; rolled back: {quote_keys(ledger.rolled_back)}{note}"
+        f"{stage} failed{where}: {describe_error(exc)}; committed: {quote_keys(committed)}"
+        f"{unknown}; rolled back: {quote_keys(ledger.reported('rolled back'))}{note}"
     )
     logger.error(message)
-    return kind(message, committed=tuple(ledger.committed), failed=failed, unknown=tuple(ledger.unknown))
+    return kind(message, committed=tuple(committed), failed=failed, unknown=tuple(lost))
 
 
 def _bound(sessions: Sequence[Session]) -> list[BoundConnection] | None:
@@ -238,7 +253,7 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
     if in_doubt:
         in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
     bound = _bound(active)  # the flush may have begun connections on more binds
-    held, wrote_outside = _outside(active)  # asked now: the commit ends the transactions
+    held = _holds_outside(active)
     two_phase = True
     for session in active:
         two_phase = two_phase and session.twophase
@@ -246,32 +261,33 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
     # connection is prepared (SQLAlchemy begins it as a two-phase transaction), so it is finished by xid too.
     # A connection outside the binds is committed by the sessions' own commit(), in no set order: beside a
     # bind's connection, the bind commits first, by itself, so that a failure there leaves it uncommitted.
+    ledger = _Ledger(bound or ())
     if bound is None or _joined(bound) or (len(bound) < (1 if two_phase else 2) and not (held and bound)):
-        committed = _commit_each(active, bound)
+        _commit_each(active, bound, ledger)
+    elif two_phase:
+        _commit_two_phase(active, bound, ledger)
     else:
-        ledger = _Ledger(bound)
-        if two_phase:
-            _commit_two_phase(active, bound, ledger)
-        else:
-            _commit_in_bind_order(active, bound, ledger)
-        committed = ledger.committed
-    return [*committed, OUTSIDE_BINDS] if wrote_outside else committed
+        _commit_in_bind_order(active, bound, ledger)
+    return ledger.reported("committed")
 
 
 OUTSIDE_BINDS = "(an engine outside the binds)"
-"""What :func:`settle` names among the committed binds when a session that wrote also held a connection of
-an engine that is not one of the binds (committed by the session's own commit): a WARNING about a lost
-response must not say ``committed: (none)`` of it."""
+"""How :func:`settle`, its log lines and :class:`~plugin.exceptions.CommitError` name what was written
+through engines that are not binds (``bind_arguments={"bind": engine}``, committed by the session's own
+commit, after the binds): a WARNING about a lost response must not say ``committed: (none)`` of it."""
 
 
-def _outside(sessions: Sequence[Session]) -> tuple[bool, bool]:
-    """Whether a session holds a connection outside the binds, and whether one that does wrote."""
-    held = wrote = False
-    for session in sessions:
+def _holds_outside(sessions: Sequence[Session]) -> bool:
+    """Whether a session holds a connection of an engine outside the binds."""
+    for session in sessions:  # noqa: SIM110 - a loop, not any() over a generator: this runs on every request
         if getattr(session, "outside", False):
-            held = True
-            wrote = wrote or getattr(session, "wrote", True)
-    return held, wrote
+            return True
+    return False
+
+
+def _wrote_outside(session: Session) -> bool:
+    """Whether ``session``'s transaction holds a connection outside the binds, and the session wrote."""
+    return bool(getattr(session, "outside", False) and getattr(session, "wrote", True))
 
 
 def _joined(bound: Sequence[BoundConnection]) -> bool:
@@ -282,32 +298,43 @@ def _joined(bound: Sequence[BoundConnection]) -> bool:
     return False
 
 
-def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None) -> list[str]:
+def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None, ledger: _Ledger) -> None:
     # No connection of a bind: what the sessions hold are replica reads (a standby refuses PREPARE) or
     # engines outside the binds; two-phase commit has nothing to coordinate, so each commits in one phase.
-    one_phase = bound == []
     try:
-        for session in active:
+        _commit_sessions(active, ledger, one_phase=bound == [])
+    except Exception as exc:
+        if _lost(exc):
+            for b in bound or ():
+                ledger.lost(b)
+        raise _fail(active, exc, ledger, stage="commit", on_a_bind=bound != []) from exc
+    for b in bound or ():
+        if b.transaction is not None:  # a sandbox's sessions only released savepoints: nothing is committed
+            ledger.done(b)
+
+
+def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: bool) -> None:
+    """Each session's own ``commit()``, in turn: its events and expiry, and whatever connections it holds
+    (after the ordered paths, engines outside the binds only); what their writes came to goes into
+    ``ledger``. ``one_phase``: two-phase sessions commit in one phase (nothing of theirs is to be prepared)."""
+    for session in active:
+        outside = _wrote_outside(session)  # asked now: the commit ends the transaction
+        try:
             if one_phase and session.twophase:
                 session.twophase = False
                 try:
                     session.commit()
                 finally:
                     session.twophase = True
-                continue
-            session.commit()
-    except Exception as exc:
-        ledger = _Ledger(bound or [])
-        if _lost(exc):
-            for b in bound or []:
-                ledger.lost(b)
-        raise _fail(active, exc, ledger, stage="commit") from exc
-    committed: list[str] = []
-    for b in bound or ():
-        # A sandbox's sessions only released savepoints: nothing of theirs is committed.
-        if b.transaction is not None and b.bind not in committed:
-            committed.append(b.bind)
-    return committed
+            else:
+                session.commit()
+        except Exception as exc:
+            if outside and _lost(exc):
+                ledger.outside.add("unknown")
+                ledger.lost_outside = session
+            raise
+        if outside:
+            ledger.outside.add("committed")
 
 
 def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection], ledger: _Ledger) -> None:
@@ -321,9 +348,8 @@ def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection
             raise _fail(active, exc, ledger, stage="commit", failed=b.bind, note=ledger.partly(b.bind)) from exc
         replace_finished_transaction(_session_of(active, b), b.connection)
         ledger.done(b)
-    try:
-        for session in active:  # before_commit/after_commit events and expiry; the binds are committed
-            session.commit()
+    try:  # before_commit/after_commit events and expiry; the binds are committed
+        _commit_sessions(active, ledger, one_phase=False)
     except Exception as exc:
         raise _fail(active, exc, ledger, stage="commit (after every bind committed)", on_a_bind=False) from exc
 
@@ -366,12 +392,7 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
     # holds a fresh, empty transaction per connection, which must not be prepared (twophase is a public
     # Session attribute).
     try:
-        for session in active:
-            session.twophase = False
-            try:
-                session.commit()
-            finally:
-                session.twophase = True
+        _commit_sessions(active, ledger, one_phase=True)
     except Exception as exc:
         raise _fail(active, exc, ledger, stage="commit (after every bind committed)", on_a_bind=False) from exc
 

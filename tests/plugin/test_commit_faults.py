@@ -23,7 +23,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from sqlalchemy import Integer, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
@@ -120,6 +120,56 @@ async def test_a_connection_lost_at_commit_is_not_pooled_and_its_outcome_is_unkn
     assert message.endswith(
         "committed: 'default'; outcome unknown: 'logs' (the connection was lost before the server answered); "
         "rolled back: (none)"
+    )
+
+
+OUTSIDE: dict[str, AsyncEngine] = {}
+"""The engine outside the binds that ``/beside/{ref}`` writes through (the test sets it)."""
+
+
+@post("/beside/{ref:str}")
+async def place_beside_an_outside_write(ref: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Order(ref=ref))
+    await db_session.execute(
+        text("insert into things (ref) values (:ref)"),
+        {"ref": ref},
+        bind_arguments={"bind": OUTSIDE["engine"].sync_engine},
+    )
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_write_outside_the_binds_whose_commit_is_lost_is_named_with_an_unknown_outcome(
+    when: str,
+    private_cluster: PrivateCluster,
+    fault_proxy: FaultProxy,
+    cluster_db: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    orders, logs, outside = cluster_db(), cluster_db(), cluster_db()
+    private_cluster.execute("create table things (id serial primary key, ref varchar(20))", database=outside)
+    app, plugin = app_for(private_cluster, fault_proxy, orders, logs)
+    app.register(place_beside_an_outside_write)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    OUTSIDE["engine"] = create_async_engine(private_cluster.url(outside, port=fault_proxy.port))
+    try:
+        async with AsyncTestClient(app) as client:
+            # The bind commits first; then the session's own commit() commits the outside engine: its COMMIT is
+            # cut before the server sees it, or after it ran (the answer is lost).
+            rule = fault_proxy.drop_on(COMMIT, when=when, database=outside)  # type: ignore[arg-type]
+            response = await client.post("/beside/cut")
+            assert rule.fired
+            assert response.status_code == 500
+            assert (await client.post("/orders/next")).status_code == 201
+            await pools_returned(plugin)
+    finally:
+        await OUTSIDE.pop("engine").dispose()
+    assert refs(private_cluster, orders, "orders") == ["cut", "next"]
+    assert refs(private_cluster, outside, "things") == (["cut"] if when == "after" else [])
+    [message] = messages(caplog, logging.ERROR)
+    assert message.startswith("commit (after every bind committed) failed: ")
+    assert message.endswith(
+        "committed: 'default'; outcome unknown: '(an engine outside the binds)' (the connection was lost before "
+        "the server answered); rolled back: (none)"
     )
 
 

@@ -339,14 +339,16 @@ async def write_outside(db_session: NamedDependency[AsyncSession], also_a_bind: 
     )
 
 
-def app_writing_outside(kind: str, new_db: Callable[[str], Database]) -> tuple[Litestar, Database, Database]:
-    """An app serving ``/outside`` on two binds, its default bind's database, and the database of the
+def app_writing_outside(
+    kind: str, new_db: Callable[[str], Database], handler: Any = write_outside
+) -> tuple[Litestar, Database, Database]:
+    """An app serving ``handler`` on two binds, its default bind's database, and the database of the
     engine outside the binds (with its table ``things``)."""
     db, other = new_db(kind), new_db(kind)
     other.execute("create table things (name varchar(20))")
     binds = {"default": db.url(), "logs": new_db(kind).url()}
     config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
-    app = Litestar(route_handlers=[write_outside], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    app = Litestar(route_handlers=[handler], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
     return app, db, other
 
 
@@ -435,7 +437,11 @@ async def test_a_bind_beside_an_engine_outside_the_binds_commits_first_and_its_f
         r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and "COMMIT refused" in r.getMessage()
     ]
     assert len(errors) == 5
-    assert all("commit failed on bind 'default'" in e and "committed: (none)" in e for e in errors), errors
+    assert all(
+        "commit failed on bind 'default'" in e
+        and e.endswith("committed: (none); rolled back: 'default', '(an engine outside the binds)'")
+        for e in errors
+    ), errors
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -465,7 +471,62 @@ async def test_an_engine_outside_the_binds_failing_after_the_bind_committed_is_a
     assert other.fetch("select name from things") == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         "commit (after every bind committed) failed: RuntimeError: COMMIT refused; committed: 'default'; "
-        "rolled back: (none)"
+        "rolled back: '(an engine outside the binds)'"
+    ]
+
+
+@post("/outside-twice/{also_a_bind:str}")
+async def write_outside_twice(
+    db_session: NamedDependency[AsyncSession],
+    logs_db_session: NamedDependency[AsyncSession],
+    also_a_bind: FromPath[str],
+) -> None:
+    """Each of the request's two sessions writes through an engine outside the binds of its own."""
+    if also_a_bind == "yes":
+        db_session.add(Account(name="ada"))
+    for session, key in ((db_session, "engine"), (logs_db_session, "second")):
+        insert_a_thing = text("insert into things (name) values ('ada')")
+        await session.execute(insert_a_thing, bind_arguments={"bind": OUTSIDE[key].sync_engine})
+
+
+@pytest.mark.parametrize("also_a_bind", ["yes", "no"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_writes_outside_the_binds_that_fare_differently_are_each_named_as_they_fared(
+    kind: str, also_a_bind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, db, other = app_writing_outside(kind, new_db, write_outside_twice)
+    second = new_db(kind)
+    second.execute("create table things (name varchar(20))")
+    caplog.set_level(logging.ERROR, logger="plugin")
+    outside_databases = {other.url().database, second.url().database}
+    commits: list[object] = []
+
+    def refuse_the_second_outside_commit(connection: Any) -> None:
+        if connection.engine.url.database in outside_databases:
+            commits.append(connection)
+            if len(commits) == 2:  # whichever session commits second: the first one's write stays committed
+                raise RuntimeError("COMMIT refused")
+
+    OUTSIDE.update(engine=create_async_engine(other.url()), second=create_async_engine(second.url()))
+    try:
+        async with app.lifespan():
+            event.listen(Engine, "commit", refuse_the_second_outside_commit)
+            try:
+                status = (await asgi.http(app, "POST", f"/outside-twice/{also_a_bind}")).status
+            finally:
+                event.remove(Engine, "commit", refuse_the_second_outside_commit)
+    finally:
+        for key in ("engine", "second"):
+            await OUTSIDE.pop(key).dispose()
+    assert status == 500
+    assert db.fetch("select name from accounts") == ([("ada",)] if also_a_bind == "yes" else [])
+    assert sorted(other.fetch("select name from things") + second.fetch("select name from things")) == [("ada",)]
+    stage, committed = (
+        ("commit (after every bind committed)", "'default', ") if also_a_bind == "yes" else ("commit", "")
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"{stage} failed: RuntimeError: COMMIT refused; committed: {committed}'(an engine outside the binds)'; "
+        "rolled back: '(an engine outside the binds)'"
     ]
 
 
