@@ -295,14 +295,13 @@ class EngineRegistry:
         except KeyError:
             raise self._lookup_error(key) from None
 
-    def bind_of(self, engine: Engine) -> str:
-        """The bind key of a started (sync) engine: the reverse of :meth:`sync_engine`."""
-        try:
-            return self._keys[engine]
-        except KeyError:
-            if (key := self._replica_keys.get(engine)) is not None:  # every replica read asks: no URL to format
-                raise LifecycleError(f"a read replica's engine of bind {key!r} is not a bind's engine") from None
-            raise LifecycleError(f"engine {mask_url(engine.url)} is not one of this plugin's started engines") from None
+    def bind_of(self, engine: Engine) -> str | None:
+        """The bind key of a started (sync) engine, the reverse of :meth:`sync_engine`; ``None`` for one of
+        the binds' read replicas. Raises :class:`LifecycleError` for any other engine."""
+        key = self._keys.get(engine)
+        if key is None and engine not in self._replica_keys:  # every replica read asks: nothing raised for it
+            raise LifecycleError(f"engine {mask_url(engine.url)} is not one of this plugin's started engines")
+        return key
 
     def sync_engine(self, key: str) -> Engine:
         """The sync ``Engine`` behind bind ``key`` (what a ``Session`` binds to)."""

@@ -117,7 +117,7 @@ class RoutingSession(Session):
 
     router: BindRouter
     targets: Callable[[str], Target]
-    bind_of: Callable[[Engine], str]
+    bind_of: Callable[[Engine], str | None]
     in_doubt: InDoubt
     pinned: str | None
     settled = False
@@ -215,12 +215,11 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
     try:
         key = session.bind_of(connection.engine)
     except LifecycleError:
-        # An engine that is not one of the binds (bind_arguments={"bind": engine}): nothing to order;
-        # the session's own commit() commits it after the binds. A read replica's connection is not a
-        # bind's either, but nothing is written through it.
-        replicas: dict[str, Connection] | None = session.__dict__.get("replica_connections")
-        if not replicas or connection not in replicas.values():
-            session.outside = True
+        # An engine that is neither a bind's nor a replica's (bind_arguments={"bind": engine}): nothing to
+        # order; the session's own commit() commits it after the binds.
+        session.outside = True
+        return
+    if key is None:  # a read replica's: not a bind's either, but nothing is written through it
         return
     owned = connection.get_nested_transaction() is None
     root = connection.get_transaction() if owned else None
