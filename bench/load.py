@@ -42,7 +42,7 @@ from bench.faults import FAULTS, FaultLog, inject
 from bench.load_setup import Databases, Server
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from tests.faults import PrivateCluster
 
@@ -342,7 +342,7 @@ async def run(
 
 def table(reports: list[Report]) -> str:
     faulty = any(r.fault for r in reports)
-    rows = [
+    rows: list[tuple[str, Callable[[Report], object]]] = [
         ("requests sent", lambda r: f"{r.requests:,}"),
         ("throughput", lambda r: f"{r.requests / r.seconds:,.0f} req/s" if r.seconds else "-"),
         *([("faults injected", lambda r: r.faults)] if faulty else []),

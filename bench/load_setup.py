@@ -34,7 +34,7 @@ class Databases:
     """Two fresh PostgreSQL databases (orders and logs), with tables and the taken order; dropped at exit."""
 
     def __init__(self, server: Any = None) -> None:
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine, insert
 
         from bench.load_app import TAKEN, LogsBase, Order, OrdersBase
 
@@ -49,7 +49,7 @@ class Databases:
             base.metadata.create_all(engine)
             if key == "default":
                 with engine.begin() as connection:
-                    connection.execute(Order.__table__.insert().values(rid="seed", ref=TAKEN))
+                    connection.execute(insert(Order).values(rid="seed", ref=TAKEN))
             engine.dispose()
 
     def _admin(self, database: str | None = None) -> Any:

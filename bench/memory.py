@@ -20,7 +20,7 @@ import tracemalloc
 import uuid
 from typing import Any
 
-from bench.load import Databases
+from bench.load_setup import Databases
 
 KINDS = ("ok", "ok", "ok", "raise", "reject", "duplicate")
 

@@ -141,7 +141,7 @@ async def prepare_sqlite(url: str) -> None:
 
 def prepare(primary: Any, standby: Any) -> str:
     """A database with ``ROWS`` rows on the primary, replayed by the standby; its name."""
-    name = primary.create_database()
+    name: str = primary.create_database()
     primary.execute("create table bench_items (id serial primary key, name varchar(40))", database=name)
     primary.execute(
         f"insert into bench_items (name) select 'item-' || n from generate_series(1, {ROWS}) n", database=name

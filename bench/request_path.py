@@ -273,7 +273,12 @@ def postgres_database() -> tuple[str, Callable[[], None]] | None:
 
     server = make_url(os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = {"host": server.host, "port": server.port or 5432, "user": server.username, "dbname": server.database}
+    admin: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port or 5432,
+        "user": server.username,
+        "dbname": server.database,
+    }
     try:
         with psycopg.connect(**admin, autocommit=True, connect_timeout=3) as connection:
             connection.execute(f"create database {name}")
