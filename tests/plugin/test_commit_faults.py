@@ -173,6 +173,37 @@ async def test_a_write_outside_the_binds_whose_commit_is_lost_is_named_with_an_u
     )
 
 
+@pytest.mark.mariadb
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_on_mariadb_a_write_outside_the_binds_whose_commit_is_lost_is_named_with_an_unknown_outcome(
+    when: str, new_db: Callable[[str], Database], mariadb_fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on asyncmy: the binds on PostgreSQL, the engine outside them on MariaDB behind the proxy."""
+    orders, outside = new_db("postgresql"), new_db("mariadb")
+    outside.execute("create table things (id integer auto_increment primary key, ref varchar(20))")
+    binds = {"default": one_connection(orders.url()), "logs": one_connection(new_db("postgresql").url())}
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=Base, create_all=True))
+    app = Litestar(route_handlers=[place_beside_an_outside_write], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    OUTSIDE["engine"] = create_async_engine(outside.url().set(port=mariadb_fault_proxy.port))
+    try:
+        async with app.lifespan():
+            rule = mariadb_fault_proxy.drop_on(COMMIT, when=when, database=outside.name)  # type: ignore[arg-type]
+            assert (await asgi.http(app, "POST", "/beside/cut")).status == 500
+            assert rule.fired
+            await pools_returned(plugin)
+    finally:
+        await OUTSIDE.pop("engine").dispose()
+    assert orders.fetch("select ref from orders") == [("cut",)]
+    assert outside.fetch("select ref from things") == ([("cut",)] if when == "after" else [])
+    [message] = messages(caplog, logging.ERROR)
+    assert message.startswith("commit (after every bind committed) failed: ")
+    assert message.endswith(
+        "committed: 'default'; outcome unknown: '(an engine outside the binds)' (the connection was lost before "
+        "the server answered); rolled back: (none)"
+    )
+
+
 async def cancelled_while_stalled(
     proxy: FaultProxy,
     request: Coroutine[Any, Any, Any],
