@@ -83,9 +83,12 @@ class _Ledger:
     """What happened to each bind of a unit of work, for the log line and the error."""
 
     def __init__(self, bound: Sequence[BoundConnection]) -> None:
-        self.binds = list(dict.fromkeys(b.bind for b in bound))
-        self._total = {key: sum(b.bind == key for b in bound) for key in self.binds}
-        self._remaining = dict(self._total)
+        total: dict[str, int] = {}  # connections per bind, in bind order
+        for b in bound:  # a loop, not generator expressions: every request that commits builds a ledger
+            total[b.bind] = total.get(b.bind, 0) + 1
+        self.binds = list(total)
+        self._total = total
+        self._remaining = dict(total)
         self.committed: list[str] = []
         self.unknown: list[str] = []
         self.outside: set[str] = set()
