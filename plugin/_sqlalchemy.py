@@ -6,7 +6,9 @@
   The session still holds the finished transaction afterwards, and its own ``commit()`` would refuse it
   ("This transaction is inactive"), skipping the ``before_commit``/``after_commit`` events and expiry.
   :func:`replace_finished_transaction` gives the session a fresh, empty transaction on that connection,
-  so its ``commit()`` and ``rollback()`` behave as usual.
+  so its ``commit()`` and ``rollback()`` behave as usual. :func:`own_transaction` finds, for a
+  connection outside the binds, the transaction the session's ``commit()`` would commit there (what
+  ``SessionTransaction._connections`` holds: a joined connection's transaction is not the session's).
 - ``_mapper_registries``: every registry of the process, for ``base=None`` (no public listing exists).
 - ``Session._flushing``: whether a flush is running. Read replica routing sends everything a flush does
   to the primary (SQLAlchemy's own "custom vertical partitioning" recipe reads the same attribute).
@@ -27,11 +29,19 @@ from sqlalchemy.orm.mapper import _mapper_registries
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Transaction
     from sqlalchemy.orm import Session, registry
     from sqlalchemy.sql.expression import ClauseElement
 
-__all__ = ("has_changes", "is_flushing", "locks_rows", "registries", "replace_finished_transaction", "structure_key")
+__all__ = (
+    "has_changes",
+    "is_flushing",
+    "locks_rows",
+    "own_transaction",
+    "registries",
+    "replace_finished_transaction",
+    "structure_key",
+)
 
 
 def replace_finished_transaction(session: Session, connection: Connection) -> None:
@@ -45,6 +55,16 @@ def replace_finished_transaction(session: Session, connection: Connection) -> No
     _, _, should_commit, autoclose = entries[connection]
     fresh = connection.begin()
     entries[connection] = entries[connection.engine] = (connection, fresh, should_commit, autoclose)
+
+
+def own_transaction(session: Session, connection: Connection) -> Transaction | None:
+    """The transaction ``session.commit()`` would commit on ``connection``: the one the session began there,
+    still active; ``None`` for a connection it joined without owning its transaction."""
+    transaction = session.get_transaction()
+    if transaction is None or connection not in transaction._connections:
+        return None
+    _, own, should_commit, _ = transaction._connections[connection]
+    return own if should_commit and own.is_active else None
 
 
 def registries() -> list[registry]:

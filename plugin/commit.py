@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from plugin import twophase
-from plugin._sqlalchemy import replace_finished_transaction
+from plugin._sqlalchemy import own_transaction, replace_finished_transaction
 from plugin.exceptions import CommitConflictError, CommitError, describe_error, mask_url, quote_keys
-from plugin.sessions import BoundConnection, RoutingSession, or_invalidate
+from plugin.sessions import BoundConnection, RoutingSession, began_connections, or_invalidate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
 __all__ = ("Gate", "Settling", "flush_all", "settle")
@@ -94,8 +95,8 @@ class _Ledger:
         self.outside: set[str] = set()
         """What happened to writes through engines outside the binds: ``committed``, ``unknown``, ``rolled back``
         (several, when sessions fared differently). Reported under :data:`OUTSIDE_BINDS`."""
-        self.lost_outside: Session | None = None
-        """The session whose commit was lost while it held a write outside the binds (its outcome: unknown)."""
+        self.failing_binds: list[str] | None = None
+        """The binds of the session whose own ``commit()`` failed, where sessions commit one by one."""
 
     def done(self, bound: BoundConnection) -> None:
         """One connection of a bind committed; the bind counts once all of its connections have."""
@@ -158,7 +159,7 @@ def _fail(
     if failed is None and len(ledger.binds) == 1 and on_a_bind:
         failed = ledger.binds[0]
     for session in sessions:  # asked before the rollback ends their transactions
-        if session is not ledger.lost_outside and _wrote_outside(session):
+        if _wrote_outside(session):  # a connection outside the binds not committed (or lost) yet
             ledger.outside.add("rolled back")
     for session in sessions:
         if gate is None:
@@ -256,14 +257,15 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
     if in_doubt:
         in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
     bound = _bound(active)  # the flush may have begun connections on more binds
-    held = _holds_outside(active)
+    held = _holds_others(active)
     two_phase = True
     for session in active:
         two_phase = two_phase and session.twophase
     # One connection (or a sandbox's savepoints): nothing to order. With two-phase sessions even a single
     # connection is prepared (SQLAlchemy begins it as a two-phase transaction), so it is finished by xid too.
-    # A connection outside the binds is committed by the sessions' own commit(), in no set order: beside a
-    # bind's connection, the bind commits first, by itself, so that a failure there leaves it uncommitted.
+    # A connection that is not a bind's (an engine outside the binds, a read replica's) is committed after the
+    # binds: beside a bind's connection, the bind commits first, by itself, so that a failure of the bind
+    # leaves the other uncommitted, and a failure of the other cannot be mistaken for the bind's.
     ledger = _Ledger(bound or ())
     if bound is None or _joined(bound) or (len(bound) < (1 if two_phase else 2) and not (held and bound)):
         _commit_each(active, bound, ledger)
@@ -280,10 +282,11 @@ through engines that are not binds (``bind_arguments={"bind": engine}``, committ
 commit, after the binds): a WARNING about a lost response must not say ``committed: (none)`` of it."""
 
 
-def _holds_outside(sessions: Sequence[Session]) -> bool:
-    """Whether a session holds a connection of an engine outside the binds."""
-    for session in sessions:  # noqa: SIM110 - a loop, not any() over a generator: this runs on every request
-        if getattr(session, "outside", False):
+def _holds_others(sessions: Sequence[Session]) -> bool:
+    """Whether a session holds a connection that is not a bind's: of an engine outside the binds, or of a
+    read replica."""
+    for session in sessions:
+        if getattr(session, "outside", False) or session.__dict__.get("replica_connections"):
             return True
     return False
 
@@ -305,23 +308,23 @@ def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None,
     # No connection of a bind: what the sessions hold are replica reads (a standby refuses PREPARE) or
     # engines outside the binds; two-phase commit has nothing to coordinate, so each commits in one phase.
     try:
-        _commit_sessions(active, ledger, one_phase=bound == [])
+        _commit_sessions(active, ledger, one_phase=bound == [], count_binds=True)
     except Exception as exc:
-        if _lost(exc):
-            for b in bound or ():
-                ledger.lost(b)
-        raise _fail(active, exc, ledger, stage="commit", on_a_bind=bound != []) from exc
-    for b in bound or ():
-        if b.transaction is not None:  # a sandbox's sessions only released savepoints: nothing is committed
-            ledger.done(b)
+        failing = ledger.failing_binds
+        raise _fail(active, exc, ledger, stage="commit", on_a_bind=bool(failing)) from exc
 
 
-def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: bool) -> None:
-    """Each session's own ``commit()``, in turn: its events and expiry, and whatever connections it holds
-    (after the ordered paths, engines outside the binds only); what their writes came to goes into
-    ``ledger``. ``one_phase``: two-phase sessions commit in one phase (nothing of theirs is to be prepared)."""
+def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: bool, count_binds: bool) -> None:
+    """Each session's own ``commit()``, in turn (its events and expiry, and what it still holds), each of its
+    connections outside the binds first, by itself, so that each is reported as it fared.
+
+    ``one_phase``: two-phase sessions commit in one phase (nothing of theirs is to be prepared).
+    ``count_binds``: the sessions' commits commit their binds' connections (the ordered paths did already),
+    so the ledger counts them as each session's commit succeeds, or loses them when its connection died.
+    """
     for session in active:
-        outside = _wrote_outside(session)  # asked now: the commit ends the transaction
+        _commit_outside(session, ledger)
+        began = began_connections(session) if count_binds else []
         try:
             if one_phase and session.twophase:
                 session.twophase = False
@@ -332,12 +335,36 @@ def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: b
             else:
                 session.commit()
         except Exception as exc:
-            if outside and _lost(exc):
-                ledger.outside.add("unknown")
-                ledger.lost_outside = session
+            ledger.failing_binds = [b.bind for b in began]
+            if _lost(exc):
+                for b in began:
+                    ledger.lost(b)
             raise
-        if outside:
+        for b in began:
+            if b.transaction is not None:  # a sandbox's sessions only released savepoints: nothing is committed
+                ledger.done(b)
+
+
+def _commit_outside(session: Session, ledger: _Ledger) -> None:
+    """Commit ``session``'s connections outside the binds one by one, as its own ``commit()`` would (after the
+    binds), recording each outcome; each committed one gets a fresh transaction for the session's commit()."""
+    if not _wrote_outside(session):
+        return  # none, or only read through them: the session's own commit() ends them
+    pending: list[Connection] = getattr(session, "outside", [])
+    while pending:
+        connection = pending[0]
+        transaction = own_transaction(session, connection)
+        if transaction is not None:
+            try:
+                transaction.commit()
+            except Exception as exc:
+                if _lost(exc):
+                    ledger.outside.add("unknown")
+                    pending.pop(0)  # not rolled back either: its outcome is unknown
+                raise
+            replace_finished_transaction(session, connection)
             ledger.outside.add("committed")
+        pending.pop(0)
 
 
 def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection], ledger: _Ledger) -> None:
@@ -352,7 +379,7 @@ def _commit_in_bind_order(active: Sequence[Session], bound: list[BoundConnection
         replace_finished_transaction(_session_of(active, b), b.connection)
         ledger.done(b)
     try:  # before_commit/after_commit events and expiry; the binds are committed
-        _commit_sessions(active, ledger, one_phase=False)
+        _commit_sessions(active, ledger, one_phase=False, count_binds=False)
     except Exception as exc:
         raise _fail(active, exc, ledger, stage="commit (after every bind committed)", on_a_bind=False) from exc
 
@@ -395,7 +422,7 @@ def _commit_two_phase(active: Sequence[Session], bound: list[BoundConnection], l
     # holds a fresh, empty transaction per connection, which must not be prepared (twophase is a public
     # Session attribute).
     try:
-        _commit_sessions(active, ledger, one_phase=True)
+        _commit_sessions(active, ledger, one_phase=True, count_binds=False)
     except Exception as exc:
         raise _fail(active, exc, ledger, stage="commit (after every bind committed)", on_a_bind=False) from exc
 

@@ -50,6 +50,7 @@ __all__ = (
     "RoutingSession",
     "SessionFactory",
     "SyncRoutingSession",
+    "began_connections",
     "close_now",
     "guard_threads",
     "is_started",
@@ -127,9 +128,10 @@ class RoutingSession(Session):
     statement that is not a ``SELECT`` (``text()`` included, typed with ``.columns()`` too), a connection
     handed out (``connection()``, where anything may run) or a legacy bulk method. A unit of work none of
     whose sessions wrote is settled without the cancellation shield (:func:`plugin.transactions.settle_all`)."""
-    outside = False
-    """Set while the transaction holds a connection of an engine that is neither one of the binds nor a read
-    replica (``bind_arguments={"bind": engine}``): :func:`~plugin.commit.settle` commits it after the binds."""
+    outside: list[Connection]
+    """The transaction's connections of engines that are neither a bind's nor a read replica's
+    (``bind_arguments={"bind": engine}``), not yet committed: :func:`~plugin.commit.settle` commits each
+    by itself, after the binds."""
     _begun: list[BoundConnection]
 
     def __init__(self, **options: Any) -> None:
@@ -150,6 +152,7 @@ class RoutingSession(Session):
             self.in_doubt = options.pop("in_doubt")
             self.pinned = options.pop("pinned", None)
             self._begun = []
+            self.outside = []
             Session.__init__(self, **options)
             return getattr(self, name)
 
@@ -204,6 +207,11 @@ class RoutingSession(Session):
         return sorted(begun, key=lambda bound: rank[bound.bind]) if len(begun) > 1 else list(begun)
 
 
+def began_connections(session: Session) -> list[BoundConnection]:
+    """The bind connections ``session``'s transaction began, in bind order (none for other sessions)."""
+    return session.bound_connections() if isinstance(session, RoutingSession) else []
+
+
 @event.listens_for(RoutingSession, "after_begin")
 def _record_connection(session: RoutingSession, transaction: SessionTransaction, connection: Connection) -> None:
     if transaction.nested:
@@ -215,11 +223,12 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
     try:
         key = session.bind_of(connection.engine)
     except LifecycleError:
-        # An engine that is neither a bind's nor a replica's (bind_arguments={"bind": engine}): nothing to
-        # order; the session's own commit() commits it after the binds.
-        session.outside = True
-        return
-    if key is None:  # a read replica's: not a bind's either, but nothing is written through it
+        key = None  # an engine that is neither a bind's nor a replica's (bind_arguments={"bind": engine})
+    else:
+        if key is None and connection in (session.__dict__.get("replica_connections") or {}).values():
+            return  # a replica's, taken for a read: not a bind's either, but nothing is written through it
+    if key is None:  # nothing to order: settle() commits it after the binds
+        session.outside.append(connection)
         return
     owned = connection.get_nested_transaction() is None
     root = connection.get_transaction() if owned else None
@@ -230,7 +239,7 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
 def _forget_connections(session: RoutingSession, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session._begun.clear()
-        session.outside = False
+        session.outside.clear()
 
 
 @event.listens_for(RoutingSession, "before_flush")

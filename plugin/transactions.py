@@ -24,8 +24,7 @@ from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
 from plugin.sessions import (
     AsyncRoutingSession,
-    BoundConnection,
-    RoutingSession,
+    began_connections,
     close_now,
     is_started,
     mark_ended,
@@ -183,17 +182,13 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
     except CommitError as exc:
         return list(exc.committed), exc
     except asyncio.CancelledError:
-        binds = dict.fromkeys(b.bind for s in sessions for b in _began(s))
+        binds = dict.fromkeys(b.bind for s in sessions for b in began_connections(s))
         where = f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}" if binds else "its read replicas"
         logger.warning(
             "the task was cancelled while committing a unit of work that only read; the outcome is unknown on %s",
             where,
         )
         raise
-
-
-def _began(session: Session) -> list[BoundConnection]:
-    return session.bound_connections() if isinstance(session, RoutingSession) else []
 
 
 async def _flush_first(async_sessions: list[Session], sync_sessions: list[Session]) -> CommitError | None:

@@ -33,7 +33,7 @@ from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, Transact
 from plugin.middleware import GIVE_WAY_TURNS, give_way
 from tests.databases import KINDS, require_prepared_transactions
 from tests.plugin import asgi
-from tests.plugin.models import Account, logs_metadata, make_plugin
+from tests.plugin.models import Account, AuditEntry, logs_metadata, make_plugin
 from tests.plugin.models import Base as ModelsBase
 from tests.plugin.orders import Base, Order
 
@@ -407,6 +407,41 @@ async def test_a_read_from_a_replica_is_not_named_as_a_write_outside_the_binds(
     ]
 
 
+@get("/read-a-replica-then-log")  # a GET reads from replicas until it writes
+async def read_a_replica_then_log(db_session: NamedDependency[AsyncSession]) -> None:
+    await db_session.execute(select(Account))
+    db_session.add(AuditEntry(message="seen"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_replica_s_commit_failing_after_the_bind_committed_says_the_bind_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, logs = new_db(kind), new_db(kind)
+    binds = {"default": BindConfig(url=db.url(), replicas=[db.url()]), "logs": logs.url()}
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=ModelsBase, create_all=True))
+    app = Litestar(route_handlers=[read_a_replica_then_log], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with app.lifespan():
+        replica = plugin.engines.replicas("default")[0].sync_engine  # type: ignore[union-attr]
+
+        def refuse_the_replica_s_commit(connection: Any) -> None:
+            if connection.engine is replica:
+                raise RuntimeError("COMMIT refused")
+
+        event.listen(Engine, "commit", refuse_the_replica_s_commit)
+        try:
+            status = (await asgi.http(app, "GET", "/read-a-replica-then-log")).status
+        finally:
+            event.remove(Engine, "commit", refuse_the_replica_s_commit)
+    assert status == 500
+    assert logs.fetch("select message from audit_entries") == [("seen",)]  # the bind committed first
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "commit (after every bind committed) failed: RuntimeError: COMMIT refused; committed: 'logs'; "
+        "rolled back: (none)"
+    ]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_bind_beside_an_engine_outside_the_binds_commits_first_and_its_failure_commits_neither(
     kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
@@ -527,6 +562,79 @@ async def test_writes_outside_the_binds_that_fare_differently_are_each_named_as_
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"{stage} failed: RuntimeError: COMMIT refused; committed: {committed}'(an engine outside the binds)'; "
         "rolled back: '(an engine outside the binds)'"
+    ]
+
+
+@post("/outside-on-two-engines")
+async def write_outside_on_two_engines(db_session: NamedDependency[AsyncSession]) -> None:
+    """One session writes to the default bind and through two engines outside the binds, in this order."""
+    db_session.add(Account(name="ada"))
+    for key in ("engine", "second"):
+        insert_a_thing = text("insert into things (name) values ('ada')")
+        await db_session.execute(insert_a_thing, bind_arguments={"bind": OUTSIDE[key].sync_engine})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_session_s_writes_through_two_engines_outside_the_binds_are_each_named_as_they_fared(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, db, other = app_writing_outside(kind, new_db, write_outside_on_two_engines)
+    second = new_db(kind)
+    second.execute("create table things (name varchar(20))")
+    caplog.set_level(logging.ERROR, logger="plugin")
+    second_database = second.url().database
+
+    def refuse_the_second_engine_s_commit(connection: Any) -> None:
+        if connection.engine.url.database == second_database:
+            raise RuntimeError("COMMIT refused")
+
+    OUTSIDE.update(engine=create_async_engine(other.url()), second=create_async_engine(second.url()))
+    try:
+        async with app.lifespan():
+            event.listen(Engine, "commit", refuse_the_second_engine_s_commit)
+            try:
+                status = (await asgi.http(app, "POST", "/outside-on-two-engines")).status
+            finally:
+                event.remove(Engine, "commit", refuse_the_second_engine_s_commit)
+    finally:
+        for key in ("engine", "second"):
+            await OUTSIDE.pop(key).dispose()
+    assert status == 500
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert other.fetch("select name from things") == [("ada",)]  # committed before the second engine failed
+    assert second.fetch("select name from things") == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "commit (after every bind committed) failed: RuntimeError: COMMIT refused; committed: 'default', "
+        "'(an engine outside the binds)'; rolled back: '(an engine outside the binds)'"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_after_commit_listener_failing_once_everything_committed_says_everything_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, db, other = app_writing_outside(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def fail(session: Session) -> None:
+        raise RuntimeError("after_commit failed")
+
+    OUTSIDE["engine"] = create_async_engine(other.url())
+    try:
+        async with app.lifespan():
+            event.listen(Session, "after_commit", fail)
+            try:
+                status = (await asgi.http(app, "POST", "/outside/yes")).status
+            finally:
+                event.remove(Session, "after_commit", fail)
+    finally:
+        await OUTSIDE.pop("engine").dispose()
+    assert status == 500
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert other.fetch("select name from things") == [("ada",)]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "commit (after every bind committed) failed: RuntimeError: after_commit failed; committed: 'default', "
+        "'(an engine outside the binds)'; rolled back: (none)"
     ]
 
 

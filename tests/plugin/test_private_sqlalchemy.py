@@ -13,6 +13,7 @@ from plugin._sqlalchemy import (
     has_changes,
     is_flushing,
     locks_rows,
+    own_transaction,
     registries,
     replace_finished_transaction,
     structure_key,
@@ -55,6 +56,22 @@ def test_a_directly_committed_connection_leaves_the_session_commit_and_rollback_
         replace_finished_transaction(session, session.connection())
         session.commit()
         assert session.execute(text("select x from t order by x")).scalars().all() == [1, 3]
+
+
+def test_own_transaction_is_the_one_the_session_commit_would_commit() -> None:
+    engine = create_engine("sqlite://")
+    with Session(engine) as session:
+        session.execute(text("select 1"))
+        connection = session.connection()
+        assert own_transaction(session, connection) is connection.get_transaction()
+    with engine.connect() as outer:
+        outer.begin()  # the caller's transaction: a session bound to this connection joins it, and never commits it
+        with Session(outer) as session:
+            session.execute(text("select 1"))
+            assert own_transaction(session, outer) is None
+    with Session(engine) as session, engine.connect() as other:
+        session.execute(text("select 1"))
+        assert own_transaction(session, other) is None  # not one of the session's connections
 
 
 class PrivateBase(DeclarativeBase):
