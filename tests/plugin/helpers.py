@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+
+from plugin.middleware import give_way
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -20,3 +23,12 @@ async def startup_error(app: Litestar) -> BaseException:
             exc = inner[0]
         return exc
     pytest.fail("the app started although its configuration is broken")
+
+
+async def cancelled_while_giving_way() -> None:
+    """``give_way`` with the request's task cancelled as it begins (what a timeout landing there does);
+    tests put it in ``plugin.middleware.give_way``'s place."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await give_way()

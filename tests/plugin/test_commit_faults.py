@@ -137,6 +137,16 @@ async def place_beside_an_outside_write(ref: FromPath[str], db_session: NamedDep
     )
 
 
+def assert_lost_outside(caplog: pytest.LogCaptureFixture) -> None:
+    """The one ERROR line of a request whose bind committed and whose COMMIT outside the binds was lost."""
+    [message] = messages(caplog, logging.ERROR)
+    assert message.startswith("commit (after every bind committed) failed: ")
+    assert message.endswith(
+        "committed: 'default'; outcome unknown: '(an engine outside the binds)' (the connection was lost before "
+        "the server answered); rolled back: (none)"
+    )
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_a_write_outside_the_binds_whose_commit_is_lost_is_named_with_an_unknown_outcome(
     when: str,
@@ -165,12 +175,7 @@ async def test_a_write_outside_the_binds_whose_commit_is_lost_is_named_with_an_u
         await OUTSIDE.pop("engine").dispose()
     assert refs(private_cluster, orders, "orders") == ["cut", "next"]
     assert refs(private_cluster, outside, "things") == (["cut"] if when == "after" else [])
-    [message] = messages(caplog, logging.ERROR)
-    assert message.startswith("commit (after every bind committed) failed: ")
-    assert message.endswith(
-        "committed: 'default'; outcome unknown: '(an engine outside the binds)' (the connection was lost before "
-        "the server answered); rolled back: (none)"
-    )
+    assert_lost_outside(caplog)
 
 
 @pytest.mark.mariadb
@@ -196,12 +201,7 @@ async def test_on_mariadb_a_write_outside_the_binds_whose_commit_is_lost_is_name
         await OUTSIDE.pop("engine").dispose()
     assert orders.fetch("select ref from orders") == [("cut",)]
     assert outside.fetch("select ref from things") == ([("cut",)] if when == "after" else [])
-    [message] = messages(caplog, logging.ERROR)
-    assert message.startswith("commit (after every bind committed) failed: ")
-    assert message.endswith(
-        "committed: 'default'; outcome unknown: '(an engine outside the binds)' (the connection was lost before "
-        "the server answered); rolled back: (none)"
-    )
+    assert_lost_outside(caplog)
 
 
 async def cancelled_while_stalled(

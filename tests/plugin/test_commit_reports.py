@@ -1,0 +1,325 @@
+"""What a failed or cut-short commit says about connections that are not a bind's: engines outside the
+binds (``bind_arguments={"bind": engine}``) and read replicas (plugin/commit.py).
+
+Such a connection commits after every bind has, by itself, so the ERROR line, ``CommitError`` and the
+WARNING about a lost response name each write as it fared: committed, rolled back or unknown, never
+``committed: (none)`` of a committed write. SQLite, PostgreSQL and MariaDB; a lost COMMIT is in
+test_commit_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from litestar import Litestar, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from sqlalchemy import Engine, event, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from tests.databases import KINDS
+from tests.plugin import asgi
+from tests.plugin.helpers import cancelled_while_giving_way
+from tests.plugin.models import Account, AuditEntry, logs_metadata
+from tests.plugin.models import Base as ModelsBase
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+    from sqlalchemy.engine import Connection
+
+    from tests.databases import Database
+
+pytestmark = pytest.mark.anyio
+
+OUTSIDE: dict[str, AsyncEngine] = {}
+"""The engines outside the binds the handlers write through, by name (set by :func:`serving`)."""
+
+
+async def insert_a_thing(session: AsyncSession, engine: str = "engine") -> None:
+    """One row into ``things`` through the engine outside the binds named ``engine``."""
+    insert = text("insert into things (name) values ('ada')")
+    await session.execute(insert, bind_arguments={"bind": OUTSIDE[engine].sync_engine})
+
+
+@post("/outside/{also_a_bind:str}")
+async def write_outside(db_session: NamedDependency[AsyncSession], also_a_bind: FromPath[str]) -> None:
+    if also_a_bind == "yes":
+        db_session.add(Account(name="ada"))
+    await insert_a_thing(db_session)
+
+
+@post("/outside-twice/{also_a_bind:str}")
+async def write_outside_twice(
+    db_session: NamedDependency[AsyncSession],
+    logs_db_session: NamedDependency[AsyncSession],
+    also_a_bind: FromPath[str],
+) -> None:
+    """Each of the request's two sessions writes through an engine outside the binds of its own."""
+    if also_a_bind == "yes":
+        db_session.add(Account(name="ada"))
+    await insert_a_thing(db_session, "engine")
+    await insert_a_thing(logs_db_session, "second")
+
+
+@post("/outside-on-two-engines")
+async def write_outside_on_two_engines(db_session: NamedDependency[AsyncSession]) -> None:
+    """One session writes to the default bind and through two engines outside the binds, in this order."""
+    db_session.add(Account(name="ada"))
+    await insert_a_thing(db_session, "engine")
+    await insert_a_thing(db_session, "second")
+
+
+@get("/read-a-replica-then-write")  # a safe method reads from replicas (until it writes): a GET that writes
+async def read_a_replica_then_write(db_session: NamedDependency[AsyncSession]) -> None:
+    await db_session.execute(select(Account))  # the replica's connection: not a bind's, and nothing written
+    db_session.add(Account(name="ada"))
+
+
+@get("/read-a-replica-then-log")
+async def read_a_replica_then_log(db_session: NamedDependency[AsyncSession]) -> None:
+    await db_session.execute(select(Account))
+    db_session.add(AuditEntry(message="seen"))
+
+
+HANDLERS = [write_outside, write_outside_twice, write_outside_on_two_engines]
+
+
+def app_on_two_binds(
+    kind: str, new_db: Callable[[str], Database], handlers: list[Any] = HANDLERS, *, replica: bool = False
+) -> tuple[Litestar, SQLAlchemyPlugin[Any], Database, Database]:
+    """An app on two binds (``default``, with itself as its replica when asked, and ``logs``), and their
+    databases."""
+    db, logs = new_db(kind), new_db(kind)
+    binds = {"default": BindConfig(url=db.url(), replicas=[db.url()] if replica else []), "logs": logs.url()}
+    plugin = SQLAlchemyPlugin(
+        config=SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
+    )
+    return Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None), plugin, db, logs
+
+
+def things(kind: str, new_db: Callable[[str], Database]) -> Database:
+    """A database for an engine outside the binds, with its table ``things``."""
+    database = new_db(kind)
+    database.execute("create table things (name varchar(20))")
+    return database
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Litestar, **outside: Database) -> AsyncIterator[None]:
+    """The app started, with an engine outside its binds on each database of ``outside`` (``OUTSIDE``)."""
+    OUTSIDE.update({name: create_async_engine(database.url()) for name, database in outside.items()})
+    try:
+        async with app.lifespan():
+            yield
+    finally:
+        for name in outside:
+            await OUTSIDE.pop(name).dispose()
+
+
+@contextlib.contextmanager
+def refusing_commits(refuse: Callable[[Connection], bool]) -> Iterator[None]:
+    """Every COMMIT of a connection ``refuse`` picks raises ``RuntimeError("COMMIT refused")`` meanwhile."""
+
+    def listener(connection: Connection) -> None:
+        if refuse(connection):
+            raise RuntimeError("COMMIT refused")
+
+    event.listen(Engine, "commit", listener)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "commit", listener)
+
+
+def on(database: Database) -> Callable[[Connection], bool]:
+    """Picks the connections to ``database``."""
+    name = database.url().database
+    return lambda connection: connection.engine.url.database == name
+
+
+def logged(caplog: pytest.LogCaptureFixture, level: int = logging.ERROR) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= level]
+
+
+@pytest.mark.parametrize("committed", ["'(an engine outside the binds)'", "'default', '(an engine outside the binds)'"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_write_outside_the_binds_cancelled_while_giving_way_is_named_in_the_warning(
+    kind: str,
+    committed: str,
+    new_db: Callable[[str], Database],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db)
+    other = things(kind, new_db)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    also_a_bind = "yes" if "default" in committed else "no"
+    async with serving(app, engine=other):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(asgi.http(app, "POST", f"/outside/{also_a_bind}"))
+    assert other.fetch("select name from things") == [("ada",)]
+    assert db.fetch("select name from accounts") == ([("ada",)] if also_a_bind == "yes" else [])
+    assert logged(caplog, logging.WARNING) == [
+        f"the task was cancelled while its response was starting, after its transaction committed: {committed}"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_read_from_a_replica_is_not_named_as_a_write_outside_the_binds(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db, [read_a_replica_then_write], replica=True)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    async with serving(app):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(asgi.http(app, "GET", "/read-a-replica-then-write"))
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logged(caplog, logging.WARNING) == [
+        "the task was cancelled while its response was starting, after its transaction committed: 'default'"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_replica_s_commit_failing_after_the_bind_committed_says_the_bind_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, plugin, _, logs = app_on_two_binds(kind, new_db, [read_a_replica_then_log], replica=True)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with serving(app):
+        replica = plugin.engines.replicas("default")[0].sync_engine  # type: ignore[union-attr]
+        with refusing_commits(lambda connection: connection.engine is replica):
+            status = (await asgi.http(app, "GET", "/read-a-replica-then-log")).status
+    assert status == 500
+    assert logs.fetch("select message from audit_entries") == [("seen",)]  # the bind committed first
+    assert logged(caplog) == [
+        "commit (after every bind committed) failed: RuntimeError: COMMIT refused; committed: 'logs'; "
+        "rolled back: (none)"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_bind_beside_an_engine_outside_the_binds_commits_first_and_its_failure_commits_neither(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db)
+    other = things(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with serving(app, engine=other):  # its create_all commits before anything is refused
+        with refusing_commits(on(db)):
+            # The sessions' own commit() takes its connections in no set order: a few requests try several.
+            statuses = [(await asgi.http(app, "POST", "/outside/yes")).status for _ in range(5)]
+    assert statuses == [500] * 5
+    assert other.fetch("select name from things") == []  # the outside engine was rolled back, not committed
+    assert db.fetch("select name from accounts") == []
+    errors = [e for e in logged(caplog) if "COMMIT refused" in e]
+    assert len(errors) == 5
+    assert all(
+        "commit failed on bind 'default'" in e
+        and e.endswith("committed: (none); rolled back: 'default', '(an engine outside the binds)'")
+        for e in errors
+    ), errors
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_engine_outside_the_binds_failing_after_the_bind_committed_is_answered_500_and_logged_as_it_was(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db)
+    other = things(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with serving(app, engine=other):
+        with refusing_commits(on(other)):
+            status = (await asgi.http(app, "POST", "/outside/yes")).status
+    assert status == 500  # never a 2xx: half of the write was lost
+    assert db.fetch("select name from accounts") == [("ada",)]  # the bind committed first, and the log says so
+    assert other.fetch("select name from things") == []
+    assert logged(caplog) == [
+        "commit (after every bind committed) failed: RuntimeError: COMMIT refused; committed: 'default'; "
+        "rolled back: '(an engine outside the binds)'"
+    ]
+
+
+@pytest.mark.parametrize("also_a_bind", ["yes", "no"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_writes_outside_the_binds_that_fare_differently_are_each_named_as_they_fared(
+    kind: str, also_a_bind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db)
+    other, second = things(kind, new_db), things(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    outside = {other.url().database, second.url().database}
+    commits: list[object] = []
+
+    def the_second_outside_commit(connection: Connection) -> bool:
+        if connection.engine.url.database in outside:
+            commits.append(connection)
+        return len(commits) == 2  # whichever session commits second: the first one's write stays committed
+
+    async with serving(app, engine=other, second=second):
+        with refusing_commits(the_second_outside_commit):
+            status = (await asgi.http(app, "POST", f"/outside-twice/{also_a_bind}")).status
+    assert status == 500
+    assert db.fetch("select name from accounts") == ([("ada",)] if also_a_bind == "yes" else [])
+    assert sorted(other.fetch("select name from things") + second.fetch("select name from things")) == [("ada",)]
+    stage, committed = (
+        ("commit (after every bind committed)", "'default', ") if also_a_bind == "yes" else ("commit", "")
+    )
+    assert logged(caplog) == [
+        f"{stage} failed: RuntimeError: COMMIT refused; committed: {committed}'(an engine outside the binds)'; "
+        "rolled back: '(an engine outside the binds)'"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_session_s_writes_through_two_engines_outside_the_binds_are_each_named_as_they_fared(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db)
+    other, second = things(kind, new_db), things(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with serving(app, engine=other, second=second):
+        with refusing_commits(on(second)):
+            status = (await asgi.http(app, "POST", "/outside-on-two-engines")).status
+    assert status == 500
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert other.fetch("select name from things") == [("ada",)]  # committed before the second engine failed
+    assert second.fetch("select name from things") == []
+    assert logged(caplog) == [
+        "commit (after every bind committed) failed: RuntimeError: COMMIT refused; committed: 'default', "
+        "'(an engine outside the binds)'; rolled back: '(an engine outside the binds)'"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_after_commit_listener_failing_once_everything_committed_says_everything_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db)
+    other = things(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def fail(session: Session) -> None:
+        raise RuntimeError("after_commit failed")
+
+    async with serving(app, engine=other):
+        event.listen(Session, "after_commit", fail)
+        try:
+            status = (await asgi.http(app, "POST", "/outside/yes")).status
+        finally:
+            event.remove(Session, "after_commit", fail)
+    assert status == 500
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert other.fetch("select name from things") == [("ada",)]
+    assert logged(caplog) == [
+        "commit (after every bind committed) failed: RuntimeError: after_commit failed; committed: 'default', "
+        "'(an engine outside the binds)'; rolled back: (none)"
+    ]
