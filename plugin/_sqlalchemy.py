@@ -58,13 +58,14 @@ def replace_finished_transaction(session: Session, connection: Connection) -> No
 
 
 def own_transaction(session: Session, connection: Connection) -> Transaction | None:
-    """The transaction ``session.commit()`` would commit on ``connection``: the one the session began there,
-    still active; ``None`` for a connection it joined without owning its transaction."""
+    """The root transaction ``session.commit()`` would commit on ``connection``: the one the session began
+    there, still active; ``None`` for a connection it joined (a caller's transaction, even where the session
+    made a savepoint of its own in it: releasing that commits nothing)."""
     transaction = session.get_transaction()
     if transaction is None or connection not in transaction._connections:
         return None
     _, own, should_commit, _ = transaction._connections[connection]
-    return own if should_commit and own.is_active else None
+    return own if should_commit and own.is_active and own is connection.get_transaction() else None
 
 
 def registries() -> list[registry]:

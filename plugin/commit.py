@@ -335,14 +335,27 @@ def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: b
             else:
                 session.commit()
         except Exception as exc:
-            ledger.failing_binds = [b.bind for b in began]
-            if _lost(exc):
-                for b in began:
+            # Its commit() may have committed some connections before it failed (or failed after all of
+            # them, in an after_commit listener): SQLAlchemy lets go of a connection's transaction only
+            # once its COMMIT went through.
+            failing = [b for b in began if b.transaction is not None and not _committed(b)]
+            ledger.failing_binds = [b.bind for b in failing]
+            for b in began:
+                if b.transaction is not None and b not in failing:
+                    ledger.done(b)
+                elif _lost(exc):
                     ledger.lost(b)
             raise
         for b in began:
             if b.transaction is not None:  # a sandbox's sessions only released savepoints: nothing is committed
                 ledger.done(b)
+
+
+def _committed(bound: BoundConnection) -> bool:
+    """Whether the transaction a session began on ``bound``'s connection committed (a failed COMMIT leaves it
+    the connection's transaction, inactive; one not tried yet is still active)."""
+    transaction = bound.transaction
+    return transaction is not None and not transaction.is_active and bound.connection.get_transaction() is None
 
 
 def _commit_outside(session: Session, ledger: _Ledger) -> None:

@@ -323,3 +323,67 @@ async def test_an_after_commit_listener_failing_once_everything_committed_says_e
         "commit (after every bind committed) failed: RuntimeError: after_commit failed; committed: 'default', "
         "'(an engine outside the binds)'; rolled back: (none)"
     ]
+
+
+@post("/account")
+async def add_account(db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name="ada"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_after_commit_listener_failing_on_a_single_bind_says_the_bind_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, db, _ = app_on_two_binds(kind, new_db, [add_account])
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def fail(session: Session) -> None:
+        raise RuntimeError("after_commit failed")
+
+    async with serving(app):
+        event.listen(Session, "after_commit", fail)
+        try:
+            status = (await asgi.http(app, "POST", "/account")).status
+        finally:
+            event.remove(Session, "after_commit", fail)
+    assert status == 500
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logged(caplog) == [
+        "commit failed: RuntimeError: after_commit failed; committed: 'default'; rolled back: (none)"
+    ]
+
+
+JOINED: dict[str, Connection] = {}
+"""A connection outside the binds in its caller's transaction, which ``/joined`` writes through."""
+
+
+@post("/joined")
+async def write_through_a_joined_connection(db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Account(name="ada"))
+    await db_session.execute(text("insert into things (name) values ('ada')"), bind_arguments={"bind": JOINED["c"]})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_connection_outside_the_binds_in_its_caller_s_transaction_is_left_to_the_caller(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLAlchemy joins a connection that is in a transaction (here with a savepoint of its own, as in a
+    savepoint open there): the session's commit releases its savepoint; the caller's transaction decides."""
+    app, _, db, _ = app_on_two_binds(kind, new_db, [write_through_a_joined_connection])
+    other = things(kind, new_db)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    engine = create_async_engine(other.url())
+    try:
+        async with serving(app), engine.connect() as connection:
+            caller = await connection.begin()
+            await connection.begin_nested()
+            JOINED["c"] = connection.sync_connection  # type: ignore[assignment]
+            assert (await asgi.http(app, "POST", "/joined")).status == 201
+            assert other.fetch("select name from things") == []  # not committed: the caller's transaction is open
+            await caller.commit()
+    finally:
+        JOINED.clear()
+        await engine.dispose()
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert other.fetch("select name from things") == [("ada",)]
+    assert logged(caplog) == []

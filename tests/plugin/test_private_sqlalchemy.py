@@ -69,6 +69,9 @@ def test_own_transaction_is_the_one_the_session_commit_would_commit() -> None:
         with Session(outer) as session:
             session.execute(text("select 1"))
             assert own_transaction(session, outer) is None
+        with Session(outer, join_transaction_mode="create_savepoint") as session:
+            session.execute(text("select 1"))  # the session's own savepoint, inside the caller's transaction
+            assert own_transaction(session, outer) is None
     with Session(engine) as session, engine.connect() as other:
         session.execute(text("select 1"))
         assert own_transaction(session, other) is None  # not one of the session's connections
