@@ -278,8 +278,8 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
 
 OUTSIDE_BINDS = "(an engine outside the binds)"
 """How :func:`settle`, its log lines and :class:`~plugin.exceptions.CommitError` name what was written
-through engines that are not binds (``bind_arguments={"bind": engine}``, committed by the session's own
-commit, after the binds): a WARNING about a lost response must not say ``committed: (none)`` of it."""
+through engines that are not binds (``bind_arguments={"bind": engine}``, each connection committed by
+itself after the binds): a WARNING about a lost response must not say ``committed: (none)`` of it."""
 
 
 def _holds_others(sessions: Sequence[Session]) -> bool:
