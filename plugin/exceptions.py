@@ -150,7 +150,8 @@ class CommitError(AlchemyError, HTTPException):
     code) like any other exception. ``committed`` lists the binds whose commit is known to have gone
     through, ``failed`` the bind whose commit failed, and ``unknown`` the binds whose outcome could not be
     learnt (the connection died before the server's answer arrived; with two-phase commit: a prepared
-    transaction that could not be resolved, named with its statement in the ERROR log).
+    transaction that could not be resolved, named with its statement in the ERROR log). Writes through
+    engines outside the binds appear in ``committed`` and ``unknown`` as ``"(an engine outside the binds)"``.
     """
 
     status_code = HTTP_500_INTERNAL_SERVER_ERROR
