@@ -9,6 +9,9 @@
   so its ``commit()`` and ``rollback()`` behave as usual. :func:`own_transaction` finds, for a
   connection outside the binds, the transaction the session's ``commit()`` would commit there (what
   ``SessionTransaction._connections`` holds: a joined connection's transaction is not the session's).
+  :func:`rolled_back_by_commit` reads ``SessionTransaction._state`` to tell a ``commit()`` that failed
+  after its COMMITs from one that rolled back before them (both leave the connections without a
+  transaction).
 - ``_mapper_registries``: every registry of the process, for ``base=None`` (no public listing exists).
 - ``Session._flushing``: whether a flush is running. Read replica routing sends everything a flush does
   to the primary (SQLAlchemy's own "custom vertical partitioning" recipe reads the same attribute).
@@ -25,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm.mapper import _mapper_registries
+from sqlalchemy.orm.session import SessionTransactionState
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -40,6 +44,7 @@ __all__ = (
     "own_transaction",
     "registries",
     "replace_finished_transaction",
+    "rolled_back_by_commit",
     "structure_key",
 )
 
@@ -66,6 +71,15 @@ def own_transaction(session: Session, connection: Connection) -> Transaction | N
         return None
     _, own, should_commit, _ = transaction._connections[connection]
     return own if should_commit and own.is_active and own is connection.get_transaction() else None
+
+
+def rolled_back_by_commit(session: Session) -> bool:
+    """Whether ``session.commit()``, which raised, had rolled the transaction back itself (a flush inside it
+    failed: a ``before_commit`` listener's changes): its connections' transactions then ended without a
+    COMMIT, though SQLAlchemy let go of them as it does after one. (``SessionTransaction._state`` is then
+    ``DEACTIVE``; ``COMMITTED`` when an ``after_commit`` listener failed, ``PREPARED`` when a COMMIT did.)"""
+    transaction = session.get_transaction()
+    return transaction is not None and transaction._state is SessionTransactionState.DEACTIVE
 
 
 def registries() -> list[registry]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from plugin import twophase
-from plugin._sqlalchemy import own_transaction, replace_finished_transaction
+from plugin._sqlalchemy import own_transaction, replace_finished_transaction, rolled_back_by_commit
 from plugin.exceptions import CommitConflictError, CommitError, describe_error, mask_url, quote_keys
 from plugin.sessions import BoundConnection, RoutingSession, began_connections, or_invalidate
 
@@ -336,9 +336,10 @@ def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: b
                 session.commit()
         except Exception as exc:
             # Its commit() may have committed some connections before it failed (or failed after all of
-            # them, in an after_commit listener): SQLAlchemy lets go of a connection's transaction only
-            # once its COMMIT went through.
-            failing = [b for b in began if b.transaction is not None and not _committed(b)]
+            # them, in an after_commit listener): SQLAlchemy lets go of a connection's transaction once its
+            # COMMIT went through, and of all of them when the commit rolled back first (a flush in it failed).
+            rolled_back = rolled_back_by_commit(session)
+            failing = [b for b in began if b.transaction is not None and (rolled_back or not _committed(b))]
             ledger.failing_binds = [b.bind for b in failing]
             for b in began:
                 if b.transaction is not None and b not in failing:
@@ -352,8 +353,9 @@ def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: b
 
 
 def _committed(bound: BoundConnection) -> bool:
-    """Whether the transaction a session began on ``bound``'s connection committed (a failed COMMIT leaves it
-    the connection's transaction, inactive; one not tried yet is still active)."""
+    """Whether the transaction a session began on ``bound``'s connection ended (a failed COMMIT leaves it the
+    connection's transaction, inactive; one not tried yet is still active): committed, unless the session's
+    commit() rolled back first (:func:`~plugin._sqlalchemy.rolled_back_by_commit`)."""
     transaction = bound.transaction
     return transaction is not None and not transaction.is_active and bound.connection.get_transaction() is None
 

@@ -387,3 +387,27 @@ async def test_a_connection_outside_the_binds_in_its_caller_s_transaction_is_lef
     assert db.fetch("select name from accounts") == [("ada",)]
     assert other.fetch("select name from things") == [("ada",)]
     assert logged(caplog) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_flush_failing_inside_the_session_s_commit_says_nothing_committed(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A before_commit listener's change fails its flush inside commit(), which rolls everything back first."""
+    app, _, db, _ = app_on_two_binds(kind, new_db, [add_account])
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def add_a_duplicate(session: Session) -> None:
+        session.add(Account(name="ada"))
+
+    async with serving(app):
+        event.listen(Session, "before_commit", add_a_duplicate)
+        try:
+            status = (await asgi.http(app, "POST", "/account")).status
+        finally:
+            event.remove(Session, "before_commit", add_a_duplicate)
+    assert status == 409
+    assert db.fetch("select name from accounts") == []
+    [message] = logged(caplog)
+    assert message.startswith("commit failed on bind 'default': IntegrityError")
+    assert message.endswith("; committed: (none); rolled back: 'default'")

@@ -6,6 +6,7 @@ statements, this fails first, naming what moved.
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, event, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -16,6 +17,7 @@ from plugin._sqlalchemy import (
     own_transaction,
     registries,
     replace_finished_transaction,
+    rolled_back_by_commit,
     structure_key,
 )
 
@@ -152,3 +154,27 @@ def test_locks_rows_reads_with_for_update() -> None:
     assert locks_rows(select(table).with_for_update(read=True))  # FOR SHARE
     assert locks_rows(select(table).union_all(select(table)).with_for_update())
     assert not locks_rows(text("select 1"))
+
+
+def test_rolled_back_by_commit_tells_a_flush_that_failed_in_commit_from_a_failing_after_commit() -> None:
+    engine = create_engine("sqlite://")
+    PrivateBase.metadata.create_all(engine, tables=[Thing.__table__])  # type: ignore[list-item]
+
+    def add_a_duplicate(session: Session) -> None:  # flushed inside commit(): the primary key is taken
+        session.add(Thing(id=1, name="again"))
+
+    def fail(session: Session) -> None:
+        raise RuntimeError("after_commit failed")
+
+    for name, listener, rolled_back in (("before_commit", add_a_duplicate, True), ("after_commit", fail, False)):
+        with Session(engine) as session:
+            session.add(Thing(id=1, name="first"))
+            session.flush()
+            event.listen(session, name, listener)
+            with pytest.raises(Exception):  # noqa: B017, PT011 - an IntegrityError, or the listener's error
+                session.commit()
+            assert rolled_back_by_commit(session) is rolled_back, name
+        with Session(engine) as session:
+            assert session.scalars(select(Thing.name)).all() == ([] if rolled_back else ["first"])
+            session.execute(text("delete from things"))
+            session.commit()
