@@ -124,18 +124,27 @@ async def serving(app: Litestar, **outside: Database) -> AsyncIterator[None]:
 
 
 @contextlib.contextmanager
-def refusing_commits(refuse: Callable[[Connection], bool]) -> Iterator[None]:
+def listening(target: Any, identifier: str, listener: Callable[..., None]) -> Iterator[None]:
+    """``listener`` listens to ``identifier`` events of ``target`` meanwhile."""
+    event.listen(target, identifier, listener)
+    try:
+        yield
+    finally:
+        event.remove(target, identifier, listener)
+
+
+def refusing_commits(refuse: Callable[[Connection], bool]) -> contextlib.AbstractContextManager[None]:
     """Every COMMIT of a connection ``refuse`` picks raises ``RuntimeError("COMMIT refused")`` meanwhile."""
 
     def listener(connection: Connection) -> None:
         if refuse(connection):
             raise RuntimeError("COMMIT refused")
 
-    event.listen(Engine, "commit", listener)
-    try:
-        yield
-    finally:
-        event.remove(Engine, "commit", listener)
+    return listening(Engine, "commit", listener)
+
+
+def failing_after_commit(session: Session) -> None:
+    raise RuntimeError("after_commit failed")
 
 
 def on(database: Database) -> Callable[[Connection], bool]:
@@ -307,15 +316,9 @@ async def test_an_after_commit_listener_failing_once_everything_committed_says_e
     other = things(kind, new_db)
     caplog.set_level(logging.ERROR, logger="plugin")
 
-    def fail(session: Session) -> None:
-        raise RuntimeError("after_commit failed")
-
     async with serving(app, engine=other):
-        event.listen(Session, "after_commit", fail)
-        try:
+        with listening(Session, "after_commit", failing_after_commit):
             status = (await asgi.http(app, "POST", "/outside/yes")).status
-        finally:
-            event.remove(Session, "after_commit", fail)
     assert status == 500
     assert db.fetch("select name from accounts") == [("ada",)]
     assert other.fetch("select name from things") == [("ada",)]
@@ -337,15 +340,9 @@ async def test_an_after_commit_listener_failing_on_a_single_bind_says_the_bind_c
     app, _, db, _ = app_on_two_binds(kind, new_db, [add_account])
     caplog.set_level(logging.ERROR, logger="plugin")
 
-    def fail(session: Session) -> None:
-        raise RuntimeError("after_commit failed")
-
     async with serving(app):
-        event.listen(Session, "after_commit", fail)
-        try:
+        with listening(Session, "after_commit", failing_after_commit):
             status = (await asgi.http(app, "POST", "/account")).status
-        finally:
-            event.remove(Session, "after_commit", fail)
     assert status == 500
     assert db.fetch("select name from accounts") == [("ada",)]
     assert logged(caplog) == [
@@ -401,11 +398,8 @@ async def test_a_flush_failing_inside_the_session_s_commit_says_nothing_committe
         session.add(Account(name="ada"))
 
     async with serving(app):
-        event.listen(Session, "before_commit", add_a_duplicate)
-        try:
+        with listening(Session, "before_commit", add_a_duplicate):
             status = (await asgi.http(app, "POST", "/account")).status
-        finally:
-            event.remove(Session, "before_commit", add_a_duplicate)
     assert status == 409
     assert db.fetch("select name from accounts") == []
     [message] = logged(caplog)
