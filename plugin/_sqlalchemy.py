@@ -19,25 +19,32 @@
   standby cannot do; there is no public accessor.
 - ``Session._is_clean()``: whether a flush would find nothing to write (``new``, ``deleted`` and
   ``dirty`` through public names build a set each; a unit of work is asked this on every request).
+- ``Session._execute_internal``: where ``execute()``, ``scalar()``, ``scalars()`` (and through ``execute()``:
+  ``get()``, lazy and eager loads, legacy ``Query``) run a statement. :class:`StatementHook` sees each
+  statement there, as a ``do_orm_execute`` listener would, without the ``ORMExecuteState`` and the second
+  pass over ORM options SQLAlchemy runs for any listener (see its docstring for the number).
 - ``_generate_cache_key()``: a statement's structural cache key. SQLAlchemy memoizes it on the statement
   and computes it anyway to find the compiled SQL, so routing keyed on it costs a dictionary lookup.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.mapper import _mapper_registries
 from sqlalchemy.orm.session import SessionTransactionState
+from sqlalchemy.sql.base import Executable
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
     from sqlalchemy.engine import Connection, Transaction
-    from sqlalchemy.orm import Session, registry
+    from sqlalchemy.orm import registry
     from sqlalchemy.sql.expression import ClauseElement
 
 __all__ = (
+    "StatementHook",
     "has_changes",
     "is_flushing",
     "locks_rows",
@@ -107,3 +114,24 @@ def is_flushing(session: Session) -> bool:
 def locks_rows(statement: object) -> bool:
     """Whether a select statement has ``with_for_update()`` (``FOR UPDATE`` / ``FOR SHARE``)."""
     return getattr(statement, "_for_update_arg", None) is not None
+
+
+class StatementHook(Session):
+    """A ``Session`` whose :meth:`before_statement` sees every statement before it runs.
+
+    Where a ``do_orm_execute`` listener would be called, but without what SQLAlchemy does for any such
+    listener: an ``ORMExecuteState`` per statement and a second pass over the ORM options. On a primary-key
+    read that was about NN,000 instructions of 1.7 million (``bench.instructions``, docs/benchmarks.md).
+    Anything that is not an executable statement goes straight to SQLAlchemy, which refuses it.
+    """
+
+    def before_statement(self, statement: Executable, bind_arguments: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Called before ``statement`` runs; returns the ``bind_arguments`` to run it with (``get_bind``'s)."""
+        return bind_arguments
+
+    def _execute_internal(
+        self, statement: Executable, params: Any = None, *, bind_arguments: dict[str, Any] | None = None, **kw: Any
+    ) -> Any:
+        if isinstance(statement, Executable):
+            bind_arguments = self.before_statement(statement, bind_arguments)
+        return super()._execute_internal(statement, params, bind_arguments=bind_arguments, **kw)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
+from plugin._sqlalchemy import StatementHook
 from plugin.exceptions import LifecycleError
 from plugin.statements import split
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlalchemy.engine import Connection, Engine, RootTransaction
-    from sqlalchemy.orm import ORMExecuteState
+    from sqlalchemy.sql.base import Executable
     from sqlalchemy.sql.expression import ClauseElement
 
     from plugin.binds import BindRouter
@@ -109,7 +110,7 @@ class BoundConnection(NamedTuple):
     (a sandbox's held connection, where the session only has a savepoint)."""
 
 
-class RoutingSession(Session):
+class RoutingSession(StatementHook):
     """A ``Session`` that routes every statement to its bind (see :mod:`plugin.binds`).
 
     It records the connections its transaction began, by bind, so that
@@ -177,6 +178,25 @@ class RoutingSession(Session):
         if bind is not None:
             return bind  # type: ignore[no-any-return]
         return self.targets(kw.get("bind_key") or self.pinned or self.router.key_for(mapper, clause))
+
+    def before_statement(self, statement: Executable, bind_arguments: dict[str, Any] | None) -> dict[str, Any]:
+        """Refuse a statement after the unit of work ended, and a write after it settled; note a statement that
+        may write (see :attr:`wrote`); hand ``get_bind`` the statement.
+
+        DML, DDL, ``text()`` and ``text().columns()`` (a ``TextualSelect``: a ``SELECT`` to SQLAlchemy, though
+        its SQL is anything; an ``INSERT ... RETURNING`` typed this way is common) may write. A ``SELECT``
+        that writes (a function) is settled as a read.
+        """
+        if "_ended" in self.__dict__:  # a sync session (async ones are refused by their guard)
+            raise LifecycleError(AFTER_END.format(name="execute"))
+        if not statement.is_select or isinstance(statement, TextualSelect):
+            self.wrote = True
+        if self.settled and _writes(statement):
+            raise LifecycleError(AFTER_SETTLE.format(what="a write statement"))
+        # SQLAlchemy hands get_bind the statement of every ORM select and DML and of every Core statement,
+        # but neither mapper nor statement for an ORM compound select (a union, except or intersect of
+        # ORM selects): without it here, the default bind would answer. Bind arguments given win.
+        return {"clause": statement, **bind_arguments} if bind_arguments else {"clause": statement}
 
     def connection(self, *args: Any, **kwargs: Any) -> Connection:
         """``Session.connection()``; whatever runs on the connection may write, so the session counts as written."""
@@ -253,33 +273,14 @@ def _before_flush(session: RoutingSession, _context: Any, _instances: Any) -> No
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT", "CREATE", "ALTER", "DROP", "TRUNCATE"})
 
 
-@event.listens_for(RoutingSession, "do_orm_execute")
-def _before_orm_execute(state: ORMExecuteState) -> None:
-    # One listener, three jobs (a second listener cost a dispatch per statement):
-    # 1. For ORM compound selects (union, except, intersect of ORM selects) SQLAlchemy hands get_bind
-    #    neither a mapper nor the statement; without this the default bind would answer. ORM selects and
-    #    DML already carry it (setdefault leaves theirs).
-    state.bind_arguments.setdefault("clause", state.statement)
-    # 2. Nothing may run through a session whose unit of work ended, and nothing may write after it settled.
-    # 3. A statement that may write marks its session as written (see RoutingSession.wrote).
-    session = state.session
-    if "_ended" in session.__dict__:  # a sync session (async ones are refused by their guard)
-        raise LifecycleError(AFTER_END.format(name="execute"))
-    # DML, DDL, text(), and text().columns() (a TextualSelect, is_select though its SQL is anything: an
-    # INSERT ... RETURNING typed this way is common) may write. A SELECT that writes is settled as a read.
-    if not state.is_select or isinstance(state.statement, TextualSelect):
-        session.wrote = True  # type: ignore[attr-defined]
-    if not session.settled:  # type: ignore[attr-defined]
-        return
-    statement = state.statement
-    if isinstance(statement, TextualSelect):  # text("...").columns(...): the text decides
+def _writes(statement: Executable) -> bool:
+    """Whether ``statement`` writes: DML, or SQL text whose statements do (read as the sandbox reads SQL:
+    comments, strings, ``WITH`` clauses; ``text().columns()`` by its text)."""
+    if isinstance(statement, TextualSelect):
         statement = statement.element
-    if isinstance(statement, TextClause):  # read as the sandbox reads SQL: comments, strings, WITH clauses
-        writes = any(s.verb in _WRITES for s in split(statement.text))
-    else:
-        writes = state.is_insert or state.is_update or state.is_delete
-    if writes:
-        raise LifecycleError(AFTER_SETTLE.format(what="a write statement"))
+    if isinstance(statement, TextClause):
+        return any(s.verb in _WRITES for s in split(statement.text))
+    return bool(statement.is_dml)
 
 
 # -- a sync session is not closed under a thread using it ----------------------------------------------

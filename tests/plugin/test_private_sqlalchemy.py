@@ -6,11 +6,16 @@ statements, this fails first, naming what moved.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import sqlalchemy
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, event, select, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.sql.base import Executable
 
 from plugin._sqlalchemy import (
+    StatementHook,
     has_changes,
     is_flushing,
     locks_rows,
@@ -178,3 +183,45 @@ def test_rolled_back_by_commit_tells_a_flush_that_failed_in_commit_from_a_failin
             assert session.scalars(select(Thing.name)).all() == ([] if rolled_back else ["first"])
             session.execute(text("delete from things"))
             session.commit()
+
+
+class Parent(PrivateBase):
+    __tablename__ = "parents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    children: Mapped[list[Child]] = relationship()
+
+
+class Child(PrivateBase):
+    __tablename__ = "children"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(sqlalchemy.ForeignKey("parents.id"))
+
+
+class Seeing(StatementHook):
+    def before_statement(self, statement: Executable, bind_arguments: dict[str, Any] | None) -> dict[str, Any] | None:
+        self.seen.append(type(statement).__name__)
+        return bind_arguments
+
+
+def test_every_way_of_running_a_statement_goes_through_execute_internal() -> None:
+    """StatementHook overrides Session._execute_internal: every public way of running a statement must reach
+    it, or the plugin's write tracking and after-settle refusal would miss that way."""
+    engine = create_engine("sqlite://")
+    PrivateBase.metadata.create_all(engine, tables=[Parent.__table__, Child.__table__])  # type: ignore[list-item]
+    with Seeing(engine) as session:
+        session.seen = []  # type: ignore[attr-defined]
+        session.add(Parent(id=1, children=[Child(id=1)]))
+        session.commit()
+        session.expunge_all()
+        session.execute(text("select 1"))
+        session.scalar(select(Parent.id))
+        session.scalars(select(Parent).options(selectinload(Parent.children))).all()  # and the eager load
+        session.expunge_all()
+        parent = session.get(Parent, 1)
+        assert parent is not None
+        assert len(parent.children) == 1  # a lazy load
+        session.query(Parent).all()
+        session.execute(select(Parent).union_all(select(Parent)))
+        assert session.seen == [  # type: ignore[attr-defined]
+            "TextClause", "Select", "Select", "Select", "Select", "Select", "Select", "CompoundSelect",
+        ]  # fmt: skip
