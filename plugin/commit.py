@@ -256,6 +256,8 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
     in_doubt = _in_doubt(active)
     if in_doubt:
         in_doubt.retry()  # transactions an earlier commit could not finish, now that a server may be back
+    if len(active) == 1 and (alone := _alone(active[0])) is not None:
+        return _commit_alone(active[0], alone)
     bound = _bound(active)  # the flush may have begun connections on more binds
     held = _holds_others(active)
     two_phase = True
@@ -304,6 +306,34 @@ def _joined(bound: Sequence[BoundConnection]) -> bool:
     return False
 
 
+def _alone(session: Session) -> list[BoundConnection] | None:
+    """The connection (one at most) of a routing session whose own ``commit()`` is the whole unit of work's
+    commit: it began at most one bind connection, joined none, holds none outside the binds or of a replica,
+    and commits in one phase. ``None`` for any other session.
+
+    A request's unit of work is most often such a session. Settled through :func:`_commit_each`, its
+    bookkeeping (the ordering, the ledger counting its connection) took a primary-key read about NN,000
+    instructions (docs/benchmarks.md); :func:`_commit_alone` builds the ledger only when the commit fails.
+    """
+    begun: list[BoundConnection] | None = session.__dict__.get("_begun")
+    if begun is None or len(begun) > 1 or session.twophase or _holds_others((session,)):
+        return None
+    if begun and begun[0].transaction is None:
+        return None  # joined (a sandbox's connection): nothing of it is committed here
+    return list(begun)
+
+
+def _commit_alone(session: Session, began: list[BoundConnection]) -> list[str]:
+    """:func:`_commit_each` of the one session :func:`_alone` found: the same commit and the same report."""
+    try:
+        session.commit()
+    except Exception as exc:
+        ledger = _Ledger(began)
+        _count_failed_commit(session, began, exc, ledger)
+        raise _fail((session,), exc, ledger, stage="commit", on_a_bind=bool(ledger.failing_binds)) from exc
+    return [b.bind for b in began]
+
+
 def _commit_each(active: Sequence[Session], bound: list[BoundConnection] | None, ledger: _Ledger) -> None:
     # No connection of a bind: what the sessions hold are replica reads (a standby refuses PREPARE) or
     # engines outside the binds; two-phase commit has nothing to coordinate, so each commits in one phase.
@@ -335,21 +365,29 @@ def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: b
             else:
                 session.commit()
         except Exception as exc:
-            # Its commit() may have committed some connections before it failed (or failed after all of
-            # them, in an after_commit listener): SQLAlchemy lets go of a connection's transaction once its
-            # COMMIT went through, and of all of them when the commit rolled back first (a flush in it failed).
-            rolled_back = rolled_back_by_commit(session)
-            failing = [b for b in began if b.transaction is not None and (rolled_back or not _committed(b))]
-            ledger.failing_binds = [b.bind for b in failing]
-            for b in began:
-                if b.transaction is not None and b not in failing:
-                    ledger.done(b)
-                elif _lost(exc):
-                    ledger.lost(b)
+            _count_failed_commit(session, began, exc, ledger)
             raise
         for b in began:
             if b.transaction is not None:  # a sandbox's sessions only released savepoints: nothing is committed
                 ledger.done(b)
+
+
+def _count_failed_commit(session: Session, began: list[BoundConnection], exc: Exception, ledger: _Ledger) -> None:
+    """Record in ``ledger`` what ``session.commit()``, which raised ``exc``, did to the bind connections it
+    ``began``, and the binds of the failing ones.
+
+    Its commit() may have committed some connections before it failed (or failed after all of them, in an
+    ``after_commit`` listener): SQLAlchemy lets go of a connection's transaction once its COMMIT went
+    through, and of all of them when the commit rolled back first (a flush in it failed).
+    """
+    rolled_back = rolled_back_by_commit(session)
+    failing = [b for b in began if b.transaction is not None and (rolled_back or not _committed(b))]
+    ledger.failing_binds = [b.bind for b in failing]
+    for b in began:
+        if b.transaction is not None and b not in failing:
+            ledger.done(b)
+        elif _lost(exc):
+            ledger.lost(b)
 
 
 def _committed(bound: BoundConnection) -> bool:

@@ -149,13 +149,13 @@ def settles_on_the_loop(sessions: Sequence[AsyncSession | Session]) -> bool:
     """Whether :func:`settle_all` would settle a transaction of these sessions from the event loop: at least
     one used session is in a transaction, and every used session is async (none settles in a worker thread).
     Asked before the settle: afterwards no session is in a transaction."""
-    async_sessions, sync_sessions = _by_kind([session for session in sessions if is_started(session)])
-    if sync_sessions:
-        return False
-    for session in async_sessions:  # noqa: SIM110 - a loop, not any() over a generator: this runs on every request
-        if session.in_transaction():
-            return True
-    return False
+    in_transaction = False
+    for session in sessions:  # one loop, no lists: this runs on every request that used a session
+        if is_started(session):
+            if not isinstance(session, AsyncSession):
+                return False
+            in_transaction = in_transaction or session.sync_session.in_transaction()
+    return in_transaction
 
 
 def _read(sessions: list[Session]) -> bool:
