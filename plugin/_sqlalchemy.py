@@ -39,7 +39,7 @@ from sqlalchemy.sql.base import Executable
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    from sqlalchemy.engine import Connection, Transaction
+    from sqlalchemy.engine import Connection, RootTransaction
     from sqlalchemy.orm import registry
     from sqlalchemy.sql.expression import ClauseElement
 
@@ -69,7 +69,7 @@ def replace_finished_transaction(session: Session, connection: Connection) -> No
     entries[connection] = entries[connection.engine] = (connection, fresh, should_commit, autoclose)
 
 
-def own_transaction(session: Session, connection: Connection) -> Transaction | None:
+def own_transaction(session: Session, connection: Connection) -> RootTransaction | None:
     """The root transaction ``session.commit()`` would commit on ``connection``: the one the session began
     there, still active; ``None`` for a connection it joined (a caller's transaction, even where the session
     made a savepoint of its own in it: releasing that commits nothing)."""
@@ -77,7 +77,8 @@ def own_transaction(session: Session, connection: Connection) -> Transaction | N
     if transaction is None or connection not in transaction._connections:
         return None
     _, own, should_commit, _ = transaction._connections[connection]
-    return own if should_commit and own.is_active and own is connection.get_transaction() else None
+    root = connection.get_transaction()
+    return root if should_commit and own.is_active and own is root else None
 
 
 def rolled_back_by_commit(session: Session) -> bool:

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import FromStatement, Session, SessionTransaction
+from sqlalchemy.schema import ExecutableDDLElement
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
-from plugin._sqlalchemy import StatementHook
+from plugin._sqlalchemy import StatementHook, own_transaction
 from plugin.exceptions import LifecycleError
 from plugin.statements import split
 
@@ -106,8 +107,9 @@ class BoundConnection(NamedTuple):
     bind: str
     connection: Connection
     transaction: RootTransaction | None
-    """The root transaction the session began; ``None`` when it joined a transaction it does not own
-    (a sandbox's held connection, where the session only has a savepoint)."""
+    """The root transaction the session began; ``None`` when it joined a transaction it does not own (its
+    caller's, on a connection passed as ``bind``; a sandbox's held connection, where the session only has a
+    savepoint)."""
 
 
 class RoutingSession(StatementHook):
@@ -238,8 +240,6 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
         # begin_nested(): the event fires again for the savepoint, after it fired for the root transaction
         # on the same connection (which is what settle() commits).
         return
-    # At this point a connection the session began itself has no savepoint yet; one it joined with
-    # join_transaction_mode="create_savepoint" (a sandbox) already has the session's savepoint.
     try:
         key = session.bind_of(connection.engine)
     except LifecycleError:
@@ -250,9 +250,9 @@ def _record_connection(session: RoutingSession, transaction: SessionTransaction,
     if key is None:  # nothing to order: settle() commits it after the binds
         session.outside.append(connection)
         return
-    owned = connection.get_nested_transaction() is None
-    root = connection.get_transaction() if owned else None
-    session._begun.append(BoundConnection(key, connection, root))
+    # The root transaction the session began there, the one settle() commits; None for one it joined (a caller's
+    # transaction, a sandbox's connection where the session has a savepoint), which its owner decides.
+    session._begun.append(BoundConnection(key, connection, own_transaction(session, connection)))
 
 
 @event.listens_for(RoutingSession, "after_transaction_end")
@@ -274,13 +274,14 @@ _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT",
 
 
 def _writes(statement: Executable) -> bool:
-    """Whether ``statement`` writes: DML, or SQL text whose statements do (read as the sandbox reads SQL:
-    comments, strings, ``WITH`` clauses; ``text().columns()`` by its text)."""
-    if isinstance(statement, TextualSelect):
+    """Whether ``statement`` writes: DML, DDL, or SQL text whose statements do (read as the sandbox reads SQL:
+    comments, strings, ``WITH`` clauses). ``text().columns()`` and ``select(...).from_statement(...)`` are
+    what they wrap."""
+    while isinstance(statement, (TextualSelect, FromStatement)):
         statement = statement.element
     if isinstance(statement, TextClause):
         return any(s.verb in _WRITES for s in split(statement.text))
-    return bool(statement.is_dml)
+    return bool(statement.is_dml) or isinstance(statement, ExecutableDDLElement)
 
 
 # -- a sync session is not closed under a thread using it ----------------------------------------------

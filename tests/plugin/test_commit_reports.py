@@ -19,7 +19,7 @@ from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy import Engine, event, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
@@ -384,6 +384,57 @@ async def test_a_connection_outside_the_binds_in_its_caller_s_transaction_is_lef
     assert db.fetch("select name from accounts") == [("ada",)]
     assert other.fetch("select name from things") == [("ada",)]
     assert logged(caplog) == []
+
+
+CALLER: dict[str, AsyncConnection] = {}
+"""A connection of the ``logs`` bind's own engine, in its caller's transaction: ``/in-the-caller-s-transaction``
+writes through it (``bind_arguments={"bind": ...}``), and on the ``default`` bind too when asked."""
+
+
+@post("/in-the-caller-s-transaction/{also_default:str}")
+async def write_in_the_caller_s_transaction(
+    also_default: FromPath[str], db_session: NamedDependency[AsyncSession]
+) -> None:
+    if also_default == "yes":
+        db_session.add(Account(name="ada"))
+    statement = text("insert into audit_entries (message) values ('the caller decides')")
+    await db_session.execute(statement, bind_arguments={"bind": CALLER["c"].sync_connection})
+
+
+def _async(engine: object) -> AsyncEngine:
+    assert isinstance(engine, AsyncEngine)
+    return engine
+
+
+@pytest.mark.parametrize("also_default", ["yes", "no"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_bind_s_connection_in_its_caller_s_transaction_is_neither_committed_nor_named(
+    kind: str,
+    also_default: str,
+    new_db: Callable[[str], Database],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLAlchemy joins a connection passed as ``bind`` that is in a transaction without committing it (the
+    caller's). Beside a connection of another bind the plugin used to commit it in bind order, and alone it
+    was reported committed: here the request is cancelled while giving way, whose WARNING names what committed."""
+    app, plugin, db, logs = app_on_two_binds(kind, new_db, [write_in_the_caller_s_transaction])
+    caplog.set_level(logging.WARNING, logger="plugin")
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    try:
+        async with serving(app), _async(plugin.engines.engine("logs")).connect() as connection:
+            caller = await connection.begin()
+            CALLER["c"] = connection
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.create_task(asgi.http(app, "POST", f"/in-the-caller-s-transaction/{also_default}"))
+            assert caller.is_active  # still the caller's to decide
+            await caller.rollback()
+    finally:
+        CALLER.clear()
+    assert logs.fetch("select message from audit_entries") == []
+    assert db.fetch("select name from accounts") == ([("ada",)] if also_default == "yes" else [])
+    warned = "after its transaction committed: 'default'"
+    assert [m.split(", ")[-1] for m in logged(caplog, logging.WARNING)] == ([warned] if also_default == "yes" else [])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -29,6 +29,7 @@ from sqlalchemy import Integer, create_engine, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import DDL
 
 from plugin import LifecycleError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from tests.databases import KINDS
@@ -37,6 +38,8 @@ from tests.plugin.models import Account, AuditEntry, Base, logs_metadata, make_p
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from sqlalchemy.sql.base import Executable
 
     from tests.databases import Database
 
@@ -317,6 +320,28 @@ async def after_response_typed(
     logs_db_session.add(AuditEntry(message=name))
 
 
+LATE_WRITES: dict[str, Callable[[], Executable]] = {
+    "from-statement": lambda: select(AuditEntry).from_statement(
+        text("insert into audit_entries (message) values ('from a statement') returning id, message")
+    ),
+    "ddl": lambda: DDL("create table late_table (a integer)"),
+}
+"""Writes that do not look like DML: ``select().from_statement()`` runs whatever it wraps; DDL."""
+
+
+async def write_late(request: Request[Any, Any, Any]) -> None:
+    session: AsyncSession = request.state.session
+    await session.execute(LATE_WRITES[request.path_params["how"]]())
+
+
+@post("/late/{how:str}/{name:str}", after_response=write_late)
+async def late(
+    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
+) -> None:
+    request.state.session = logs_db_session
+    logs_db_session.add(AuditEntry(message=name))
+
+
 @get("/streamed-write")
 async def streamed_write(db_session: NamedDependency[AsyncSession]) -> Stream:
     async def body() -> AsyncIterator[bytes]:
@@ -334,10 +359,17 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
 ) -> None:
     db, logs = new_db(kind), new_db(kind)
     plugin = make_plugin({"default": db, "logs": logs})
-    handlers = [background, after_response, after_response_disguised, after_response_typed, streamed_write]
+    handlers = [background, after_response, after_response_disguised, after_response_typed, late, streamed_write]
     app = Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None)
     async with app.lifespan():
-        paths = ("/background/ada", "/after-response/bob", "/after-response-disguised/cy", "/after-response-typed/di")
+        paths = (
+            "/background/ada",
+            "/after-response/bob",
+            "/after-response-disguised/cy",
+            "/after-response-typed/di",
+            "/late/from-statement/ed",
+            "/late/ddl/flo",
+        )
         for path in paths:
             sent: list[dict[str, Any]] = []
             error = await raised_by(asgi.http(app, "POST", path, on_send=sent.append))
@@ -347,11 +379,7 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
         assert caused_by(error, LifecycleError)
         assert checked_out(plugin) == {"default": 0, "logs": 0}
     assert names(db) == ["ada"]
-    assert messages(logs) == [
-        "bob",
-        "cy",
-        "di",
-    ]  # only what the handlers themselves wrote, committed with their requests
+    assert messages(logs) == ["bob", "cy", "di", "ed", "flo"]  # what the handlers wrote, committed with their requests
     while not isinstance(error, LifecycleError):
         error = error.__cause__ or error.exceptions[0]  # type: ignore[attr-defined]
     assert str(error) == (
