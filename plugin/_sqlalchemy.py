@@ -122,7 +122,7 @@ class StatementHook(Session):
 
     Where a ``do_orm_execute`` listener would be called, but without what SQLAlchemy does for any such
     listener: an ``ORMExecuteState`` per statement and a second pass over the ORM options. On a primary-key
-    read that was about NN,000 instructions of 1.7 million (``bench.instructions``, docs/benchmarks.md).
+    read that was about 8,600 of 1.73 million instructions (counted with callgrind; docs/benchmarks.md).
     Anything that is not an executable statement goes straight to SQLAlchemy, which refuses it.
     """
 
