@@ -18,7 +18,14 @@ from sqlalchemy import event
 
 from plugin._sqlalchemy import is_flushing
 from plugin.replicas import is_read
-from plugin.sessions import AsyncRoutingSession, RoutingSession, SessionFactory, SyncRoutingSession, guard_threads
+from plugin.sessions import (
+    AsyncRoutingSession,
+    RoutingSession,
+    SessionFactory,
+    SyncRoutingSession,
+    deferred,
+    guard_threads,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -182,15 +189,11 @@ class ReplicaSessionFactory(SessionFactory):
             if self.sandbox is not None:
                 return self(bind)
             routing = request_routing.get() or replicas.routing(read=False)
-            if self._is_async:
-                session: AsyncRoutingSession | RoutingSession = AsyncReplicaRoutingSession.__new__(
-                    AsyncReplicaRoutingSession
-                )
-                session.__dict__["_deferred"] = {**shared, "routing": routing}  # for its sync session's __init__
-                return session
-            session = SyncReplicaRoutingSession.__new__(SyncReplicaRoutingSession)
+            if self._is_async:  # the routing is for its sync session's __init__
+                return deferred(AsyncReplicaRoutingSession, {**shared, "routing": routing})
+            session = deferred(SyncReplicaRoutingSession, shared)
             state = session.__dict__
-            state["routing"], state["replica_connections"], state["_deferred"] = routing, {}, shared
+            state["routing"], state["replica_connections"] = routing, {}
             return session
 
         return make

@@ -4,8 +4,8 @@
 which bind a statement belongs to; :class:`AsyncRoutingSession` is the ``AsyncSession`` around it. Both
 defer their real ``__init__`` until an attribute is first needed: building a ``Session`` costs
 microseconds, and many requests declare a session (often through another dependency) without using
-it. Until first use a session is a bare object holding its arguments; afterwards it is an ordinary
-session of its class.
+it. Until first use a session is a bare object holding its arguments (:func:`deferred`); afterwards it
+is an ordinary session of its class.
 
 A session records the connections its transaction really began (SQLAlchemy's ``after_begin`` event),
 by bind, so that :func:`~plugin.transactions.settle` commits exactly those: asking ``get_bind()`` for a
@@ -20,7 +20,7 @@ import asyncio
 import functools
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,6 +54,7 @@ __all__ = (
     "SyncRoutingSession",
     "began_connections",
     "close_now",
+    "deferred",
     "guard_threads",
     "is_started",
     "mark_ended",
@@ -101,6 +102,56 @@ def mark_settled(session: Session | AsyncSession) -> None:
         session.settled = True
 
 
+# -- created for free, initialised on first use ---------------------------------------------------------
+
+
+def _on_first_use(session: Any, name: str) -> Any:
+    """The ``__getattr__`` of a session class's deferred twin: turn the deferred ``session`` into an ordinary
+    instance of its class (``__class__`` assignment: the twin adds no state, so the layout is the same), run
+    the class's ``_first_use`` with the arguments the session was created with, and answer ``name``."""
+    options = session.__dict__.pop("_deferred", None)
+    if options is None:
+        raise AttributeError(f"{type(session).__name__!r} object has no attribute {name!r}")
+    object.__setattr__(session, "__class__", type(session).__base__)
+    session._first_use(options)
+    return getattr(session, name)
+
+
+_twins: dict[type[Any], type[Any]] = {}
+
+S = TypeVar("S", bound="AsyncSession | Session")
+
+
+def _twin(cls: type[S]) -> type[S]:
+    """``cls``'s deferred twin: a subclass whose ``__getattr__`` is :func:`_on_first_use`, made once per class."""
+    twin = _twins.get(cls)
+    if twin is None:
+        namespace = {"__getattr__": _on_first_use, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        twin = _twins[cls] = type(cls.__name__, (cls,), namespace)
+    return twin
+
+
+def deferred(cls: type[S], options: dict[str, Any]) -> S:
+    """A session of ``cls`` that runs ``cls._first_use(options)`` when an attribute it lacks is first asked
+    for, and is an ordinary ``cls`` from then on; ``options`` is kept as given (not copied) until then.
+
+    Until first use it is an instance of ``cls``'s twin, whose ``__getattr__`` does that. The twin is left
+    at first use because a class with ``__getattr__`` costs every attribute access on its instances a second
+    lookup, and keeps CPython's specialising interpreter from caching them: SQLAlchemy reads hundreds of
+    session attributes a request, and with ``__getattr__`` on the session classes themselves a primary-key
+    read cost about 15,000 instructions more (counted with callgrind; docs/benchmarks.md).
+    """
+    session: S = object.__new__(_twin(cls))
+    session.__dict__["_deferred"] = options
+    return session
+
+
+def _defer(session: AsyncSession | Session, options: dict[str, Any]) -> None:
+    """What a routing session's ``__init__`` does: make ``session`` what :func:`deferred` makes."""
+    session.__dict__["_deferred"] = options
+    object.__setattr__(session, "__class__", _twin(type(session)))
+
+
 class BoundConnection(NamedTuple):
     """A connection a session's transaction began on one bind, and the transaction it owns there."""
 
@@ -139,25 +190,20 @@ class RoutingSession(StatementHook):
 
     def __init__(self, **options: Any) -> None:
         """Keyword arguments: ``router``, ``targets``, ``bind_of``, ``in_doubt``, ``pinned`` (optional), and
-        ``Session``'s own. They are kept as given (not copied) until first use."""
-        self.__dict__["_deferred"] = options
+        ``Session``'s own. They are kept as given (not copied) until first use (:func:`deferred`)."""
+        _defer(self, options)
 
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            deferred = self.__dict__.pop("_deferred", None)
-            if deferred is None:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            options = dict(deferred)
-            self.router = options.pop("router")
-            self.targets = options.pop("targets")
-            self.bind_of = options.pop("bind_of")
-            self.in_doubt = options.pop("in_doubt")
-            self.pinned = options.pop("pinned", None)
-            self._begun = []
-            self.outside = []
-            Session.__init__(self, **options)
-            return getattr(self, name)
+    def _first_use(self, deferred: dict[str, Any]) -> None:
+        """The real ``__init__``, run on first use."""
+        options = dict(deferred)
+        self.router = options.pop("router")
+        self.targets = options.pop("targets")
+        self.bind_of = options.pop("bind_of")
+        self.in_doubt = options.pop("in_doubt")
+        self.pinned = options.pop("pinned", None)
+        self._begun = []
+        self.outside = []
+        Session.__init__(self, **options)
 
     def get_bind(
         self,
@@ -436,18 +482,15 @@ class AsyncRoutingSession(AsyncSession):
     sync_session_class = RoutingSession
 
     def __init__(self, **options: Any) -> None:
-        self.__dict__["_deferred"] = options
+        """``AsyncSession``'s keyword arguments (and :class:`RoutingSession`'s, passed on to its sync session),
+        kept as given until first use (:func:`deferred`)."""
+        _defer(self, options)
 
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            options = self.__dict__.pop("_deferred", None)
-            if options is None:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            AsyncSession.__init__(self, **options)
-            if self.__dict__.pop("_settled", False):
-                self.sync_session.settled = True
-            return getattr(self, name)
+    def _first_use(self, options: dict[str, Any]) -> None:
+        """The real ``__init__``, run on first use."""
+        AsyncSession.__init__(self, **options)
+        if self.__dict__.pop("_settled", False):
+            self.sync_session.settled = True  # type: ignore[attr-defined]
 
     async def until_idle(self) -> None:
         """Wait until no other task is inside one of this session's operations."""
@@ -515,8 +558,6 @@ class SessionFactory:
         def make() -> AsyncRoutingSession | RoutingSession:
             if self.sandbox is not None:
                 return self(bind)
-            session = cls.__new__(cls)
-            session.__dict__["_deferred"] = shared
-            return session
+            return deferred(cls, shared)
 
         return make

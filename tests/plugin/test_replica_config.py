@@ -135,10 +135,11 @@ async def test_replicas_stay_out_of_a_sandbox(tmp_path: Any) -> None:
         async with plugin.sandbox():
             inside = make()
             async with plugin.session(replica=True) as asked:
-                assert type(asked) is AsyncRoutingSession  # the sandbox wins over replica=True
+                assert not isinstance(asked, AsyncReplicaRoutingSession)  # the sandbox wins over replica=True
 
-    assert type(outside) is AsyncReplicaRoutingSession
-    assert type(inside) is AsyncRoutingSession
+    assert isinstance(outside, AsyncReplicaRoutingSession)
+    assert isinstance(inside, AsyncRoutingSession)
+    assert not isinstance(inside, AsyncReplicaRoutingSession)
 
 
 @pytest.mark.parametrize(
