@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "GIVE_WAY_TURNS",
+    "InFlight",
     "RequestSessions",
     "TransactionMiddleware",
     "current_request_sessions",
@@ -66,9 +67,11 @@ class RequestSessions:
     docs/benchmarks.md, handler a.)
     """
 
-    __slots__ = ("policy", "raised", "receive", "replaced", "scope", "send", "sessions")
+    __slots__ = ("in_flight", "policy", "raised", "receive", "replaced", "scope", "send", "sessions")
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, policy: TransactionPolicy) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, policy: TransactionPolicy, in_flight: InFlight
+    ) -> None:
         self.sessions: list[AsyncSession | Session] = []
         self.raised = False
         self.replaced = False
@@ -77,6 +80,7 @@ class RequestSessions:
         self.receive = receive
         self.send = send
         self.policy = policy
+        self.in_flight = in_flight
 
     def release(self) -> None:
         """Let go of the connection's objects once it is done with.
@@ -117,7 +121,7 @@ class RequestSessions:
             if yielding:
                 # A settle that committed a write ran in a task of its own, and this request woke a turn after
                 # it ended: that turn counts (the turns are between the connections' return and the response).
-                await give_way(GIVE_WAY_TURNS - 1 if committed else GIVE_WAY_TURNS)
+                await give_way(self.in_flight, GIVE_WAY_TURNS - 1 if committed else GIVE_WAY_TURNS)
             await self.send(message)
         except asyncio.CancelledError:
             if committed:  # the client may never see the response of a write that is committed: say so
@@ -132,9 +136,20 @@ GIVE_WAY_TURNS = 3
 """Turns of the event loop a request lets pass between its settle and its response (:func:`give_way`)."""
 
 
-async def give_way(turns: int = GIVE_WAY_TURNS) -> None:
-    """Let the event loop run ``turns`` times: what a request does between a commit of async sessions and its
-    response (:data:`GIVE_WAY_TURNS` in all, counting the turn after a settle that ran in a task of its own).
+class InFlight:
+    """How many requests that can use a session an app is serving now: what decides whether a request gives
+    way (:func:`give_way`). One per app, shared by every route's transaction middleware."""
+
+    __slots__ = ("requests",)
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+
+async def give_way(in_flight: InFlight, turns: int = GIVE_WAY_TURNS) -> None:
+    """Let the event loop run ``turns`` times while another request is ``in_flight``: what a request does between
+    a commit of async sessions and its response (:data:`GIVE_WAY_TURNS` in all, counting the turn after a
+    settle that ran in a task of its own). Alone in flight, nothing is waiting for the turns.
 
     Its connections are back in their pools by then. Leaving ``async with session`` after ``await
     session.commit()`` in SQLAlchemy 2.1 gives way the same three turns (the close runs in a task of its
@@ -155,8 +170,9 @@ async def give_way(turns: int = GIVE_WAY_TURNS) -> None:
     On an idle loop the three turns cost 7.3 us of CPU, about 1 % of a read's. A sync session settles in a
     worker thread and its pool does not queue tasks: a request with one does not give way.
     """
-    for _ in range(turns):
-        await asyncio.sleep(0)
+    if in_flight.requests > 1:
+        for _ in range(turns):
+            await asyncio.sleep(0)
 
 
 async def _dropped() -> None:
@@ -203,15 +219,18 @@ async def send_exception_response(scope: Scope, receive: Receive, send: Send, ex
 class TransactionMiddleware:
     """ASGI middleware that settles and closes each connection's sessions (see the module docs)."""
 
-    def __init__(self, app: ASGIApp, *, policy: TransactionPolicy) -> None:
+    def __init__(self, app: ASGIApp, *, policy: TransactionPolicy, in_flight: InFlight) -> None:
         self.app = app
         self.policy = policy
+        self.in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Litestar builds app middleware into each route's stack: only http and websocket scopes come here.
-        request_sessions = RequestSessions(scope, receive, send, self.policy)
+        in_flight = self.in_flight
+        request_sessions = RequestSessions(scope, receive, send, self.policy, in_flight)
         token = _current.set(request_sessions)
         sessions = request_sessions.sessions
+        in_flight.requests += 1
         try:
             if scope["type"] == ScopeType.WEBSOCKET:
                 await self.app(scope, receive, send)
@@ -222,6 +241,7 @@ class TransactionMiddleware:
                 return
             await self.app(scope, receive, request_sessions)
         finally:
+            in_flight.requests -= 1
             _current.reset(token)
             try:
                 if sessions and (holding := close_idle(sessions)):

@@ -21,6 +21,7 @@ from plugin.replica_sessions import request_routing
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+    from plugin.middleware import InFlight
     from plugin.policy import TransactionPolicy
     from plugin.replicas import Replicas
     from plugin.sticky import StickyCookie
@@ -35,9 +36,15 @@ class ReplicaMiddleware(TransactionMiddleware):
     """:class:`~plugin.middleware.TransactionMiddleware` plus the request's replica routing (module docs)."""
 
     def __init__(
-        self, app: ASGIApp, *, policy: TransactionPolicy, replicas: Replicas, cookie: StickyCookie | None
+        self,
+        app: ASGIApp,
+        *,
+        policy: TransactionPolicy,
+        in_flight: InFlight,
+        replicas: Replicas,
+        cookie: StickyCookie | None,
     ) -> None:
-        super().__init__(app, policy=policy)
+        super().__init__(app, policy=policy, in_flight=in_flight)
         self.replicas = replicas
         self.cookie = cookie
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession  # noqa: TC002
 from sqlalchemy.orm import Session  # noqa: TC002
 
 from plugin.exceptions import DuplicateKeyError, LifecycleError
-from plugin.middleware import TransactionMiddleware, conflict_response, current_request_sessions, mark_raised
+from plugin.middleware import InFlight, TransactionMiddleware, conflict_response, current_request_sessions, mark_raised
 from plugin.routes import TransactionRoutes
 from plugin.schema import create_all, create_all_sync
 from plugin.twophase import require_two_phase, require_two_phase_sync
@@ -83,14 +83,15 @@ def register(plugin: SQLAlchemyPlugin[Any], app_config: AppConfig) -> AppConfig:
                 _session_provider(plugin, bind), sync_to_thread=False
             )
     # Not app middleware: only the handlers that can be given one of these keys get it (plugin/routes.py).
-    middleware = DefineMiddleware(TransactionMiddleware, policy=config.transaction)
+    in_flight = InFlight()
+    middleware = DefineMiddleware(TransactionMiddleware, policy=config.transaction, in_flight=in_flight)
     if plugin.replicas is not None:  # decided here, once: apps without replicas keep the plain middleware
         from plugin.replica_middleware import ReplicaMiddleware
         from plugin.sticky import StickyCookie
 
         cookie = StickyCookie(config.sticky_cookie, config.sticky_secret) if config.sticky_secret else None
         middleware = DefineMiddleware(
-            ReplicaMiddleware, policy=config.transaction, replicas=plugin.replicas, cookie=cookie
+            ReplicaMiddleware, policy=config.transaction, in_flight=in_flight, replicas=plugin.replicas, cookie=cookie
         )
     app_config.plugins.append(TransactionRoutes(middleware, (key for key, _ in config.dependency_keys())))
     if config.map_integrity_errors:

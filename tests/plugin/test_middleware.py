@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, TransactionPolicy
-from plugin.middleware import GIVE_WAY_TURNS
+from plugin.middleware import GIVE_WAY_TURNS, InFlight
 from tests.databases import KINDS, require_prepared_transactions
 from tests.plugin import asgi
 from tests.plugin.helpers import cancelled_while_giving_way
@@ -39,7 +39,7 @@ from tests.plugin.models import Base as ModelsBase
 from tests.plugin.orders import Base, Order
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
     from tests.databases import Database
@@ -121,6 +121,30 @@ async def add_and_commit(name: FromPath[str], db_session: NamedDependency[AsyncS
 REQUESTS = {"read": ("GET", "/count"), "write": ("POST", "/add/{}")}
 
 
+HELD: dict[str, asyncio.Event] = {}
+
+
+@get("/held")
+async def held(db_session: NamedDependency[AsyncSession]) -> None:
+    """A request in flight until the test sets ``HELD["until"]`` (its session never used)."""
+    HELD["entered"].set()
+    await HELD["until"].wait()
+
+
+@contextlib.asynccontextmanager
+async def another_request_in_flight(app: Litestar) -> AsyncIterator[None]:
+    """A request to ``/held`` in flight for the block: a request gives way only while another one is."""
+    HELD.update(entered=asyncio.Event(), until=asyncio.Event())
+    other = asyncio.create_task(asgi.http(app, "GET", "/held"))
+    await HELD["entered"].wait()
+    try:
+        yield
+    finally:
+        HELD["until"].set()
+        assert (await other).status == 200
+        HELD.clear()
+
+
 def app_with_pool(kind: str, new_db: Callable[[str], Database], pool_size: int = 5) -> tuple[Litestar, Database]:
     """An app whose default bind has a pool of ``pool_size`` connections and no overflow."""
     db = new_db(kind)
@@ -129,7 +153,7 @@ def app_with_pool(kind: str, new_db: Callable[[str], Database], pool_size: int =
         "logs": new_db(kind).url(),
     }
     config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
-    handlers = [count, add, add_and_commit, unused]
+    handlers = [count, add, add_and_commit, unused, held]
     return Litestar(route_handlers=handlers, plugins=[SQLAlchemyPlugin(config=config)], logging_config=None), db
 
 
@@ -264,6 +288,23 @@ async def test_a_write_the_handler_committed_does_not_give_way(new_db: Callable[
     assert timeline.turns_between("checkin", "it starts its response") <= 1  # nothing awaited in between
 
 
+@pytest.mark.parametrize("request_kind", REQUESTS)
+async def test_a_request_alone_in_flight_does_not_give_way(
+    request_kind: str, new_db: Callable[[str], Database]
+) -> None:
+    # Nothing else is there to take the turns: the response starts right after the commit.
+    app, _ = app_with_pool("sqlite", new_db)
+    method, path = REQUESTS[request_kind]
+    timeline = Timeline()
+    async with app.lifespan():
+        with timeline.counting():
+            exchange = await asgi.http(app, method, path.format("ada"), on_send=timeline.on_send("it"))
+    assert exchange.status == (200 if method == "GET" else 201)
+    assert timeline.names() == ["checkout", "checkin", "it starts its response"]
+    # a write commits in a task of its own, which wakes the request a turn later
+    assert timeline.turns_between("checkin", "it starts its response") <= (1 if method == "GET" else 2)
+
+
 async def test_a_session_never_used_does_not_give_way(new_db: Callable[[str], Database]) -> None:
     app, _ = app_with_pool("sqlite", new_db)
     timeline = Timeline()
@@ -289,7 +330,7 @@ async def test_a_read_cancelled_while_giving_way_gets_no_response_and_no_warning
     def cancel_while_giving_way(*_: object) -> None:
         loop.call_soon(loop.call_soon, tasks[0].cancel)  # checked in: committed; two turns on it is giving way
 
-    async with app.lifespan():
+    async with app.lifespan(), another_request_in_flight(app):
         event.listen(Pool, "checkin", cancel_while_giving_way, once=True)
         tasks.append(asyncio.create_task(asgi.http(app, "GET", "/count", on_send=sent.append)))
         with pytest.raises(asyncio.CancelledError):
@@ -350,7 +391,7 @@ async def test_a_commit_of_async_sessions_gives_way(
     app = Litestar(route_handlers=[count, add, count_in_a_thread], plugins=[plugin], logging_config=None)
     calls: list[None] = []
 
-    async def counted(turns: int = GIVE_WAY_TURNS) -> None:
+    async def counted(in_flight: InFlight, turns: int = GIVE_WAY_TURNS) -> None:
         calls.append(None)
 
     monkeypatch.setattr("plugin.middleware.give_way", counted)
