@@ -313,7 +313,8 @@ def _alone(session: Session) -> list[BoundConnection] | None:
 
     A request's unit of work is most often such a session. Settled through :func:`_commit_each`, its
     bookkeeping (the ordering, the ledger counting its connection) cost a primary-key read about 19,000
-    instructions (counted with callgrind; docs/benchmarks.md); :func:`_commit_alone` builds the ledger only when the commit fails.
+    instructions (counted with callgrind; docs/benchmarks.md); :func:`_commit_alone` builds the ledger only
+    when the commit fails.
     """
     begun: list[BoundConnection] | None = session.__dict__.get("_begun")
     if begun is None or len(begun) > 1 or session.twophase or _holds_others((session,)):

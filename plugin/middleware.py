@@ -10,10 +10,10 @@ HTTP: when ``http.response.start`` arrives, the status in it is final (every ``a
 exception handler has run), so the policy decides there, and the commit happens before the message is
 passed on. If the commit fails, the original response is dropped and the error goes through the route's
 exception handlers instead, so the client never sees a 2xx for a lost write. Between a commit of async
-sessions and the response, a request gives way to the event loop (:func:`give_way`). Sessions are closed
-in the ``finally`` of the middleware, after the body was sent: a streaming body may still use them, and
-a cancelled or disconnected request is cleaned up too. Websockets commit when the handler returns
-normally and roll back when it raised.
+sessions and the response, a request gives way to the event loop while another request is in flight
+(:func:`give_way`). Sessions are closed in the ``finally`` of the middleware, after the body was sent: a
+streaming body may still use them, and a cancelled or disconnected request is cleaned up too. Websockets
+commit when the handler returns normally and roll back when it raised.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ class RequestSessions:
             if yielding:
                 # A settle that committed a write ran in a task of its own, and this request woke a turn after
                 # it ended: that turn counts (the turns are between the connections' return and the response).
+                # A two-phase read and a sandboxed write settle in a task too, but commit no write: they give
+                # way the full count (one turn more than needed; rare, and not worth a second look per request).
                 await give_way(self.in_flight, GIVE_WAY_TURNS - 1 if committed else GIVE_WAY_TURNS)
             await self.send(message)
         except asyncio.CancelledError:
@@ -149,7 +151,7 @@ class InFlight:
 async def give_way(in_flight: InFlight, turns: int = GIVE_WAY_TURNS) -> None:
     """Let the event loop run ``turns`` times while another request is ``in_flight``: what a request does between
     a commit of async sessions and its response (:data:`GIVE_WAY_TURNS` in all, counting the turn after a
-    settle that ran in a task of its own). Alone in flight, nothing is waiting for the turns.
+    settle that committed a write in a task of its own). Alone in flight, nothing is waiting for the turns.
 
     Its connections are back in their pools by then. Leaving ``async with session`` after ``await
     session.commit()`` in SQLAlchemy 2.1 gives way the same three turns (the close runs in a task of its

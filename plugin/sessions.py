@@ -126,7 +126,8 @@ def _twin(cls: type[S]) -> type[S]:
     """``cls``'s deferred twin: a subclass whose ``__getattr__`` is :func:`_on_first_use`, made once per class."""
     twin = _twins.get(cls)
     if twin is None:
-        namespace = {"__getattr__": _on_first_use, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        namespace = {"__getattr__": _on_first_use, "__doc__": cls.__doc__}
+        namespace.update(__module__=cls.__module__, __qualname__=cls.__qualname__)
         twin = _twins[cls] = type(cls.__name__, (cls,), namespace)
     return twin
 

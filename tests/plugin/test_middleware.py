@@ -279,7 +279,7 @@ async def test_a_write_flushes_in_the_requests_task_and_commits_in_a_task_of_its
 async def test_a_write_the_handler_committed_does_not_give_way(new_db: Callable[[str], Database]) -> None:
     app, db = app_with_pool("sqlite", new_db)
     timeline = Timeline()
-    async with app.lifespan():
+    async with app.lifespan(), another_request_in_flight(app):  # which would make it give way, if it did
         with timeline.counting():
             exchange = await asgi.http(app, "POST", "/add-and-commit/ada", on_send=timeline.on_send("it"))
     assert exchange.status == 201
@@ -308,7 +308,7 @@ async def test_a_request_alone_in_flight_does_not_give_way(
 async def test_a_session_never_used_does_not_give_way(new_db: Callable[[str], Database]) -> None:
     app, _ = app_with_pool("sqlite", new_db)
     timeline = Timeline()
-    async with app.lifespan():
+    async with app.lifespan(), another_request_in_flight(app):  # which would make it give way, if it did
         with timeline.counting():
             timeline.note("sent")
             exchange = await asgi.http(app, "GET", "/unused", on_send=timeline.on_send("it"))
