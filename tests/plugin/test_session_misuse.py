@@ -273,65 +273,31 @@ async def background(name: FromPath[str], db_session: NamedDependency[AsyncSessi
     return Response(None, status_code=201, background=BackgroundTask(audit_later))
 
 
-async def audit_after_response(request: Request[Any, Any, Any]) -> None:
-    session: AsyncSession = request.state.session
-    await session.execute(text("insert into audit_entries (message) values ('after response')"))
-
-
-@post("/after-response/{name:str}", after_response=audit_after_response)
-async def after_response(
-    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
-) -> None:
-    request.state.session = logs_db_session
-    logs_db_session.add(AuditEntry(message=name))
-
-
-async def audit_after_response_disguised(request: Request[Any, Any, Any]) -> None:
-    session: AsyncSession = request.state.session
-    # A leading comment, then a WITH clause: still a write, read as the sandbox reads SQL.
-    await session.execute(
-        text(
-            "/* audit */ with m as (select 'hidden' as message) "
-            "insert into audit_entries (message) select message from m"
-        )
-    )
-
-
-@post("/after-response-disguised/{name:str}", after_response=audit_after_response_disguised)
-async def after_response_disguised(
-    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
-) -> None:
-    request.state.session = logs_db_session
-    logs_db_session.add(AuditEntry(message=name))
-
-
-async def audit_after_response_typed(request: Request[Any, Any, Any]) -> None:
-    session: AsyncSession = request.state.session
-    # text().columns() types a text statement's rows (a TextualSelect, is_select whatever its SQL is).
-    statement = text("insert into audit_entries (message) values ('typed') returning id").columns(id=Integer)
-    await session.execute(statement)
-
-
-@post("/after-response-typed/{name:str}", after_response=audit_after_response_typed)
-async def after_response_typed(
-    name: FromPath[str], request: Request[Any, Any, Any], logs_db_session: NamedDependency[AsyncSession]
-) -> None:
-    request.state.session = logs_db_session
-    logs_db_session.add(AuditEntry(message=name))
-
-
 LATE_WRITES: dict[str, Callable[[], Executable]] = {
+    "text": lambda: text("insert into audit_entries (message) values ('after response')"),
+    # A leading comment, then a WITH clause: still a write, read as the sandbox reads SQL.
+    "disguised": lambda: text(
+        "/* audit */ with m as (select 'hidden' as message) insert into audit_entries (message) select message from m"
+    ),
+    # text().columns() types a text statement's rows (a TextualSelect, is_select whatever its SQL is).
+    "typed": lambda: text("insert into audit_entries (message) values ('typed') returning id").columns(id=Integer),
+    # select().from_statement() runs whatever it wraps.
     "from-statement": lambda: select(AuditEntry).from_statement(
         text("insert into audit_entries (message) values ('from a statement') returning id, message")
     ),
     "ddl": lambda: DDL("create table late_table (a integer)"),
 }
-"""Writes that do not look like DML: ``select().from_statement()`` runs whatever it wraps; DDL."""
+"""Writes an ``after_response`` hook tries after the settle, by the path's ``how``."""
 
 
 async def write_late(request: Request[Any, Any, Any]) -> None:
     session: AsyncSession = request.state.session
     await session.execute(LATE_WRITES[request.path_params["how"]]())
+
+
+async def audit_after_response(request: Request[Any, Any, Any]) -> None:
+    session: AsyncSession = request.state.session
+    await session.execute(LATE_WRITES["text"]())
 
 
 @post("/late/{how:str}/{name:str}", after_response=write_late)
@@ -359,14 +325,14 @@ async def test_writes_after_the_transaction_was_settled_raise_instead_of_vanishi
 ) -> None:
     db, logs = new_db(kind), new_db(kind)
     plugin = make_plugin({"default": db, "logs": logs})
-    handlers = [background, after_response, after_response_disguised, after_response_typed, late, streamed_write]
+    handlers = [background, late, streamed_write]
     app = Litestar(route_handlers=handlers, plugins=[plugin], logging_config=None)
     async with app.lifespan():
         paths = (
             "/background/ada",
-            "/after-response/bob",
-            "/after-response-disguised/cy",
-            "/after-response-typed/di",
+            "/late/text/bob",
+            "/late/disguised/cy",
+            "/late/typed/di",
             "/late/from-statement/ed",
             "/late/ddl/flo",
         )
