@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from plugin.middleware import GIVE_WAY_TURNS, InFlight, give_way
+from plugin.middleware import InFlight, give_way
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -25,7 +25,7 @@ async def startup_error(app: Litestar) -> BaseException:
     pytest.fail("the app started although its configuration is broken")
 
 
-async def cancelled_while_giving_way(in_flight: InFlight, turns: int = GIVE_WAY_TURNS) -> None:
+async def cancelled_while_giving_way(in_flight: InFlight) -> None:
     """``give_way`` with the request's task cancelled as it begins (what a timeout landing there does);
     tests put it in ``plugin.middleware.give_way``'s place."""
     task = asyncio.current_task()
@@ -33,6 +33,6 @@ async def cancelled_while_giving_way(in_flight: InFlight, turns: int = GIVE_WAY_
     task.cancel()
     in_flight.requests += 1  # as if another request were in flight, so that it does give way
     try:
-        await give_way(in_flight, turns)
+        await give_way(in_flight)
     finally:
         in_flight.requests -= 1
