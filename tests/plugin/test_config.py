@@ -48,7 +48,12 @@ class ArchivedOrder(ArchiveBase):
 
 @pytest.fixture
 def no_secret_leaks(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Iterator[list[Any]]:
-    """Collects exceptions and objects; after the test, the password is in none of them nor any output."""
+    """Collects exceptions and objects; after the test, the password is in none of them nor any output.
+
+    Apps built under it take no Litestar logging config: Litestar's default hands records to a thread that
+    writes them to the ``sys.stderr`` of the moment (here capsys's, closed after the test), and a record
+    that thread wrote late (the pool's INFO as a failed startup disposes its engines) raised in it during
+    the next test. caplog still sees every record."""
     caplog.set_level(logging.DEBUG, logger="plugin")
     caplog.set_level(logging.DEBUG, logger="sqlalchemy")
     seen: list[Any] = []
@@ -71,7 +76,7 @@ async def test_unknown_bind_key_on_a_model_fails_at_startup(tmp_path: Path, no_s
         binds={"default": f"sqlite+aiosqlite:///{tmp_path}/a.db", "logs": f"sqlite+aiosqlite:///{tmp_path}/b.db"},
         base=(Base, logs_metadata, ArchiveBase),
     )
-    app = Litestar(plugins=[SQLAlchemyPlugin(config=config)])
+    app = Litestar(plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)  # see no_secret_leaks
 
     error = await startup_error(app)
 
@@ -145,7 +150,7 @@ def test_two_plugins_on_one_app_are_refused() -> None:
 )
 async def test_driver_not_installed_says_which_package(url: str, package: str, no_secret_leaks: list[Any]) -> None:
     plugin = SQLAlchemyPlugin(config=SQLAlchemySyncConfig(binds={"default": "sqlite://", "reports": url}))
-    app = Litestar(plugins=[plugin])
+    app = Litestar(plugins=[plugin], logging_config=None)  # see no_secret_leaks
 
     error = await startup_error(app)
 
