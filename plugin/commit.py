@@ -317,10 +317,8 @@ def _alone(session: Session) -> list[BoundConnection] | None:
     when the commit fails.
     """
     begun: list[BoundConnection] | None = session.__dict__.get("_begun")
-    if begun is None or len(begun) > 1 or session.twophase or _holds_others((session,)):
+    if begun is None or len(begun) > 1 or session.twophase or _holds_others((session,)) or _joined(begun):
         return None
-    if begun and begun[0].transaction is None:
-        return None  # joined (a sandbox's connection): nothing of it is committed here
     return list(begun)
 
 
