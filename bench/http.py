@@ -12,10 +12,11 @@ bind. wrk, a real HTTP load generator, drives four routes (no session, a primary
 request touching two binds) at each concurrency. With two or more cores the servers are pinned to one
 core and wrk to another (``taskset``); the PostgreSQL server is shared and not pinned.
 
-Each run is bounded by ``--duration`` seconds and ``--max-requests`` responses. Every (server, route,
-concurrency) cell runs each variant once per round, in a rotating order, after one unmeasured warm-up
-round; rates and latencies are medians over rounds, and each ratio is the median of the per-round ratios
-(this plugin / the other variant, for p99 too), so the machine drifting between rounds cancels out.
+Each run is bounded by ``--duration`` seconds and ``--max-requests`` responses. Every round starts new
+server processes and warms every route up (unmeasured); then every (server, route, concurrency) cell runs
+each variant once, in a rotating order. Rates and latencies are medians over rounds, and each ratio is the
+median of the per-round ratios (this plugin / the other variant, for p99 too), so the machine drifting
+between rounds, and one process's luck (see :func:`_round`), cancel out.
 Any non-2xx answer or socket error makes the run invalid (exit code 1). Nothing here is a pass/fail
 test of speed: the targets are printed next to the measured ratios.
 
@@ -185,26 +186,39 @@ Results = dict[tuple[str, int], dict[str, list[Run]]]
 
 
 def measure(server: str, urls: dict[str, str], args: argparse.Namespace) -> Results:
-    servers = [Server(server, variant, urls, args.server_cpus) for variant in VARIANTS]
+    """Every cell, ``args.rounds`` times, each round on new server processes (see :func:`_round`)."""
     results: Results = {(route, c): {v: [] for v in VARIANTS} for route in ROUTES for c in args.concurrency}
+    for round_number in range(1, args.rounds + 1):
+        _round(server, urls, args, round_number, results)
+        print(f"  {server}: round {round_number}/{args.rounds} done", file=sys.stderr)
+    return results
+
+
+def _round(server: str, urls: dict[str, str], args: argparse.Namespace, round_number: int, results: Results) -> None:
+    """One round: a new server process per variant, every route warmed up (unmeasured) at the highest
+    concurrency, then every cell, the variants in an order that rotates from cell to cell and round to round.
+
+    New processes each round, because one process's speed is partly luck: CPython caches attribute lookups
+    in a table of 4,096 entries indexed by type and name, and which hot lookups collide there depends on
+    the order its classes were made and on the process's string hashes (random per process). Counted with
+    callgrind, that alone moved one app's primary-key read by up to 4.6 % between runs that differed only
+    in one unused class or in ``PYTHONHASHSEED`` (docs/benchmarks.md). A server kept for the whole run kept
+    its luck in every round; the median over rounds of new processes does not.
+    """
+    servers = [Server(server, variant, urls, args.server_cpus) for variant in VARIANTS]
     try:
         for each in servers:
             each.ready()
-        for round_number in range(args.rounds + 1):  # round 0 warms every app and route up, not counted
-            for cell_number, (route, concurrency) in enumerate(results):
-                if round_number == 0 and concurrency != max(args.concurrency):
-                    continue
-                shift = (round_number + cell_number) % len(servers)  # rotate who goes first
-                for each in servers[shift:] + servers[:shift]:
-                    run = load(each.port, route, concurrency, args)
-                    if round_number:
-                        results[route, concurrency][each.variant].append(run)
-            if round_number:
-                print(f"  {server}: round {round_number}/{args.rounds} done", file=sys.stderr)
+        for route in ROUTES:
+            for each in servers:
+                load(each.port, route, max(args.concurrency), args)
+        for cell_number, cell in enumerate(results):
+            shift = (round_number + cell_number) % len(servers)  # rotate who goes first
+            for each in servers[shift:] + servers[:shift]:
+                results[cell][each.variant].append(load(each.port, cell[0], cell[1], args))
     finally:
         for each in servers:
             each.stop()
-    return results
 
 
 def _ratios(mine: list[Run], theirs: list[Run], value: Callable[[Run], float]) -> list[float]:
@@ -293,7 +307,8 @@ def describe(args: argparse.Namespace) -> str:
         f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, litestar {version('litestar')}, "
         f"sqlalchemy {version('sqlalchemy')}, advanced-alchemy {version('advanced-alchemy')}, {servers}, {wrk}\n"
         f"placement: {placement}; load average {os.getloadavg()[0]:.2f} at start\n"
-        f"{args.rounds} rounds (+1 warm-up) x {len(ROUTES)} routes x concurrency {args.concurrency} x "
+        f"{args.rounds} rounds (each on new, warmed-up server processes) x {len(ROUTES)} routes x "
+        f"concurrency {args.concurrency} x "
         f"{len(VARIANTS)} variants (the control included); "
         f"each run {args.duration} s or {args.max_requests:,} responses"
     )
@@ -303,7 +318,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default="uvicorn,granian", type=lambda s: s.split(","))
     parser.add_argument("--concurrency", default="1,16,64", type=lambda s: [int(c) for c in s.split(",")])
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (plus one warm-up round)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds, each on new server processes")
     parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     parser.add_argument("--max-requests", type=int, default=50_000, help="responses per wrk run, at most")
     two_cores = (os.cpu_count() or 1) >= 2
