@@ -5,7 +5,7 @@ which bind a statement belongs to; :class:`AsyncRoutingSession` is the ``AsyncSe
 defer their real ``__init__`` until an attribute is first needed: building a ``Session`` costs
 microseconds, and many requests declare a session (often through another dependency) without using
 it. Until first use a session is a bare object holding its arguments (:func:`deferred`); afterwards it
-is an ordinary session of its class.
+is an ordinary session of its class. An async session's sync session is made in full with it.
 
 A session records the connections its transaction really began (SQLAlchemy's ``after_begin`` event),
 by bind, so that :func:`~plugin.transactions.settle` commits exactly those: asking ``get_bind()`` for a
@@ -189,10 +189,14 @@ class RoutingSession(StatementHook):
     by itself, after the binds."""
     _begun: list[BoundConnection]
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, now: bool = False, **options: Any) -> None:
         """Keyword arguments: ``router``, ``targets``, ``bind_of``, ``in_doubt``, ``pinned`` (optional), and
-        ``Session``'s own. They are kept as given (not copied) until first use (:func:`deferred`)."""
-        _defer(self, options)
+        ``Session``'s own. They are kept as given (not copied) until first use (:func:`deferred`), unless
+        ``now``."""
+        if now:
+            self._first_use(options)
+        else:
+            _defer(self, options)
 
     def _first_use(self, deferred: dict[str, Any]) -> None:
         """The real ``__init__``, run on first use."""
@@ -488,8 +492,11 @@ class AsyncRoutingSession(AsyncSession):
         _defer(self, options)
 
     def _first_use(self, options: dict[str, Any]) -> None:
-        """The real ``__init__``, run on first use."""
-        AsyncSession.__init__(self, **options)
+        """The real ``__init__``, run on first use. Its sync session is made in full at once (``now``): every
+        operation of the async session uses it, so deferring it too only cost a read about 28,000 instructions
+        (a second ``__class__`` assignment, which also moves the sync session's attributes out of CPython's
+        inline instance values into a dict; docs/benchmarks.md)."""
+        AsyncSession.__init__(self, now=True, **options)
         if self.__dict__.pop("_settled", False):
             self.sync_session.settled = True  # type: ignore[attr-defined]
 
