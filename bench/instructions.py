@@ -2,7 +2,7 @@
 
 Run (needs valgrind: ``apt-get install valgrind``; PostgreSQL at ``BENCH_POSTGRES_URL`` when asked for)::
 
-    .venv-bench/bin/python -m bench.instructions      # --databases sqlite,postgresql --requests 400
+    .venv-bench/bin/python -m bench.instructions      # --databases sqlite,postgresql --requests 200 --seeds 0,1,2,3
 
 Wall-clock and CPU-time rates on a shared 2-core machine swing by tens of percent from one run to the next;
 the number of user-space instructions a request executes does not (the same run twice agrees to 0.1 %).
@@ -24,6 +24,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,12 +48,12 @@ async def _serve(variant: str, handler: str, url: str, requests: int) -> None:
         await drive(app, method, path, requests)
 
 
-def _instructions(variant: str, handler: str, url: str, requests: int) -> int:
+def _instructions(variant: str, handler: str, url: str, requests: int, seed: int) -> int:
     command = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         sys.executable, "-m", "bench.instructions", "--child", variant, handler, url, str(requests),
     ]  # fmt: skip
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}  # the same hashes, so the same dictionary probes
+    environment = {**os.environ, "PYTHONHASHSEED": str(seed)}  # one seed, one layout of the attribute cache
     done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -60,34 +61,53 @@ def _instructions(variant: str, handler: str, url: str, requests: int) -> int:
     return int(found.group(1))
 
 
-def per_request(variant: str, handler: str, url: str, requests: int, warm_up: int) -> float:
-    """User-space instructions one request of ``handler`` costs on ``variant``'s app.
+def per_request(variant: str, handler: str, url: str, args: argparse.Namespace) -> list[float]:
+    """User-space instructions one request of ``handler`` costs on ``variant``'s app, under each hash seed.
 
-    The two runs go side by side (instruction counts do not depend on the machine's load), halving the wait.
+    Two runs at a time (instruction counts do not depend on the machine's load), halving the wait.
     """
+    warm_up, requests = args.warm_up, args.requests
     with ThreadPoolExecutor(2) as pool:
-        base = pool.submit(_instructions, variant, handler, url, warm_up)
-        total = pool.submit(_instructions, variant, handler, url, warm_up + requests)
-        return (total.result() - base.result()) / requests
+        runs = [
+            (
+                pool.submit(_instructions, variant, handler, url, warm_up, seed),
+                pool.submit(_instructions, variant, handler, url, warm_up + requests, seed),
+            )
+            for seed in args.seeds
+        ]
+        return [(total.result() - base.result()) / requests for base, total in runs]
 
 
-def report(title: str, url: str, requests: int, warm_up: int, handlers: list[str]) -> list[str]:
-    lines = [f"### {title}", "", "| handler | app | instructions / request | other / plugin |", "|---|---|---:|---:|"]
+def report(title: str, url: str, args: argparse.Namespace, handlers: list[str]) -> list[str]:
+    lines = [
+        f"### {title}",
+        "",
+        "| handler | app | instructions / request (mean over seeds) | range over seeds | other / plugin |",
+        "|---|---|---:|---:|---:|",
+    ]
     for handler in handlers:
         variants = CELLS[handler]
-        counts = {variant: per_request(variant, handler, url, requests, warm_up) for variant in variants}
-        ours = counts["plugin"]
-        for variant, count in counts.items():
-            ratio = "-" if variant == "plugin" else f"{count / ours:.3f}x"
-            lines.append(f"| {handler} | {variant} | {count:,.0f} | {ratio} |")
-            print(f"  {handler} {variant}: {count:,.0f}", file=sys.stderr)
+        counts = {v: per_request(v, handler, url, args) for v in variants}
+        ours = statistics.mean(counts["plugin"])
+        for variant, each in counts.items():
+            mean = statistics.mean(each)
+            ratio = "-" if variant == "plugin" else f"{mean / ours:.3f}x"
+            spread = f"{min(each):,.0f}-{max(each):,.0f}"
+            lines.append(f"| {handler} | {variant} | {mean:,.0f} | {spread} | {ratio} |")
+            print(f"  {handler} {variant}: {mean:,.0f} ({spread})", file=sys.stderr)
     return [*lines, ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
-    parser.add_argument("--requests", type=int, default=400, help="measured requests per cell")
+    parser.add_argument("--requests", type=int, default=200, help="measured requests per cell")
+    parser.add_argument(
+        "--seeds",
+        default=[0, 1, 2, 3],
+        type=lambda s: [int(seed) for seed in s.split(",")],
+        help="comma-separated PYTHONHASHSEED values; each cell is counted under every one",
+    )
     parser.add_argument("--warm-up", type=int, default=50, help="requests served before the measured ones")
     parser.add_argument(
         "--handlers", default=",".join(CELLS), help="comma-separated handlers to count (a: unused, b: read, c: insert)"
@@ -103,18 +123,21 @@ def main() -> None:
         sys.exit(f"--handlers: unknown handler {unknown[0]!r}; choose from {', '.join(CELLS)}")
     if shutil.which("valgrind") is None:
         sys.exit("bench.instructions needs valgrind on the PATH: apt-get install valgrind")
-    print(f"python {sys.version.split()[0]}; {args.requests} requests per cell after {args.warm_up} warm-up\n")
+    print(
+        f"python {sys.version.split()[0]}; {args.requests} requests per cell after {args.warm_up} warm-up, "
+        f"under PYTHONHASHSEED {', '.join(map(str, args.seeds))}\n"
+    )
     for kind in args.databases.split(","):
         if kind == "sqlite":
             with tempfile.TemporaryDirectory() as directory:
                 url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
                 asyncio.run(prepare(url))
-                print("\n".join(report("SQLite (aiosqlite, file)", url, args.requests, args.warm_up, handlers)))
+                print("\n".join(report("SQLite (aiosqlite, file)", url, args, handlers)))
         elif kind == "postgresql" and (database := postgres_database()):
             url, drop = database
             try:
                 asyncio.run(prepare(url))
-                print("\n".join(report("PostgreSQL (asyncpg)", url, args.requests, args.warm_up, handlers)))
+                print("\n".join(report("PostgreSQL (asyncpg)", url, args, handlers)))
             finally:
                 drop()
 
