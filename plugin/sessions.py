@@ -189,11 +189,11 @@ class RoutingSession(StatementHook):
     by itself, after the binds."""
     _begun: list[BoundConnection]
 
-    def __init__(self, *, now: bool = False, **options: Any) -> None:
+    def __init__(self, *, _start_now: bool = False, **options: Any) -> None:
         """Keyword arguments: ``router``, ``targets``, ``bind_of``, ``in_doubt``, ``pinned`` (optional), and
-        ``Session``'s own. They are kept as given (not copied) until first use (:func:`deferred`), unless
-        ``now``."""
-        if now:
+        ``Session``'s own. They are kept as given (not copied) until first use (:func:`deferred`); with
+        ``_start_now`` (private: an async session making its sync session) the session starts at once."""
+        if _start_now:
             self._first_use(options)
         else:
             _defer(self, options)
@@ -492,11 +492,11 @@ class AsyncRoutingSession(AsyncSession):
         _defer(self, options)
 
     def _first_use(self, options: dict[str, Any]) -> None:
-        """The real ``__init__``, run on first use. Its sync session is made in full at once (``now``): every
-        operation of the async session uses it, so deferring it too only cost a read about 28,000 instructions
-        (a second ``__class__`` assignment, which also moves the sync session's attributes out of CPython's
-        inline instance values into a dict; docs/benchmarks.md)."""
-        AsyncSession.__init__(self, now=True, **options)
+        """The real ``__init__``, run on first use. Its sync session starts at once: every operation of the
+        async session uses it, and deferring it too (a second twin, its ``__getattr__`` on the first access, a
+        second ``__class__`` assignment) cost a primary-key read about 36,000 instructions (callgrind, means
+        over hash seeds; docs/benchmarks.md)."""
+        AsyncSession.__init__(self, _start_now=True, **options)
         if self.__dict__.pop("_settled", False):
             self.sync_session.settled = True  # type: ignore[attr-defined]
 
