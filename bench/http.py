@@ -199,14 +199,16 @@ def _round(server: str, urls: dict[str, str], args: argparse.Namespace, round_nu
     concurrency, then every cell, the variants in an order that rotates from cell to cell and round to round.
 
     New processes each round, because one process's speed is partly luck: CPython caches attribute lookups
-    in a table of 4,096 entries indexed by type and name, and which hot lookups collide there depends on
-    the order its classes were made and on the process's string hashes (random per process). Counted with
-    callgrind, that alone moved one app's primary-key read by up to 4.6 % between runs that differed only
-    in one unused class or in ``PYTHONHASHSEED`` (docs/benchmarks.md). A server kept for the whole run kept
-    its luck in every round; the median over rounds of new processes does not.
+    in a table of 4,096 entries indexed by the type's version tag and the name's address, and which hot
+    lookups collide there depends on the order its classes were made and on where its names were
+    allocated. Counted with callgrind, that alone moved one app's primary-key read by up to 4.6 % between
+    runs that differed only in one unused class or in ``PYTHONHASHSEED`` (docs/benchmarks.md). A server
+    kept for the whole run kept its luck in every round; the median over rounds of new processes does not.
     """
-    servers = [Server(server, variant, urls, args.server_cpus) for variant in VARIANTS]
+    servers: list[Server] = []
     try:
+        for variant in VARIANTS:
+            servers.append(Server(server, variant, urls, args.server_cpus))
         for each in servers:
             each.ready()
         for route in ROUTES:

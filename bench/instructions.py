@@ -7,10 +7,16 @@ Run (needs valgrind: ``apt-get install valgrind``; PostgreSQL at ``BENCH_POSTGRE
 Wall-clock and CPU-time rates on a shared 2-core machine swing by tens of percent from one run to the next;
 the number of user-space instructions a request executes does not (the same run twice agrees to 0.1 %).
 Each cell runs the app of ``bench/request_path.py`` in a child process under ``valgrind --tool=callgrind``
-twice, serving ``--warm-up`` requests and then ``--warm-up + --requests``; the difference divided by
-``--requests`` is the cost of one request, start-up and warm-up cancelled out. Printed: instructions per
-request and, for this plugin, the ratio ``other / plugin`` (read like a throughput ratio: above 1.0x the
-plugin does less work).
+twice per hash seed, serving ``--warm-up`` requests and then ``--warm-up + --requests``; the difference
+divided by ``--requests`` is the cost of one request, start-up and warm-up cancelled out. Printed:
+instructions per request (the mean over ``--seeds``, and the range) and, for this plugin, the ratio
+``other / plugin`` of the means (read like a throughput ratio: above 1.0x the plugin does less work).
+
+Why several seeds: one process's count is partly luck. CPython caches attribute lookups in a table of
+4,096 entries indexed by the type's version tag and the name's address, so which hot lookups collide
+there depends on the order classes were made and on where the names were allocated. With the same
+``PYTHONHASHSEED`` a run repeats to 0.1 %; under another seed, or with one unused class made first, this
+plugin's primary-key read moved by up to 4.6 % (docs/benchmarks.md).
 
 What this leaves out: time in the kernel (socket I/O, the same for every app), the database server's work,
 and cache misses. A difference in instructions is therefore larger, relative to the whole request, than
@@ -87,14 +93,16 @@ def report(title: str, url: str, args: argparse.Namespace, handlers: list[str]) 
     ]
     for handler in handlers:
         variants = CELLS[handler]
-        counts = {v: per_request(v, handler, url, args) for v in variants}
+        counts: dict[str, list[float]] = {}
+        for variant in variants:
+            counts[variant] = each = per_request(variant, handler, url, args)
+            spread = f"{min(each):,.0f}-{max(each):,.0f}"
+            print(f"  {handler} {variant}: {statistics.mean(each):,.0f} ({spread})", file=sys.stderr)
         ours = statistics.mean(counts["plugin"])
         for variant, each in counts.items():
             mean = statistics.mean(each)
             ratio = "-" if variant == "plugin" else f"{mean / ours:.3f}x"
-            spread = f"{min(each):,.0f}-{max(each):,.0f}"
-            lines.append(f"| {handler} | {variant} | {mean:,.0f} | {spread} | {ratio} |")
-            print(f"  {handler} {variant}: {mean:,.0f} ({spread})", file=sys.stderr)
+            lines.append(f"| {handler} | {variant} | {mean:,.0f} | {min(each):,.0f}-{max(each):,.0f} | {ratio} |")
     return [*lines, ""]
 
 
