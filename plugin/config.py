@@ -7,6 +7,8 @@ when the engines start (see :mod:`plugin.engines`).
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import DeclarativeBase, registry
+from sqlalchemy.orm import DeclarativeBase, Session, registry
 from sqlalchemy.sql.schema import MetaData
 
 from plugin.exceptions import ConfigurationError, DuplicateKeyError, unknown_binds
@@ -72,6 +74,31 @@ def parse_url(text: str) -> URL:
         ) from None
 
 
+_ROUTING_OPTIONS = frozenset({"bind", "binds"})
+"""``Session`` arguments that would take routing from the plugin."""
+SESSION_OPTIONS = frozenset(inspect.signature(Session.__init__).parameters) - {"self"} - _ROUTING_OPTIONS
+"""What a bind's ``session_options`` may hold: the keyword arguments of SQLAlchemy's ``Session``, less routing."""
+
+
+def check_session_options(options: Mapping[str, Any]) -> None:
+    """Refuse a session option ``Session`` does not take (a typo would otherwise surface as a ``TypeError`` on
+    the first request that uses a session) and the ones that would bypass routing."""
+    for name in options:
+        if name in SESSION_OPTIONS:
+            continue
+        if name in _ROUTING_OPTIONS:
+            raise ConfigurationError(
+                f"BindConfig(session_options=...): {name!r} is the plugin's: sessions route each statement to "
+                "its bind; give the database as the bind's url= or engine= instead"
+            )
+        close = difflib.get_close_matches(str(name), SESSION_OPTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigurationError(
+            f"BindConfig(session_options=...): {name!r} is not an option of SQLAlchemy's Session{hint}; "
+            f"use one of {', '.join(sorted(SESSION_OPTIONS))}"
+        )
+
+
 @dataclass(frozen=True)
 class BindConfig:
     """One database: where it is and how to talk to it."""
@@ -111,6 +138,7 @@ class BindConfig:
                 raise ConfigurationError(f"BindConfig(url=...): {exc}") from None
         object.__setattr__(self, "engine_options", MappingProxyType(dict(self.engine_options)))
         object.__setattr__(self, "session_options", MappingProxyType(dict(self.session_options)))
+        check_session_options(self.session_options)
         object.__setattr__(self, "replicas", self._replicas())
         if self.replica_selection not in ("round_robin", "random"):
             raise ConfigurationError(

@@ -18,6 +18,8 @@ PARTS = ("Xq7", "Zr9", "Kt4", "Wm2")
 
 def bind(form: str, port: str) -> object:
     host = f"127.0.0.1:{port}"
+    if form == "bad_session_option":  # refused as the BindConfig is made: not in the table of forms below
+        return BindConfig(url=f"postgresql+asyncpg://app:{ENCODED}@{host}/app", session_options={"expire_on_comit": 0})
     conninfo = f"host=127.0.0.1 port={port} dbname=app user=app password='{PASSWORD}'"
     forms: dict[str, object] = {
         "url": f"postgresql+asyncpg://app:{ENCODED}@{host}/app",

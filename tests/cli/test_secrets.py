@@ -2,7 +2,7 @@
 
 Forms: in the URL, in the URL's query string, in ``connect_args``, inside a DSN in ``connect_args``
 (URL and libpq keyword form), and the mistakes: an unencoded ``@``, a port that is not a number, an
-engine option that does not exist.
+engine option that does not exist, a session option that does not exist.
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ def test_masked_in_every_listing_and_repr(
                    "'pool_sise' sent to create_engine(), using configuration PGDialect_asyncpg/AsyncAdaptedQueuePool/"
                    "Engine. Please check that the keyword arguments are appropriate for this combination of "
                    "components.); fix or remove the option (given: pool_sise)"),
+    ("bad_session_option", "Error: BindConfig(session_options=...): 'expire_on_comit' is not an option of "
+                           "SQLAlchemy's Session (did you mean 'expire_on_commit'?); use one of autobegin, autocommit, "
+                           "autoflush, close_resets_only, enable_baked_queries, execution_options, expire_on_commit, "
+                           "future, info, join_transaction_mode, query_cls, twophase"),
 ])  # fmt: skip
 def test_each_mistake_is_one_line_without_the_password(form: str, message: str, refused_port: int) -> None:
     env = {**os.environ, "SECRET_FORM": form, "SECRET_PORT": str(refused_port)}

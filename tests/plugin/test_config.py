@@ -289,3 +289,42 @@ def test_reprs_mask_passwords(no_secret_leaks: list[Any]) -> None:
         "engine_options={'connect_args': {'password': '***', 'timeout': 5}}, session_options={})"
     )
     no_secret_leaks.extend([bind, config, config.binds, SQLAlchemyPlugin(config=config).config])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"expire_on_comit": False},
+            "BindConfig(session_options=...): 'expire_on_comit' is not an option of SQLAlchemy's Session (did you "
+            "mean 'expire_on_commit'?); use one of autobegin, autocommit, autoflush, close_resets_only, "
+            "enable_baked_queries, execution_options, expire_on_commit, future, info, join_transaction_mode, "
+            "query_cls, twophase",
+        ),
+        (
+            {"binds": {}},
+            "BindConfig(session_options=...): 'binds' is the plugin's: sessions route each statement to its bind; "
+            "give the database as the bind's url= or engine= instead",
+        ),
+    ],
+)
+def test_a_session_option_session_does_not_take_is_refused_when_configured(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        BindConfig(url="sqlite+aiosqlite://", session_options=options)
+    assert str(raised.value) == message
+
+
+async def test_session_options_reach_the_sessions_of_their_bind() -> None:
+    class NoModels(DeclarativeBase):
+        pass
+
+    bind = BindConfig(url="sqlite+aiosqlite://", session_options={"autoflush": False, "info": {"team": "ops"}})
+    binds = {"default": bind, "other": "sqlite+aiosqlite://"}
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds=binds, base=NoModels))
+    app = Litestar(plugins=[plugin])
+    async with app.lifespan(), plugin.transaction() as session:
+        assert (session.autoflush, session.info) == (False, {"team": "ops"})
+    async with app.lifespan(), plugin.transaction("other") as other:
+        assert (other.autoflush, other.info) == (True, {})
