@@ -9,7 +9,9 @@ unless a session was actually used.
 HTTP: when ``http.response.start`` arrives, the status in it is final (every ``after_request`` hook and
 exception handler has run), so the policy decides there, and the commit happens before the message is
 passed on. If the commit fails, the original response is dropped and the error goes through the route's
-exception handlers instead, so the client never sees a 2xx for a lost write. Between a commit of async
+exception handlers instead, so the client never sees a 2xx for a lost write; the handler's response stops
+there (:class:`ResponseReplaced`): neither its body, nor its ``background`` task, nor the route's
+``after_response`` hook run, as when the handler itself raises. Between a commit of async
 sessions and the response, a request gives way to the event loop while another request is in flight
 (:func:`give_way`). Sessions are closed in the ``finally`` of the middleware, after the body was sent: a
 streaming body may still use them, and a cancelled or disconnected request is cleaned up too. Websockets
@@ -46,6 +48,7 @@ __all__ = (
     "GIVE_WAY_TURNS",
     "InFlight",
     "RequestSessions",
+    "ResponseReplaced",
     "TransactionMiddleware",
     "current_request_sessions",
     "give_way",
@@ -75,7 +78,7 @@ class RequestSessions:
         self.sessions: list[AsyncSession | Session] = []
         self.raised = False
         self.replaced = False
-        """Set when a failed commit replaced the response: the original one's messages are dropped."""
+        """Set when a failed commit replaced the response: sending the original one raises from then on."""
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -98,7 +101,7 @@ class RequestSessions:
 
     def __call__(self, message: Message) -> Awaitable[None]:
         if self.replaced:
-            return _dropped()
+            raise ResponseReplaced
         sessions = self.sessions
         if sessions and message["type"] == "http.response.start":
             for session in sessions:
@@ -116,7 +119,7 @@ class RequestSessions:
             self.replaced = True
             keep_out_of_response_cache(self.scope)  # the dropped response must not be served to the next client
             await send_exception_response(self.scope, self.receive, self.send, error)
-            return
+            raise ResponseReplaced
         try:
             if yielding:
                 await give_way(self.in_flight)
@@ -178,8 +181,23 @@ async def give_way(in_flight: InFlight) -> None:
             await asyncio.sleep(0)
 
 
-async def _dropped() -> None:
-    """What sending a message of the replaced response does: nothing."""
+class ResponseReplaced(Exception):
+    """Raised into the handler's response by its ``send`` once a failed commit replaced it with the error
+    response: it stops that response where it is, before its body, its ``background`` task and the route's
+    ``after_response`` hook (a "welcome" email for a write that was rolled back). The middleware catches it
+    (Litestar wraps it once the response has started); handler middleware sees it pass."""
+
+
+def _replaced_by_the_plugin(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is :class:`ResponseReplaced`, or an error it caused on its way out (Litestar's
+    "Exception caught after response started", an exception group of a streaming body)."""
+    while exc is not None:
+        if isinstance(exc, ResponseReplaced):
+            return True
+        if isinstance(group := getattr(exc, "exceptions", None), tuple):  # an exception group (3.10: a backport)
+            return any(_replaced_by_the_plugin(inner) for inner in group)
+        exc = exc.__cause__
+    return False
 
 
 current_request_sessions: Callable[[], RequestSessions | None] = _current.get
@@ -242,7 +260,11 @@ class TransactionMiddleware:
                     # A failed commit is logged by settle(); a closed socket has no response to turn into an error.
                     await settle_all(sessions, commit)
                 return
-            await self.app(scope, receive, request_sessions)
+            try:
+                await self.app(scope, receive, request_sessions)
+            except Exception as exc:
+                if not (request_sessions.replaced and _replaced_by_the_plugin(exc)):
+                    raise
         finally:
             in_flight.requests -= 1
             _current.reset(token)

@@ -16,14 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from litestar import Litestar, get, post
+from litestar import Litestar, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.config.compression import CompressionConfig
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from litestar.response import Stream
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -41,6 +45,8 @@ from tests.plugin.orders import Base, Order
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
+
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
     from tests.databases import Database
 
@@ -399,3 +405,101 @@ async def test_a_commit_of_async_sessions_gives_way(
         exchange = await asgi.http(app, method, path)
     assert exchange.status == (200 if method == "GET" else 201)
     assert len(calls) == expected
+
+
+# -- a failed commit stops the handler's response -------------------------------------------------------
+
+
+def _record(request: Request[Any, Any, Any], what: str) -> None:
+    request.app.state.ran.append(what)
+
+
+async def _after_response(request: Request[Any, Any, Any]) -> None:
+    _record(request, "after_response")
+
+
+def _welcome(request: Request[Any, Any, Any], name: str) -> BackgroundTask:
+    return BackgroundTask(_record, request, f"welcome {name}")
+
+
+@post("/sign-up/{name:str}", after_response=_after_response)
+async def sign_up(
+    name: FromPath[str], request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> Response[str]:
+    db_session.add(Account(name=name))
+    return Response(f"hello {name}", status_code=201, background=_welcome(request, name))
+
+
+@post("/sign-up-streamed/{name:str}", after_response=_after_response)
+async def sign_up_streamed(
+    name: FromPath[str], request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> Stream:
+    db_session.add(Account(name=name))
+
+    async def body() -> AsyncIterator[bytes]:
+        _record(request, "body")
+        yield f"hello {name}".encode()
+
+    return Stream(body(), status_code=201, background=_welcome(request, name))
+
+
+class Passing:
+    """Handler middleware (inside the transaction middleware): records what passes through it, re-raises."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            cause = type(exc.__cause__).__name__
+            scope["litestar_app"].state.ran.append(f"middleware saw {type(exc).__name__} from {cause}")
+            raise
+
+
+SHAPES = {
+    "plain": ({}, "/sign-up/{}"),
+    "streamed": ({}, "/sign-up-streamed/{}"),
+    "gzip": ({"compression_config": CompressionConfig(backend="gzip", minimum_size=1)}, "/sign-up/{}"),
+}
+
+
+FAILED_COMMIT_CASES = [pytest.param(k.values[0], "plain", marks=k.marks, id=f"{k.id}-plain") for k in KINDS] + [
+    pytest.param("sqlite", shape, id=f"sqlite-{shape}") for shape in SHAPES if shape != "plain"
+]
+
+
+@pytest.mark.parametrize(("kind", "shape"), FAILED_COMMIT_CASES)
+async def test_a_failed_commit_stops_the_handlers_response_its_background_task_and_after_response(
+    kind: str, shape: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app_options, path = SHAPES[shape]
+    db = new_db(kind)
+    plugin = make_plugin({"default": db, "logs": new_db("sqlite")})
+    app = Litestar(route_handlers=[sign_up, sign_up_streamed], plugins=[plugin], **app_options)
+    app.state.ran = []
+    async with app.lifespan():
+        first = await asgi.http(app, "POST", path.format("ada"))
+        assert (first.status, app.state.ran) == (201, ["body", "welcome ada", "after_response"][shape != "streamed" :])
+        app.state.ran.clear()
+        caplog.clear()
+        again = await asgi.http(app, "POST", path.format("ada"))  # the commit fails: the name is taken
+    starts = [m["status"] for m in again.messages if m["type"] == "http.response.start"]
+    assert (starts, json.loads(again.body)["status_code"]) == ([409], 409)  # the error, and nothing of "hello ada"
+    assert app.state.ran == []  # no body, no welcome for a sign-up that was rolled back, no after_response
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert not [r for r in caplog.records if "after response started" in r.getMessage()]
+
+
+async def test_handler_middleware_sees_the_replaced_response_stop(new_db: Callable[[str], Database]) -> None:
+    plugin = make_plugin({"default": new_db("sqlite"), "logs": new_db("sqlite")})
+    handler = post("/sign-up-watched/{name:str}", middleware=[Passing], after_response=_after_response)(sign_up.fn)
+    app = Litestar(route_handlers=[handler], plugins=[plugin])
+    app.state.ran = []
+    async with app.lifespan():
+        assert (await asgi.http(app, "POST", "/sign-up-watched/ada")).status == 201
+        app.state.ran.clear()
+        assert (await asgi.http(app, "POST", "/sign-up-watched/ada")).status == 409
+    # Litestar's exception handling between it and the response wraps what is raised after the response started
+    assert app.state.ran == ["middleware saw LitestarException from ResponseReplaced"]
