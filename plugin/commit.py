@@ -29,7 +29,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from plugin import twophase
 from plugin._sqlalchemy import own_transaction, replace_finished_transaction, rolled_back_by_commit
-from plugin.exceptions import CommitConflictError, CommitError, describe_error, mask_url, quote_keys
+from plugin.exceptions import (
+    CommitConflictError,
+    CommitError,
+    describe_error,
+    failing_bind,
+    mask_url,
+    quote_keys,
+)
 from plugin.sessions import BoundConnection, RoutingSession, began_connections, or_invalidate
 
 if TYPE_CHECKING:
@@ -98,6 +105,13 @@ class _Ledger:
         self.failing_binds: list[str] | None = None
         """The binds of the session whose own ``commit()`` failed, where sessions commit one by one."""
 
+    def include(self, key: str) -> None:
+        """Count bind ``key`` too: the unit of work's commit began it (a flush inside ``commit()``) and failed
+        there, so it is reported as rolled back."""
+        if key not in self._total:
+            self.binds.append(key)
+            self._total[key] = self._remaining[key] = 1
+
     def done(self, bound: BoundConnection) -> None:
         """One connection of a bind committed; the bind counts once all of its connections have."""
         self._remaining[bound.bind] -= 1
@@ -156,8 +170,12 @@ def _fail(
 
     ``on_a_bind=False``: what failed was no bind's COMMIT (the sessions' own commit once every bind
     committed: their events, an engine outside the binds), so the message blames none."""
-    if failed is None and len(ledger.binds) == 1 and on_a_bind:
-        failed = ledger.binds[0]
+    if failed is None and on_a_bind:
+        # The bind the failing statement ran on (a flush of several binds; a before_commit listener's rows on
+        # another bind than the request's), else the only one.
+        failed = failing_bind(exc) or (ledger.binds[0] if len(ledger.binds) == 1 else None)
+    if failed is not None:
+        ledger.include(failed)
     for session in sessions:  # asked before the rollback ends their transactions
         if _wrote_outside(session):  # a connection outside the binds not committed (or lost) yet
             ledger.outside.add("rolled back")

@@ -66,6 +66,27 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {words}" if words else name
 
 
+_FAILED_ON = "_plugin_failed_on_bind"
+"""The attribute :func:`note_failing_bind` sets on a database error."""
+
+
+def note_failing_bind(exc: BaseException, key: str) -> None:
+    """Record on a database error the bind whose connection raised it (an engine ``handle_error`` listener
+    calls this): a commit's report names the bind the failing statement ran on, whichever the request used."""
+    setattr(exc, _FAILED_ON, key)
+
+
+def failing_bind(exc: BaseException) -> str | None:
+    """The bind :func:`note_failing_bind` recorded on ``exc`` or on the error that caused it, if any."""
+    current: BaseException | None = exc
+    while current is not None:
+        key = getattr(current, _FAILED_ON, None)
+        if isinstance(key, str):
+            return key
+        current = current.__cause__
+    return None
+
+
 def quote_keys(keys: Iterable[str]) -> str:
     """``'a', 'b'`` for messages; ``(none)`` when empty."""
     return ", ".join(repr(k) for k in keys) or "(none)"

@@ -19,10 +19,12 @@ from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy import Engine, event, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin.exceptions import failing_bind
 from tests.databases import KINDS
 from tests.plugin import asgi
 from tests.plugin.helpers import cancelled_while_giving_way
@@ -456,3 +458,64 @@ async def test_a_flush_failing_inside_the_session_s_commit_says_nothing_committe
     [message] = logged(caplog)
     assert message.startswith("commit failed on bind 'default': IntegrityError")
     assert message.endswith("; committed: (none); rolled back: 'default'")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_flush_inside_the_commit_failing_on_another_bind_names_that_bind(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request wrote on ``default`` only; a before_commit listener's row fails on ``logs``."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account])
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def log_a_duplicate(session: Session) -> None:
+        session.add(AuditEntry(id=1, message="account added"))
+
+    async with serving(app):
+        logs.execute("insert into audit_entries (id, message) values (1, 'taken')")
+        with listening(Session, "before_commit", log_a_duplicate):
+            status = (await asgi.http(app, "POST", "/account")).status
+    assert status == 409
+    assert db.fetch("select name from accounts") == []
+    [message] = logged(caplog)
+    assert message.startswith("commit failed on bind 'logs': IntegrityError")
+    assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
+
+
+@post("/account-and-audit")
+async def add_account_and_audit(db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add_all([Account(name="ada"), AuditEntry(id=1, message="account added")])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_flush_of_two_binds_names_the_bind_it_failed_on(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account_and_audit])
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with serving(app):
+        logs.execute("insert into audit_entries (id, message) values (1, 'taken')")
+        status = (await asgi.http(app, "POST", "/account-and-audit")).status
+    assert status == 409
+    assert db.fetch("select name from accounts") == []
+    [message] = logged(caplog)
+    assert message.startswith("flush failed on bind 'logs': IntegrityError")
+    assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
+
+
+async def test_an_engine_given_to_the_plugin_is_left_without_its_listener(new_db: Callable[[str], Database]) -> None:
+    class NoModels(DeclarativeBase):
+        pass
+
+    engine = create_async_engine(new_db("sqlite").url())
+    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": engine}, base=NoModels))
+    app = Litestar(plugins=[plugin])
+    for started in (True, False):  # while the app runs, an error names its bind; afterwards it is left alone
+        async with contextlib.AsyncExitStack() as stack:
+            if started:
+                await stack.enter_async_context(app.lifespan())
+            async with engine.connect() as connection:
+                with pytest.raises(DBAPIError) as raised:
+                    await connection.execute(text("select * from no_such_table"))
+        assert failing_bind(raised.value) == ("default" if started else None)
+    await engine.dispose()
