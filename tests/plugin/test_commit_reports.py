@@ -439,47 +439,36 @@ async def test_a_bind_s_connection_in_its_caller_s_transaction_is_neither_commit
     assert [m.split(", ")[-1] for m in logged(caplog, logging.WARNING)] == ([warned] if also_default == "yes" else [])
 
 
+LISTENER_DUPLICATES = {
+    # the bind the before_commit listener's row fails on: (that row, the binds rolled back)
+    "default": (lambda: Account(name="ada"), "'default'"),
+    "logs": (lambda: AuditEntry(id=1, message="account added"), "'default', 'logs'"),
+}
+
+
+@pytest.mark.parametrize("failing", LISTENER_DUPLICATES)
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_flush_failing_inside_the_session_s_commit_says_nothing_committed(
-    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+async def test_a_flush_failing_inside_the_session_s_commit_says_nothing_committed_and_names_its_bind(
+    kind: str, failing: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A before_commit listener's change fails its flush inside commit(), which rolls everything back first."""
-    app, _, db, _ = app_on_two_binds(kind, new_db, [add_account])
+    """The request wrote on ``default`` only; a before_commit listener's row fails its flush inside commit(),
+    which rolls everything back first: on the request's bind, or on another one."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account])
     caplog.set_level(logging.ERROR, logger="plugin")
+    duplicate, rolled_back = LISTENER_DUPLICATES[failing]
 
     def add_a_duplicate(session: Session) -> None:
-        session.add(Account(name="ada"))
+        session.add(duplicate())
 
     async with serving(app):
+        logs.execute("insert into audit_entries (id, message) values (1, 'taken')")
         with listening(Session, "before_commit", add_a_duplicate):
             status = (await asgi.http(app, "POST", "/account")).status
     assert status == 409
     assert db.fetch("select name from accounts") == []
     [message] = logged(caplog)
-    assert message.startswith("commit failed on bind 'default': IntegrityError")
-    assert message.endswith("; committed: (none); rolled back: 'default'")
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_flush_inside_the_commit_failing_on_another_bind_names_that_bind(
-    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
-) -> None:
-    """The request wrote on ``default`` only; a before_commit listener's row fails on ``logs``."""
-    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account])
-    caplog.set_level(logging.ERROR, logger="plugin")
-
-    def log_a_duplicate(session: Session) -> None:
-        session.add(AuditEntry(id=1, message="account added"))
-
-    async with serving(app):
-        logs.execute("insert into audit_entries (id, message) values (1, 'taken')")
-        with listening(Session, "before_commit", log_a_duplicate):
-            status = (await asgi.http(app, "POST", "/account")).status
-    assert status == 409
-    assert db.fetch("select name from accounts") == []
-    [message] = logged(caplog)
-    assert message.startswith("commit failed on bind 'logs': IntegrityError")
-    assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
+    assert message.startswith(f"commit failed on bind {failing!r}: IntegrityError")
+    assert message.endswith(f"; committed: (none); rolled back: {rolled_back}")
 
 
 @post("/account-and-audit")
