@@ -74,29 +74,45 @@ def parse_url(text: str) -> URL:
         ) from None
 
 
-_ROUTING_OPTIONS = frozenset({"bind", "binds"})
-"""``Session`` arguments that would take routing from the plugin."""
-SESSION_OPTIONS = frozenset(inspect.signature(Session.__init__).parameters) - {"self"} - _ROUTING_OPTIONS
+_WHERE_TO_BIND = "give the database as the bind's url= or engine= instead"
+_PLUGIN_OPTIONS = {
+    "bind": _WHERE_TO_BIND,
+    "binds": _WHERE_TO_BIND,
+    "sync_session_class": "the async session's sync session is the plugin's routing session; remove it",
+}
+"""Session arguments that would take routing from the plugin (``sync_session_class``: ``AsyncSession``'s), and
+what to do instead."""
+SESSION_OPTIONS = frozenset(inspect.signature(Session.__init__).parameters) - {"self", "bind", "binds"}
 """What a bind's ``session_options`` may hold: the keyword arguments of SQLAlchemy's ``Session``, less routing."""
+_LEGACY = frozenset({"autocommit", "future"})
+"""Accepted by ``Session`` with their default value only; not offered in messages."""
 
 
 def check_session_options(options: Mapping[str, Any]) -> None:
-    """Refuse a session option ``Session`` does not take (a typo would otherwise surface as a ``TypeError`` on
-    the first request that uses a session) and the ones that would bypass routing."""
+    """Refuse what ``Session`` would refuse at a request's first use of a session (a name it does not take,
+    a value it rejects: the request then failed with a ``TypeError``), and the options routing owns.
+
+    Values are checked by SQLAlchemy itself: a ``Session`` is made with the options and closed (no
+    connection is opened)."""
     for name in options:
         if name in SESSION_OPTIONS:
             continue
-        if name in _ROUTING_OPTIONS:
+        if name in _PLUGIN_OPTIONS:
             raise ConfigurationError(
-                f"BindConfig(session_options=...): {name!r} is the plugin's: sessions route each statement to "
-                "its bind; give the database as the bind's url= or engine= instead"
+                f"BindConfig(session_options=...): {name!r} is the plugin's: its sessions route each statement "
+                f"to its bind; {_PLUGIN_OPTIONS[name]}"
             )
-        close = difflib.get_close_matches(str(name), SESSION_OPTIONS, n=1)
+        offered = sorted(SESSION_OPTIONS - _LEGACY)
+        close = difflib.get_close_matches(str(name), offered, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigurationError(
             f"BindConfig(session_options=...): {name!r} is not an option of SQLAlchemy's Session{hint}; "
-            f"use one of {', '.join(sorted(SESSION_OPTIONS))}"
+            f"use one of {', '.join(offered)}"
         )
+    try:
+        Session(**options).close()
+    except Exception as exc:  # SQLAlchemy's ArgumentError names the option and the value it refused
+        raise ConfigurationError(f"BindConfig(session_options=...): SQLAlchemy's Session refused them: {exc}") from None
 
 
 @dataclass(frozen=True)

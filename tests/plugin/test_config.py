@@ -10,7 +10,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from plugin import (
     BindConfig,
@@ -297,14 +297,28 @@ def test_reprs_mask_passwords(no_secret_leaks: list[Any]) -> None:
         (
             {"expire_on_comit": False},
             "BindConfig(session_options=...): 'expire_on_comit' is not an option of SQLAlchemy's Session (did you "
-            "mean 'expire_on_commit'?); use one of autobegin, autocommit, autoflush, close_resets_only, "
-            "enable_baked_queries, execution_options, expire_on_commit, future, info, join_transaction_mode, "
-            "query_cls, twophase",
+            "mean 'expire_on_commit'?); use one of autobegin, autoflush, close_resets_only, enable_baked_queries, "
+            "execution_options, expire_on_commit, info, join_transaction_mode, query_cls, twophase",
         ),
         (
             {"binds": {}},
-            "BindConfig(session_options=...): 'binds' is the plugin's: sessions route each statement to its bind; "
-            "give the database as the bind's url= or engine= instead",
+            "BindConfig(session_options=...): 'binds' is the plugin's: its sessions route each statement to its "
+            "bind; give the database as the bind's url= or engine= instead",
+        ),
+        (
+            {"sync_session_class": Session},
+            "BindConfig(session_options=...): 'sync_session_class' is the plugin's: its sessions route each "
+            "statement to its bind; the async session's sync session is the plugin's routing session; remove it",
+        ),
+        (
+            {"autocommit": True},
+            "BindConfig(session_options=...): SQLAlchemy's Session refused them: autocommit=True is no longer "
+            "supported",
+        ),
+        (
+            {"join_transaction_mode": "bogus"},
+            "BindConfig(session_options=...): SQLAlchemy's Session refused them: invalid selection for "
+            'join_transaction_mode: "bogus"',
         ),
     ],
 )
