@@ -190,12 +190,14 @@ class ResponseReplaced(Exception):
 
 def _replaced_by_the_plugin(exc: BaseException | None) -> bool:
     """Whether ``exc`` is :class:`ResponseReplaced`, or an error it caused on its way out (Litestar's
-    "Exception caught after response started", an exception group of a streaming body)."""
+    "Exception caught after response started"; the exception group of a streamed body's task group, when
+    compression held the start back until the first chunk). A group is only when every error in it is:
+    another error beside it is re-raised with it."""
     while exc is not None:
         if isinstance(exc, ResponseReplaced):
             return True
         if isinstance(group := getattr(exc, "exceptions", None), tuple):  # an exception group (3.10: a backport)
-            return any(_replaced_by_the_plugin(inner) for inner in group)
+            return all(_replaced_by_the_plugin(inner) for inner in group)
         exc = exc.__cause__
     return False
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from litestar import Litestar
 
@@ -62,12 +62,13 @@ async def http(
     *,
     on_send: Callable[[dict[str, Any]], None] | None = None,
     disconnect: asyncio.Event | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> Exchange:
     """Run one HTTP request through ``app``.
 
     ``on_send`` sees every message first and may raise (a broken connection). After ``disconnect`` is
     set, ``receive`` reports ``http.disconnect`` (a client that went away); like a real server, it also
-    does once the response is complete.
+    does once the response is complete. ``headers`` are added to the request's.
     """
     exchange = Exchange()
     request_sent = False
@@ -88,7 +89,9 @@ async def http(
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             gone.set()
 
-    await app(_scope("http", method, path), receive, send)  # type: ignore[arg-type]
+    scope = _scope("http", method, path)
+    scope["headers"] = [*scope["headers"], *headers]
+    await app(scope, receive, send)  # type: ignore[arg-type]
     return exchange
 
 

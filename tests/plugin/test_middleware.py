@@ -21,11 +21,13 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 from litestar import Litestar, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.config.compression import CompressionConfig
 from litestar.di import NamedDependency
+from litestar.exceptions import LitestarException
 from litestar.params import FromPath
 from litestar.response import Stream
 from sqlalchemy import Engine, event, func, select
@@ -458,10 +460,13 @@ class Passing:
             raise
 
 
+GZIP = {"compression_config": CompressionConfig(backend="gzip", minimum_size=1)}
 SHAPES = {
     "plain": ({}, "/sign-up/{}"),
     "streamed": ({}, "/sign-up-streamed/{}"),
-    "gzip": ({"compression_config": CompressionConfig(backend="gzip", minimum_size=1)}, "/sign-up/{}"),
+    "gzip": (GZIP, "/sign-up/{}"),
+    # gzip holds the start back until the first chunk: the failed commit is raised inside the stream's task group
+    "streamed-gzip": (GZIP, "/sign-up-streamed/{}"),
 }
 
 
@@ -480,14 +485,19 @@ async def test_a_failed_commit_stops_the_handlers_response_its_background_task_a
     app = Litestar(route_handlers=[sign_up, sign_up_streamed], plugins=[plugin], **app_options)
     app.state.ran = []
     async with app.lifespan():
-        first = await asgi.http(app, "POST", path.format("ada"))
-        assert (first.status, app.state.ran) == (201, ["body", "welcome ada", "after_response"][shape != "streamed" :])
+        headers = [(b"accept-encoding", b"gzip")]  # without it, gzip leaves the response alone
+        first = await asgi.http(app, "POST", path.format("ada"), headers=headers)
+        assert (first.status, app.state.ran) == (
+            201,
+            ["body", "welcome ada", "after_response"][("streamed" not in shape) :],
+        )
         app.state.ran.clear()
         caplog.clear()
-        again = await asgi.http(app, "POST", path.format("ada"))  # the commit fails: the name is taken
+        again = await asgi.http(app, "POST", path.format("ada"), headers=headers)  # the commit fails: name taken
     starts = [m["status"] for m in again.messages if m["type"] == "http.response.start"]
     assert (starts, json.loads(again.body)["status_code"]) == ([409], 409)  # the error, and nothing of "hello ada"
-    assert app.state.ran == []  # no body, no welcome for a sign-up that was rolled back, no after_response
+    # no body (behind gzip its first chunk is made, not sent), no welcome for a sign-up rolled back, no after_response
+    assert app.state.ran == (["body"] if shape == "streamed-gzip" else [])
     assert db.fetch("select name from accounts") == [("ada",)]
     assert not [r for r in caplog.records if "after response started" in r.getMessage()]
 
@@ -503,3 +513,47 @@ async def test_handler_middleware_sees_the_replaced_response_stop(new_db: Callab
         assert (await asgi.http(app, "POST", "/sign-up-watched/ada")).status == 409
     # Litestar's exception handling between it and the response wraps what is raised after the response started
     assert app.state.ran == ["middleware saw LitestarException from ResponseReplaced"]
+
+
+class FaultyHeartbeat:
+    """Handler middleware with a side task in an anyio task group, whose cleanup has a bug of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def beat() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                raise RuntimeError("the heartbeat's own bug")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(beat)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                group.cancel_scope.cancel()
+
+
+async def test_an_error_of_its_own_beside_the_stopped_response_still_reaches_the_server(
+    new_db: Callable[[str], Database],
+) -> None:
+    plugin = make_plugin({"default": new_db("sqlite"), "logs": new_db("sqlite")})
+    handler = post("/sign-up-beating/{name:str}", middleware=[FaultyHeartbeat])(sign_up.fn)
+    app = Litestar(route_handlers=[handler], plugins=[plugin], logging_config=None)
+    app.state.ran = []
+    async with app.lifespan():
+        for name in ("ada", "ada"):  # the second commit fails: the middleware's bug must not vanish with it
+            with pytest.raises(LitestarException) as raised:  # "Exception caught after response started"
+                await asgi.http(app, "POST", f"/sign-up-beating/{name}")
+            assert "RuntimeError: the heartbeat's own bug" in _leaves(raised.value)
+
+
+def _leaves(exc: BaseException) -> list[str]:
+    """The errors behind ``exc`` (its causes, and the members of exception groups among them)."""
+    if isinstance(group := getattr(exc, "exceptions", None), tuple):
+        return [leaf for inner in group for leaf in _leaves(inner)]
+    if exc.__cause__ is not None:
+        return _leaves(exc.__cause__)
+    return [f"{type(exc).__name__}: {exc}"]
