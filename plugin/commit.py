@@ -32,8 +32,9 @@ from plugin._sqlalchemy import own_transaction, replace_finished_transaction, ro
 from plugin.exceptions import (
     CommitConflictError,
     CommitError,
+    LifecycleError,
     describe_error,
-    failing_bind,
+    failing_engine,
     mask_url,
     quote_keys,
 )
@@ -173,7 +174,7 @@ def _fail(
     if failed is None and on_a_bind:
         # The bind the failing statement ran on (a flush of several binds; a before_commit listener's rows on
         # another bind than the request's), else the only one.
-        failed = failing_bind(exc) or (ledger.binds[0] if len(ledger.binds) == 1 else None)
+        failed = _failing_bind(sessions, exc) or (ledger.binds[0] if len(ledger.binds) == 1 else None)
     if failed is not None:
         ledger.include(failed)
     for session in sessions:  # asked before the rollback ends their transactions
@@ -202,6 +203,19 @@ def _fail(
     )
     logger.error(message)
     return kind(message, committed=tuple(committed), failed=failed, unknown=tuple(lost))
+
+
+def _failing_bind(sessions: Sequence[Session], exc: BaseException) -> str | None:
+    """The bind, among these sessions' binds, whose engine raised ``exc`` (None: not known, or another
+    engine: a replica's, one outside the binds)."""
+    engine = failing_engine(exc)
+    routing = next((s for s in sessions if isinstance(s, RoutingSession)), None)
+    if engine is None or routing is None:
+        return None
+    try:
+        return routing.bind_of(engine)
+    except LifecycleError:
+        return None
 
 
 def _bound(sessions: Sequence[Session]) -> list[BoundConnection] | None:

@@ -26,7 +26,7 @@ from plugin.exceptions import (
     DriverNotInstalledError,
     LifecycleError,
     mask_url,
-    note_failing_bind,
+    note_failing_engine,
     unknown_binds,
 )
 from plugin.twophase import InDoubt
@@ -34,7 +34,7 @@ from plugin.twophase import InDoubt
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from sqlalchemy.engine import Dialect, Engine, ExceptionContext
+    from sqlalchemy.engine import Dialect, Engine
 
     from plugin.config import BindConfig, _SQLAlchemyConfig
 
@@ -135,16 +135,9 @@ class EngineRegistry:
         self._sync = {k: e.sync_engine if isinstance(e, AsyncEngine) else e for k, e in engines.items()}
         self._keys = {}
         for key, sync in self._sync.items():
-            if sync not in self._keys:  # one engine given to two binds is the first one's
-                self._keys[sync] = key
-                event.listen(sync, "handle_error", self._note_failing_bind)
+            self._keys.setdefault(sync, key)
+            event.listen(sync, "handle_error", note_failing_engine)  # once per engine, however often asked
         self.state = "open"
-
-    def _note_failing_bind(self, context: ExceptionContext) -> None:
-        """``handle_error`` listener of every bind's engine: the error names its bind (see :mod:`plugin.commit`)."""
-        key = self._keys.get(context.engine) if context.engine is not None else None
-        if key is not None and context.sqlalchemy_exception is not None:
-            note_failing_bind(context.sqlalchemy_exception, key)
 
     def _create(self, key: str, bind: BindConfig, replica: int | None = None) -> AnyEngine:
         url = bind.resolved_url
@@ -193,9 +186,6 @@ class EngineRegistry:
     def _detach(self) -> dict[str, AnyEngine]:
         """Every engine, replicas included (as ``"<bind> replica <n>"``), taken out of the registry."""
         engines = dict(self._engines)
-        for sync in self._keys:  # a given engine outlives the plugin: take its listener off
-            if event.contains(sync, "handle_error", self._note_failing_bind):
-                event.remove(sync, "handle_error", self._note_failing_bind)
         for key, replicas in self._replicas.items():
             engines.update({f"{key} replica {number}": engine for number, engine in enumerate(replicas, 1)})
         self._engines, self._sync, self._keys, self._replicas, self._replica_keys = {}, {}, {}, {}, {}

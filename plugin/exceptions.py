@@ -34,6 +34,8 @@ from plugin.secrets import mask_url
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from sqlalchemy.engine import Engine, ExceptionContext
+
 __all__ = (
     "AlchemyError",
     "BindConflictError",
@@ -66,25 +68,24 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {words}" if words else name
 
 
-_FAILED_ON = "_plugin_failed_on_bind"
-"""The attribute :func:`note_failing_bind` sets on a database error."""
+_FAILED_ON = "_plugin_failed_on_engine"
+"""The attribute :func:`note_failing_engine` sets on a database error."""
 
 
-def note_failing_bind(exc: BaseException, key: str) -> None:
-    """Record on a database error the bind whose connection raised it (an engine ``handle_error`` listener
-    calls this): a commit's report names the bind the failing statement ran on, whichever the request used."""
-    setattr(exc, _FAILED_ON, key)
+def note_failing_engine(context: ExceptionContext) -> None:
+    """``handle_error`` listener of every bind's engine: record on the error the engine that raised it, so a
+    commit's report names the bind the failing statement ran on, whichever binds the request used. Each plugin
+    reads the engine through its own binds (two apps may share an engine under different keys). Stateless, so
+    left on an engine given to the plugin after it stopped."""
+    if context.sqlalchemy_exception is not None and context.engine is not None:
+        setattr(context.sqlalchemy_exception, _FAILED_ON, context.engine)
 
 
-def failing_bind(exc: BaseException) -> str | None:
-    """The bind :func:`note_failing_bind` recorded on ``exc`` or on the error that caused it, if any."""
-    current: BaseException | None = exc
-    while current is not None:
-        key = getattr(current, _FAILED_ON, None)
-        if isinstance(key, str):
-            return key
-        current = current.__cause__
-    return None
+def failing_engine(exc: BaseException) -> Engine | None:
+    """The engine :func:`note_failing_engine` recorded on ``exc`` itself (not on an error it was raised from:
+    that one may be another unit of work's)."""
+    engine: Engine | None = getattr(exc, _FAILED_ON, None)
+    return engine
 
 
 def quote_keys(keys: Iterable[str]) -> str:

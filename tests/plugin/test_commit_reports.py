@@ -18,13 +18,11 @@ import pytest
 from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from sqlalchemy import Engine, event, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, String, event, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
-from plugin.exceptions import failing_bind
 from tests.databases import KINDS
 from tests.plugin import asgi
 from tests.plugin.helpers import cancelled_while_giving_way
@@ -492,19 +490,41 @@ async def test_a_flush_of_two_binds_names_the_bind_it_failed_on(
     assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
 
 
-async def test_an_engine_given_to_the_plugin_is_left_without_its_listener(new_db: Callable[[str], Database]) -> None:
-    class NoModels(DeclarativeBase):
-        pass
+class SharedBase(DeclarativeBase):
+    pass
 
-    engine = create_async_engine(new_db("sqlite").url())
-    plugin = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(binds={"default": engine}, base=NoModels))
-    app = Litestar(plugins=[plugin])
-    for started in (True, False):  # while the app runs, an error names its bind; afterwards it is left alone
-        async with contextlib.AsyncExitStack() as stack:
-            if started:
-                await stack.enter_async_context(app.lifespan())
-            async with engine.connect() as connection:
-                with pytest.raises(DBAPIError) as raised:
-                    await connection.execute(text("select * from no_such_table"))
-        assert failing_bind(raised.value) == ("default" if started else None)
-    await engine.dispose()
+
+class Member(SharedBase):
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+
+
+@post("/member")
+async def add_member(db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add(Member(name="ada"))
+
+
+async def test_two_apps_sharing_an_engine_each_name_their_own_bind(
+    new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = create_async_engine(new_db("sqlite").url())
+    caplog.set_level(logging.ERROR, logger="plugin")
+    configs = {
+        key: SQLAlchemyAsyncConfig(binds={key: shared}, default_bind=key, base=SharedBase, create_all=True)
+        for key in ("default", "main")
+    }
+    apps = {
+        key: Litestar(route_handlers=[add_member], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+        for key, config in configs.items()
+    }
+    async with apps["default"].lifespan(), apps["main"].lifespan():
+        assert (await asgi.http(apps["default"], "POST", "/member")).status == 201
+        assert (await asgi.http(apps["default"], "POST", "/member")).status == 409
+        assert (await asgi.http(apps["main"], "POST", "/member")).status == 409
+    await shared.dispose()
+    first, second = logged(caplog)
+    assert first.startswith("flush failed on bind 'default': IntegrityError")
+    assert first.endswith("; committed: (none); rolled back: 'default'")
+    assert second.startswith("flush failed on bind 'main': IntegrityError")
+    assert second.endswith("; committed: (none); rolled back: 'main'")
