@@ -138,8 +138,9 @@ GIVE_WAY_TURNS = 3
 
 
 class InFlight:
-    """How many requests that can use a session an app is serving now: what decides whether a request gives
-    way (:func:`give_way`). One per app, shared by every route's transaction middleware."""
+    """How many HTTP requests that can use a session an app is serving now (open websockets are not counted):
+    what decides whether a request gives way (:func:`give_way`). One per app, shared by every route's
+    transaction middleware."""
 
     __slots__ = ("requests",)
 
@@ -253,9 +254,11 @@ class TransactionMiddleware:
         request_sessions = RequestSessions(scope, receive, send, self.policy, in_flight)
         token = _current.set(request_sessions)
         sessions = request_sessions.sessions
-        in_flight.requests += 1
+        websocket = scope["type"] == ScopeType.WEBSOCKET
+        if not websocket:  # an open websocket waits on its client, not for a turn: every request would give way
+            in_flight.requests += 1
         try:
-            if scope["type"] == ScopeType.WEBSOCKET:
+            if websocket:
                 await self.app(scope, receive, send)
                 if sessions:
                     commit = not request_sessions.raised and self.policy.should_commit(SUCCESS_STATUS)
@@ -268,7 +271,8 @@ class TransactionMiddleware:
                 if not (request_sessions.replaced and _replaced_by_the_plugin(exc)):
                     raise
         finally:
-            in_flight.requests -= 1
+            if not websocket:
+                in_flight.requests -= 1
             _current.reset(token)
             try:
                 if sessions and (holding := close_idle(sessions)):

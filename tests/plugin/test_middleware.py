@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
 from litestar.background_tasks import BackgroundTask
 from litestar.config.compression import CompressionConfig
 from litestar.di import NamedDependency
@@ -139,6 +139,30 @@ async def held(db_session: NamedDependency[AsyncSession]) -> None:
     await HELD["until"].wait()
 
 
+@websocket("/listening")
+async def listening(socket: WebSocket[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> None:
+    """A websocket open until its client closes it, its session used once (a notifications socket)."""
+    await socket.accept()
+    await socket.send_json(int((await db_session.execute(select(func.count()).select_from(Account))).scalar_one()))
+    HELD["socket open"].set()
+    await socket.receive_text()
+
+
+@contextlib.asynccontextmanager
+async def a_websocket_open(app: Litestar) -> AsyncIterator[None]:
+    """A websocket to ``/listening`` open for the block, its first message received."""
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    HELD["socket open"] = asyncio.Event()
+    socket = asyncio.create_task(asgi.websocket(app, "/listening", incoming))
+    await HELD["socket open"].wait()
+    try:
+        yield
+    finally:
+        await incoming.put({"type": "websocket.disconnect", "code": 1000})
+        sent = await socket
+        assert [m["type"] for m in sent][:2] == ["websocket.accept", "websocket.send"]
+
+
 @contextlib.asynccontextmanager
 async def another_request_in_flight(app: Litestar) -> AsyncIterator[None]:
     """A request to ``/held`` in flight for the block: a request gives way only while another one is."""
@@ -161,7 +185,7 @@ def app_with_pool(kind: str, new_db: Callable[[str], Database], pool_size: int =
         "logs": new_db(kind).url(),
     }
     config = SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
-    handlers = [count, add, add_and_commit, unused, held]
+    handlers = [count, add, add_and_commit, unused, held, listening]
     return Litestar(route_handlers=handlers, plugins=[SQLAlchemyPlugin(config=config)], logging_config=None), db
 
 
@@ -310,6 +334,22 @@ async def test_a_request_alone_in_flight_does_not_give_way(
     assert exchange.status == (200 if method == "GET" else 201)
     assert timeline.names() == ["checkout", "checkin", "it starts its response"]
     # a write commits in a task of its own, which wakes the request a turn later
+    assert timeline.turns_between("checkin", "it starts its response") <= (1 if method == "GET" else 2)
+
+
+@pytest.mark.parametrize("request_kind", REQUESTS)
+async def test_a_request_beside_an_open_websocket_does_not_give_way(
+    request_kind: str, new_db: Callable[[str], Database]
+) -> None:
+    # An open websocket waits on its client, not for a turn: with one open, a request is still alone in flight.
+    app, _ = app_with_pool("sqlite", new_db)
+    method, path = REQUESTS[request_kind]
+    timeline = Timeline()
+    async with app.lifespan(), a_websocket_open(app):
+        with timeline.counting():
+            exchange = await asgi.http(app, method, path.format("ada"), on_send=timeline.on_send("it"))
+    assert exchange.status == (200 if method == "GET" else 201)
+    assert timeline.names() == ["checkout", "checkin", "it starts its response"]
     assert timeline.turns_between("checkin", "it starts its response") <= (1 if method == "GET" else 2)
 
 
