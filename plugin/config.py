@@ -74,15 +74,18 @@ def parse_url(text: str) -> URL:
         ) from None
 
 
-_WHERE_TO_BIND = "give the database as the bind's url= or engine= instead"
+_WHERE_TO_BIND = (
+    "its sessions route each statement to its bind; give the database as the bind's url= or engine= instead"
+)
 _PLUGIN_OPTIONS = {
     "bind": _WHERE_TO_BIND,
     "binds": _WHERE_TO_BIND,
-    "sync_session_class": "the async session's sync session is the plugin's routing session; remove it",
+    "sync_session_class": "an async session's sync session is its routing session; remove it",
+    "twophase": "set two_phase= on the config, for every bind (checked against the binds' databases at start)",
+    "autobegin": "a request's transaction begins with its first statement and the plugin settles it; remove it",
 }
-"""Session arguments that would take routing from the plugin (``sync_session_class``: ``AsyncSession``'s), and
-what to do instead."""
-SESSION_OPTIONS = frozenset(inspect.signature(Session.__init__).parameters) - {"self", "bind", "binds"}
+"""Session arguments the plugin sets itself (``sync_session_class``: ``AsyncSession``'s), and what to do instead."""
+SESSION_OPTIONS = frozenset(inspect.signature(Session.__init__).parameters) - {"self", *_PLUGIN_OPTIONS}
 """What a bind's ``session_options`` may hold: the keyword arguments of SQLAlchemy's ``Session``, less routing."""
 _LEGACY = frozenset({"autocommit", "future"})
 """Accepted by ``Session`` with their default value only; not offered in messages."""
@@ -98,10 +101,8 @@ def check_session_options(options: Mapping[str, Any]) -> None:
         if name in SESSION_OPTIONS:
             continue
         if name in _PLUGIN_OPTIONS:
-            raise ConfigurationError(
-                f"BindConfig(session_options=...): {name!r} is the plugin's: its sessions route each statement "
-                f"to its bind; {_PLUGIN_OPTIONS[name]}"
-            )
+            reason = _PLUGIN_OPTIONS[name]
+            raise ConfigurationError(f"BindConfig(session_options=...): {name!r} is the plugin's: {reason}")
         offered = sorted(SESSION_OPTIONS - _LEGACY)
         close = difflib.get_close_matches(str(name), offered, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -111,8 +112,10 @@ def check_session_options(options: Mapping[str, Any]) -> None:
         )
     try:
         Session(**options).close()
-    except Exception as exc:  # SQLAlchemy's ArgumentError names the option and the value it refused
-        raise ConfigurationError(f"BindConfig(session_options=...): SQLAlchemy's Session refused them: {exc}") from None
+    except Exception as exc:  # SQLAlchemy's ArgumentError names the option; a TypeError of a bad value may not
+        raise ConfigurationError(
+            f"BindConfig(session_options=...): SQLAlchemy's Session refused {', '.join(map(repr, options))}: {exc}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,9 @@ def test_masked_in_every_listing_and_repr(
                    "Engine. Please check that the keyword arguments are appropriate for this combination of "
                    "components.); fix or remove the option (given: pool_sise)"),
     ("bad_session_option", "Error: BindConfig(session_options=...): 'expire_on_comit' is not an option of "
-                           "SQLAlchemy's Session (did you mean 'expire_on_commit'?); use one of autobegin, autoflush, "
+                           "SQLAlchemy's Session (did you mean 'expire_on_commit'?); use one of autoflush, "
                            "close_resets_only, enable_baked_queries, execution_options, expire_on_commit, info, "
-                           "join_transaction_mode, query_cls, twophase"),
+                           "join_transaction_mode, query_cls"),
 ])  # fmt: skip
 def test_each_mistake_is_one_line_without_the_password(form: str, message: str, refused_port: int) -> None:
     env = {**os.environ, "SECRET_FORM": form, "SECRET_PORT": str(refused_port)}

@@ -19,6 +19,7 @@ from litestar import Litestar, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy import Engine, String, event, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -528,3 +529,30 @@ async def test_two_apps_sharing_an_engine_each_name_their_own_bind(
     assert first.endswith("; committed: (none); rolled back: 'default'")
     assert second.startswith("flush failed on bind 'main': IntegrityError")
     assert second.endswith("; committed: (none); rolled back: 'main'")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_database_error_a_failure_was_raised_from_does_not_name_its_bind(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A before_commit listener's own check fails on ``logs`` through a connection of its own, and the listener
+    raises an error of its own from it: the commit failed on the request's bind, not on ``logs``."""
+    app, plugin, db, _ = app_on_two_binds(kind, new_db, [add_account])
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def check_the_audit_log(session: Session) -> None:
+        try:
+            with plugin.engines.sync_engine("logs").connect() as connection:
+                connection.execute(text("select * from no_such_table"))
+        except DBAPIError as exc:
+            raise ValueError("the audit log is unavailable") from exc
+
+    async with serving(app):
+        with listening(Session, "before_commit", check_the_audit_log):
+            status = (await asgi.http(app, "POST", "/account")).status
+    assert status == 500
+    assert db.fetch("select name from accounts") == []
+    assert logged(caplog) == [
+        "commit failed on bind 'default': ValueError: the audit log is unavailable; committed: (none); "
+        "rolled back: 'default'"
+    ]

@@ -297,8 +297,8 @@ def test_reprs_mask_passwords(no_secret_leaks: list[Any]) -> None:
         (
             {"expire_on_comit": False},
             "BindConfig(session_options=...): 'expire_on_comit' is not an option of SQLAlchemy's Session (did you "
-            "mean 'expire_on_commit'?); use one of autobegin, autoflush, close_resets_only, enable_baked_queries, "
-            "execution_options, expire_on_commit, info, join_transaction_mode, query_cls, twophase",
+            "mean 'expire_on_commit'?); use one of autoflush, close_resets_only, enable_baked_queries, "
+            "execution_options, expire_on_commit, info, join_transaction_mode, query_cls",
         ),
         (
             {"binds": {}},
@@ -307,18 +307,33 @@ def test_reprs_mask_passwords(no_secret_leaks: list[Any]) -> None:
         ),
         (
             {"sync_session_class": Session},
-            "BindConfig(session_options=...): 'sync_session_class' is the plugin's: its sessions route each "
-            "statement to its bind; the async session's sync session is the plugin's routing session; remove it",
+            "BindConfig(session_options=...): 'sync_session_class' is the plugin's: an async session's sync "
+            "session is its routing session; remove it",
+        ),
+        (
+            {"twophase": True},
+            "BindConfig(session_options=...): 'twophase' is the plugin's: set two_phase= on the config, for every "
+            "bind (checked against the binds' databases at start)",
+        ),
+        (
+            {"autobegin": False},
+            "BindConfig(session_options=...): 'autobegin' is the plugin's: a request's transaction begins with its "
+            "first statement and the plugin settles it; remove it",
         ),
         (
             {"autocommit": True},
-            "BindConfig(session_options=...): SQLAlchemy's Session refused them: autocommit=True is no longer "
-            "supported",
+            "BindConfig(session_options=...): SQLAlchemy's Session refused 'autocommit': autocommit=True is no "
+            "longer supported",
         ),
         (
             {"join_transaction_mode": "bogus"},
-            "BindConfig(session_options=...): SQLAlchemy's Session refused them: invalid selection for "
-            'join_transaction_mode: "bogus"',
+            "BindConfig(session_options=...): SQLAlchemy's Session refused 'join_transaction_mode': invalid "
+            'selection for join_transaction_mode: "bogus"',
+        ),
+        (
+            {"autoflush": False, "info": 5},
+            "BindConfig(session_options=...): SQLAlchemy's Session refused 'autoflush', 'info': 'int' object is not "
+            "iterable",
         ),
     ],
 )
