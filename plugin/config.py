@@ -86,14 +86,15 @@ _PLUGIN_OPTIONS = {
 }
 """Session arguments the plugin sets itself (``sync_session_class``: ``AsyncSession``'s), and what to do instead."""
 SESSION_OPTIONS = frozenset(inspect.signature(Session.__init__).parameters) - {"self", *_PLUGIN_OPTIONS}
-"""What a bind's ``session_options`` may hold: the keyword arguments of SQLAlchemy's ``Session``, less routing."""
+"""What a bind's ``session_options`` may hold: the keyword arguments of SQLAlchemy's ``Session``, less the
+plugin's own."""
 _LEGACY = frozenset({"autocommit", "future"})
 """Accepted by ``Session`` with their default value only; not offered in messages."""
 
 
 def check_session_options(options: Mapping[str, Any]) -> None:
     """Refuse what ``Session`` would refuse at a request's first use of a session (a name it does not take,
-    a value it rejects: the request then failed with a ``TypeError``), and the options routing owns.
+    a value it rejects: the request then failed with a ``TypeError``), and the options the plugin sets itself.
 
     Values are checked by SQLAlchemy itself: a ``Session`` is made with the options and closed (no
     connection is opened)."""

@@ -185,8 +185,8 @@ async def give_way(in_flight: InFlight) -> None:
 class ResponseReplaced(Exception):
     """Raised into the handler's response by its ``send`` once a failed commit replaced it with the error
     response: it stops that response where it is, before its body, its ``background`` task and the route's
-    ``after_response`` hook (a "welcome" email for a write that was rolled back). The middleware catches it
-    (Litestar wraps it once the response has started); handler middleware sees it pass."""
+    ``after_response`` hook (a "welcome" email for a write that was rolled back). The middleware catches it;
+    handler middleware sees it pass inside Litestar's "Exception caught after response started"."""
 
 
 def _replaced_by_the_plugin(exc: BaseException | None) -> bool:
@@ -198,7 +198,7 @@ def _replaced_by_the_plugin(exc: BaseException | None) -> bool:
         if isinstance(exc, ResponseReplaced):
             return True
         if isinstance(group := getattr(exc, "exceptions", None), tuple):  # an exception group (3.10: a backport)
-            return all(_replaced_by_the_plugin(inner) for inner in group)
+            return bool(group) and all(_replaced_by_the_plugin(inner) for inner in group)
         exc = exc.__cause__
     return False
 

@@ -337,9 +337,7 @@ def test_reprs_mask_passwords(no_secret_leaks: list[Any]) -> None:
         ),
     ],
 )
-def test_a_session_option_session_does_not_take_is_refused_when_configured(
-    options: dict[str, Any], message: str
-) -> None:
+def test_session_options_are_checked_when_the_bind_is_configured(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
         BindConfig(url="sqlite+aiosqlite://", session_options=options)
     assert str(raised.value) == message
