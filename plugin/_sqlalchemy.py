@@ -12,6 +12,12 @@
   :func:`rolled_back_by_commit` reads ``SessionTransaction._state`` to tell a ``commit()`` that failed
   after its COMMITs from one that rolled back before them (both leave the connections without a
   transaction).
+- Committing in bind order also means running first what ``Session.commit()`` runs before its COMMITs (its
+  ``before_commit`` event, and flushing what the event's listeners changed): rows a listener adds are part
+  of the unit of work, and may need a connection of another bind. :func:`prepare_commit` does what
+  ``SessionTransaction._prepare_impl()`` does but PREPARE (``Session._is_clean()``, ``dispatch``) and sets
+  ``SessionTransaction._state`` to ``PREPARED``, so the session's own ``commit()`` goes straight to its
+  COMMITs and the listeners run once.
 - ``_mapper_registries``: every registry of the process, for ``base=None`` (no public listing exists).
 - ``Session._flushing``: whether a flush is running. Read replica routing sends everything a flush does
   to the primary (SQLAlchemy's own "custom vertical partitioning" recipe reads the same attribute).
@@ -32,6 +38,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import FlushError
 from sqlalchemy.orm.mapper import _mapper_registries
 from sqlalchemy.orm.session import SessionTransactionState
 from sqlalchemy.sql.base import Executable
@@ -49,6 +56,7 @@ __all__ = (
     "is_flushing",
     "locks_rows",
     "own_transaction",
+    "prepare_commit",
     "registries",
     "replace_finished_transaction",
     "rolled_back_by_commit",
@@ -81,10 +89,32 @@ def own_transaction(session: Session, connection: Connection) -> RootTransaction
     return root if should_commit and own.is_active and own is root else None
 
 
+def prepare_commit(session: Session) -> None:
+    """Do now what ``session.commit()`` does before its COMMITs, but PREPARE: run its ``before_commit``
+    listeners, release the savepoints they leave, flush what they changed, and mark the transaction
+    ``PREPARED``, so that its ``commit()`` only commits (and runs the ``after_commit`` listeners). A two-phase
+    session's connections are prepared by the caller, in bind order; the connections its listeners' rows
+    need are begun as two-phase ones (``SessionTransaction._prepare_impl()`` would PREPARE them all, in no
+    fixed order). Nothing is done for a transaction that is not active (already prepared, or failed)."""
+    transaction = session.get_transaction()
+    if transaction is None or transaction._state is not SessionTransactionState.ACTIVE:
+        return
+    session.dispatch.before_commit(session)
+    while (nested := session.get_nested_transaction()) is not None:
+        nested.commit()
+    for _ in range(100):  # as commit() does: an after_flush listener may add rows again
+        if session._is_clean():
+            break
+        session.flush()
+    else:
+        raise FlushError("over 100 flushes in a row before committing: does an after_flush listener add rows?")
+    transaction._state = SessionTransactionState.PREPARED
+
+
 def rolled_back_by_commit(session: Session) -> bool:
-    """Whether ``session.commit()``, which raised, had rolled the transaction back itself (a flush inside it
-    failed: a ``before_commit`` listener's changes): its connections' transactions then ended without a
-    COMMIT, though SQLAlchemy let go of them as it does after one. (``SessionTransaction._state`` is then
+    """Whether ``session.commit()``, which raised, found the transaction rolled back by SQLAlchemy itself (a
+    flush that failed, inside ``commit()`` or before it): its connections' transactions then ended without
+    a COMMIT, though SQLAlchemy let go of them as it does after one. (``SessionTransaction._state`` is then
     ``DEACTIVE``; ``COMMITTED`` when an ``after_commit`` listener failed, ``PREPARED`` when a COMMIT did.)"""
     transaction = session.get_transaction()
     return transaction is not None and transaction._state is SessionTransactionState.DEACTIVE

@@ -4,7 +4,9 @@
 transaction, and whatever goes wrong, the ERROR log and the :class:`~plugin.exceptions.CommitError` it
 raises say which binds committed, which failed, and which have an unknown outcome:
 
-1. Every session flushes first, so that an integrity error leaves all of them uncommitted.
+1. Every session flushes first, so that an integrity error leaves all of them uncommitted; then each runs
+   what its ``commit()`` runs before committing (``before_commit`` listeners, and a flush of the rows they
+   add), so that those rows are committed with the rest, on whichever bind they belong to.
 2. With two-phase commit, every connection prepares (in bind order) before any commits. A failed
    PREPARE rolls back everything, by xid from a fresh connection where a connection died (its PREPARE
    may have reached the server). Once all prepared, the decision is *commit*: a failed
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from plugin import twophase
-from plugin._sqlalchemy import own_transaction, replace_finished_transaction, rolled_back_by_commit
+from plugin._sqlalchemy import own_transaction, prepare_commit, replace_finished_transaction, rolled_back_by_commit
 from plugin.exceptions import (
     CommitConflictError,
     CommitError,
@@ -283,6 +285,7 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
             _roll_back(session)
         return []
     flush_all(active)
+    _prepare_all(active)
     if settling is not None and not settling.begin_commit():
         raise asyncio.CancelledError("the settle was abandoned before it committed")
     in_doubt = _in_doubt(active)
@@ -308,6 +311,22 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
     else:
         _commit_in_bind_order(active, bound, ledger)
     return ledger.reported("committed")
+
+
+def _prepare_all(active: Sequence[Session]) -> None:
+    """Run each routing session's ``before_commit`` listeners and flush the rows they add, before anything
+    commits (:func:`~plugin._sqlalchemy.prepare_commit`). Left to its own ``commit()``, a listener's row on
+    another bind began that bind's connection inside it, which SQLAlchemy commits in no fixed order and this
+    module never saw; and beside other binds, committed first, the rows ran in a transaction of their own.
+
+    Raises :class:`CommitError` when a listener or its flush fails, after rolling every session back.
+    """
+    for session in active:
+        if isinstance(session, RoutingSession):  # another session's commit() is not ordered: it prepares itself
+            try:
+                prepare_commit(session)
+            except Exception as exc:
+                raise _fail(active, exc, _Ledger(_bound(active) or []), stage="commit") from exc
 
 
 OUTSIDE_BINDS = "(an engine outside the binds)"

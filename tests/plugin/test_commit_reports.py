@@ -556,3 +556,106 @@ async def test_a_database_error_a_failure_was_raised_from_does_not_name_its_bind
         "commit failed on bind 'default': ValueError: the audit log is unavailable; committed: (none); "
         "rolled back: 'default'"
     ]
+
+
+# -- what before_commit listeners write is part of the unit of work's commit -------------------------
+
+
+def audit_the_commit(session: Session) -> None:
+    """A before_commit listener that writes on the ``logs`` bind whatever the request wrote."""
+    session.add(AuditEntry(id=7, message="committed"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_bind_a_before_commit_listener_wrote_to_commits_in_bind_order_and_is_reported(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request wrote on ``default`` only; its listener's row goes to ``logs``. Both commit, in bind order,
+    and the WARNING about the lost response names both."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account])
+    caplog.set_level(logging.WARNING, logger="plugin")
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    order: list[str | None] = []
+    async with serving(app):
+        with (
+            listening(Session, "before_commit", audit_the_commit),
+            listening(Engine, "commit", lambda connection: order.append(connection.engine.url.database)),
+            pytest.raises(asyncio.CancelledError),
+        ):
+            await asyncio.create_task(asgi.http(app, "POST", "/account"))
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == [("committed",)]
+    # default first (then each connection's fresh, empty transaction the session's own commit() ends)
+    assert list(dict.fromkeys(order)) == [db.url().database, logs.url().database]
+    assert logged(caplog, logging.WARNING) == [
+        "the task was cancelled while its response was starting, after its transaction committed: 'default', 'logs'"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_bind_a_before_commit_listener_wrote_to_is_not_committed_when_the_first_bind_fails(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default bind commits first: when its COMMIT fails, the listener's row on ``logs`` is rolled back
+    with it, and the ERROR says so (SQLAlchemy's own commit() commits its connections in no fixed order)."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account])
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with serving(app):
+        with listening(Session, "before_commit", audit_the_commit), refusing_commits(on(db)):
+            status = (await asgi.http(app, "POST", "/account")).status
+    assert status == 500
+    assert db.fetch("select name from accounts") == []
+    assert logs.fetch("select message from audit_entries") == []
+    assert logged(caplog) == [
+        "commit failed on bind 'default': RuntimeError: COMMIT refused; committed: (none); "
+        "rolled back: 'default', 'logs'"
+    ]
+
+
+@post("/account-and-audit-2")
+async def add_account_and_a_second_audit(db_session: NamedDependency[AsyncSession]) -> None:
+    db_session.add_all([Account(name="ada"), AuditEntry(id=2, message="account added")])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_before_commit_listener_s_failing_row_leaves_a_two_bind_request_uncommitted(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request wrote on both binds; its listener's row fails on ``logs``. It is part of the request's
+    transaction, so nothing commits (it used to run in a transaction of its own, after both binds had
+    committed the request's rows)."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account_and_a_second_audit])
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with serving(app):
+        logs.execute("insert into audit_entries (id, message) values (7, 'taken')")
+        with listening(Session, "before_commit", audit_the_commit):
+            status = (await asgi.http(app, "POST", "/account-and-audit-2")).status
+    assert status == 409
+    assert db.fetch("select name from accounts") == []
+    assert logs.fetch("select id, message from audit_entries") == [(7, "taken")]
+    [message] = logged(caplog)
+    assert message.startswith("commit failed on bind 'logs': IntegrityError")
+    assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_before_commit_listener_vetoes_a_two_bind_request(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener that raises stops the commit before any bind commits (it used to run after both had)."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_account_and_a_second_audit])
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def veto(session: Session) -> None:
+        raise RuntimeError("vetoed")
+
+    async with serving(app):
+        with listening(Session, "before_commit", veto):
+            status = (await asgi.http(app, "POST", "/account-and-audit-2")).status
+    assert status == 500
+    assert db.fetch("select name from accounts") == []
+    assert logs.fetch("select id from audit_entries") == []
+    assert logged(caplog) == [
+        "commit failed on binds 'default', 'logs': RuntimeError: vetoed; committed: (none); "
+        "rolled back: 'default', 'logs'"
+    ]

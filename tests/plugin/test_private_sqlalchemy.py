@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, event, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.orm.session import SessionTransactionState
 from sqlalchemy.sql.base import Executable
 
 from plugin._sqlalchemy import (
@@ -20,6 +21,7 @@ from plugin._sqlalchemy import (
     is_flushing,
     locks_rows,
     own_transaction,
+    prepare_commit,
     registries,
     replace_finished_transaction,
     rolled_back_by_commit,
@@ -82,6 +84,35 @@ def test_own_transaction_is_the_one_the_session_commit_would_commit() -> None:
     with Session(engine) as session, engine.connect() as other:
         session.execute(text("select 1"))
         assert own_transaction(session, other) is None  # not one of the session's connections
+
+
+def test_prepare_commit_runs_before_commit_once_and_leaves_commit_only_committing() -> None:
+    engine = create_engine("sqlite://")
+    with engine.begin() as connection:
+        connection.execute(text("create table t (x int)"))
+    calls: list[str] = []
+
+    def add_a_row(session: Session) -> None:
+        calls.append("before_commit")
+        if len(calls) == 1:
+            session.execute(text("insert into t values (2)"))
+            session.begin_nested()  # left open: released (SQLAlchemy fires both events for a savepoint too)
+
+    with Session(engine) as session:
+        event.listen(session, "before_commit", add_a_row)
+        event.listen(session, "after_commit", lambda _: calls.append("after_commit"))
+        session.execute(text("insert into t values (1)"))
+        prepare_commit(session)
+        assert calls == ["before_commit", "before_commit", "after_commit"]  # the transaction's, the savepoint's
+        assert session.get_nested_transaction() is None
+        transaction = session.get_transaction()
+        assert transaction is not None
+        assert transaction._state is SessionTransactionState.PREPARED
+        prepare_commit(session)  # already prepared: nothing again
+        session.commit()
+        assert calls == ["before_commit", "before_commit", "after_commit", "after_commit"]
+    with engine.connect() as connection:
+        assert connection.execute(text("select x from t order by x")).scalars().all() == [1, 2]
 
 
 class PrivateBase(DeclarativeBase):

@@ -15,7 +15,9 @@ from litestar import Litestar, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
 
 from plugin import BindConfig, CommitError, ConfigurationError, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from tests.faults import COMMIT_PREPARED, PREPARE_TRANSACTION, XA_COMMIT, XA_PREPARE
@@ -85,6 +87,36 @@ async def test_a_lost_answer_to_prepare_rolls_back_every_bind_by_xid(
     assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
     # The binds rolled back by xid leave their sessions clean: no failed rollback, no discarded connection.
     assert not [r for r in caplog.records if "rolling back a session failed" in r.getMessage()]
+
+
+async def test_a_before_commit_listener_s_row_on_another_bind_is_prepared_with_the_rest(
+    private_cluster: PrivateCluster, fault_proxy: FaultProxy, two_dbs: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request writes on ``default`` only; a before_commit listener audits it on ``logs``. That row is part
+    of the two-phase commit (before, it was committed in one phase after ``default`` had committed): a lost
+    answer to its PREPARE rolls back both."""
+    orders, logs = two_dbs
+    app, _ = app_for(*proxied(private_cluster, fault_proxy, orders, logs))
+    caplog.set_level(logging.WARNING, logger="plugin")
+
+    def audit(session: Session) -> None:
+        session.add(Audit(ref="audited"))
+
+    event.listen(Session, "before_commit", audit)
+    try:
+        async with AsyncTestClient(app) as client:
+            rule = fault_proxy.drop_on(PREPARE_TRANSACTION, when="after", database=logs)
+            assert (await client.post("/orders/lost/alone")).status_code == 500
+            assert rule.fired
+            assert (await client.post("/orders/after/alone")).status_code == 201
+    finally:
+        event.remove(Session, "before_commit", audit)
+    assert private_cluster.prepared_transactions() == []
+    assert refs(private_cluster, orders, "orders") == ["after"]
+    assert refs(private_cluster, logs, "audits") == ["audited"]
+    [message] = errors(caplog)
+    assert message.startswith("two-phase commit (prepare) failed on bind 'logs': ")
+    assert message.endswith("committed: (none); rolled back: 'default', 'logs'")
 
 
 async def test_a_lost_answer_to_commit_prepared_is_finished_by_xid_and_the_client_gets_its_201(
