@@ -89,16 +89,19 @@ def own_transaction(session: Session, connection: Connection) -> RootTransaction
     return root if should_commit and own.is_active and own is root else None
 
 
-def prepare_commit(session: Session) -> None:
+def prepare_commit(session: Session) -> bool:
     """Do now what ``session.commit()`` does before its COMMITs, but PREPARE: run its ``before_commit``
     listeners, release the savepoints they leave, flush what they changed, and mark the transaction
     ``PREPARED``, so that its ``commit()`` only commits (and runs the ``after_commit`` listeners). A two-phase
     session's connections are prepared by the caller, in bind order; the connections its listeners' rows
     need are begun as two-phase ones (``SessionTransaction._prepare_impl()`` would PREPARE them all, in no
-    fixed order). Nothing is done for a transaction that is not active (already prepared, or failed)."""
+    fixed order). Nothing is done for a transaction that is not active (already prepared, or failed).
+
+    Returns ``False`` when a listener ended the transaction itself (``rollback()``, ``close()``: inside
+    ``commit()`` SQLAlchemy refuses both), so that there is nothing left to commit."""
     transaction = session.get_transaction()
     if transaction is None or transaction._state is not SessionTransactionState.ACTIVE:
-        return
+        return True
     session.dispatch.before_commit(session)
     while (nested := session.get_nested_transaction()) is not None:
         nested.commit()
@@ -108,7 +111,10 @@ def prepare_commit(session: Session) -> None:
         session.flush()
     else:
         raise FlushError("over 100 flushes in a row before committing: does an after_flush listener add rows?")
+    if session.get_transaction() is not transaction or transaction._state is not SessionTransactionState.ACTIVE:
+        return False
     transaction._state = SessionTransactionState.PREPARED
+    return True
 
 
 def rolled_back_by_commit(session: Session) -> bool:

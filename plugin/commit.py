@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from plugin import twophase
-from plugin._sqlalchemy import own_transaction, prepare_commit, replace_finished_transaction, rolled_back_by_commit
+from plugin._sqlalchemy import (
+    has_changes,
+    own_transaction,
+    prepare_commit,
+    replace_finished_transaction,
+    rolled_back_by_commit,
+)
 from plugin.exceptions import (
     CommitConflictError,
     CommitError,
@@ -48,7 +54,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
-__all__ = ("Gate", "Settling", "flush_all", "settle")
+__all__ = ("Gate", "ListenersWrote", "Settling", "flush_all", "only_read", "settle")
 
 logger = logging.getLogger("plugin.transactions")
 
@@ -268,14 +274,18 @@ def flush_all(active: Sequence[Session], gate: Gate | None = None) -> None:
             raise _fail(active, failure, _Ledger(_bound(active) or []), stage="flush", gate=gate) from failure
 
 
-def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None = None) -> list[str]:
+def settle(
+    sessions: Sequence[Session], commit: bool, settling: Settling | None = None, *, read_only: bool = False
+) -> list[str]:
     """Commit or roll back a unit of work (a request's sessions, a script's) as one transaction.
 
     Returns the binds that committed (and :data:`OUTSIDE_BINDS` when a session that wrote held a connection
     of an engine outside them). Raises :class:`CommitError` when the commit fails, after rolling
     every session back; the sessions must still be closed by the caller. A rollback that fails is
     logged and its connections invalidated; it never raises. With ``settling``, a settle abandoned while
-    it flushed stops before committing, raising ``asyncio.CancelledError``.
+    it flushed stops before committing, raising ``asyncio.CancelledError``. With ``read_only`` (a unit of
+    work settled as one that only read), it raises :class:`ListenersWrote` before committing anything when
+    a ``before_commit`` listener wrote: the caller settles it as a write.
     """
     active = [session for session in sessions if session.in_transaction()]
     if not active:
@@ -286,6 +296,8 @@ def settle(sessions: Sequence[Session], commit: bool, settling: Settling | None 
         return []
     flush_all(active)
     _prepare_all(active)
+    if read_only and not only_read(active):
+        raise ListenersWrote
     if settling is not None and not settling.begin_commit():
         raise asyncio.CancelledError("the settle was abandoned before it committed")
     in_doubt = _in_doubt(active)
@@ -319,14 +331,46 @@ def _prepare_all(active: Sequence[Session]) -> None:
     another bind began that bind's connection inside it, which SQLAlchemy commits in no fixed order and this
     module never saw; and beside other binds, committed first, the rows ran in a transaction of their own.
 
-    Raises :class:`CommitError` when a listener or its flush fails, after rolling every session back.
+    Raises :class:`CommitError` when a listener or its flush fails, or a listener ended its session's
+    transaction, after rolling every session back.
     """
+    began = _bound(active) or []  # a listener's rollback() makes the sessions forget their connections
     for session in active:
-        if isinstance(session, RoutingSession):  # another session's commit() is not ordered: it prepares itself
-            try:
-                prepare_commit(session)
-            except Exception as exc:
-                raise _fail(active, exc, _Ledger(_bound(active) or []), stage="commit") from exc
+        if not isinstance(session, RoutingSession):  # its commit() is not ordered: it prepares itself
+            continue
+        try:
+            if not prepare_commit(session):
+                raise LifecycleError(ENDED_BY_A_LISTENER)
+        except Exception as exc:
+            ledger = _Ledger(began)
+            for b in _bound(active) or ():
+                ledger.include(b.bind)
+            raise _fail(active, exc, ledger, stage="commit") from exc
+
+
+class ListenersWrote(Exception):
+    """Raised by ``settle(read_only=True)``: ``before_commit`` listeners wrote (their rows are flushed,
+    nothing is committed), so the unit of work is no longer one that only read."""
+
+
+def only_read(sessions: Sequence[Session]) -> bool:
+    """Whether none of ``sessions`` wrote, may have written, or has changes a flush would write."""
+    for session in sessions:  # noqa: SIM110 - a loop, not all() over a generator: this runs on every request
+        if getattr(session, "wrote", True) or has_changes(session):
+            return False
+    return True
+
+
+CHANGED_WHILE_COMMITTING = (
+    "a session's objects were changed while the unit of work committed (by another session's after_commit "
+    "listener?), after its rows were flushed: those changes are not committed. Make them in a before_commit "
+    "listener, or in a transaction of their own: `async with plugin.transaction() as session:`"
+)
+
+ENDED_BY_A_LISTENER = (
+    "a before_commit listener ended the session's transaction (session.rollback() or close()), so its writes "
+    "are gone and nothing is left to commit: to stop a commit, raise an exception in the listener"
+)
 
 
 OUTSIDE_BINDS = "(an engine outside the binds)"
@@ -403,6 +447,8 @@ def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: b
     so the ledger counts them as each session's commit succeeds, or loses them when its connection died.
     """
     for session in active:
+        if isinstance(session, RoutingSession) and has_changes(session):
+            raise LifecycleError(CHANGED_WHILE_COMMITTING)
         _commit_outside(session, ledger)
         began = began_connections(session) if count_binds else []
         try:

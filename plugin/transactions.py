@@ -18,8 +18,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
-from plugin._sqlalchemy import has_changes
-from plugin.commit import Settling, flush_all, settle
+from plugin.commit import ListenersWrote, Settling, flush_all, only_read, settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
 from plugin.sessions import (
@@ -142,7 +141,7 @@ def _only_read(async_sessions: list[Session], sync_sessions: list[Session]) -> b
     for session in async_sessions:
         if session.twophase:
             return False
-    return _read(async_sessions)
+    return only_read(async_sessions)
 
 
 def settles_on_the_loop(sessions: Sequence[AsyncSession | Session]) -> bool:
@@ -158,15 +157,7 @@ def settles_on_the_loop(sessions: Sequence[AsyncSession | Session]) -> bool:
     return in_transaction
 
 
-def _read(sessions: list[Session]) -> bool:
-    """Whether none of ``sessions`` wrote, may have written, or has changes a flush would write."""
-    for session in sessions:  # noqa: SIM110 - a loop, not all() over a generator: this runs on every request
-        if getattr(session, "wrote", True) or has_changes(session):
-            return False
-    return True
-
-
-async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitError | None]:
+async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitError | None] | None:
     """Commit a unit of work that only read (async sessions, see :func:`_only_read`) in the calling task:
     a cancellation has no write to lose there.
 
@@ -176,9 +167,14 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
     WARNING says the outcome is unknown, which covers a write hidden where the plugin cannot see it (a
     ``SELECT`` of a function that writes). Measured: the shield costs a primary-key read about 45,000
     instructions, 3 % of the request (docs/benchmarks.md).
+
+    Returns ``None``, having committed nothing, when ``before_commit`` listeners wrote: the caller settles
+    the unit of work as a write, shielded.
     """
     try:
-        return await greenlet_spawn(settle, sessions, True), None
+        return await greenlet_spawn(settle, sessions, True, read_only=True), None
+    except ListenersWrote:
+        return None
     except CommitError as exc:
         return list(exc.committed), exc
     except asyncio.CancelledError:
@@ -244,8 +240,10 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
                 await session.until_idle()
         async_sessions, sync_sessions = _by_kind(active)
         if commit and _only_read(async_sessions, sync_sessions):
-            _, error = await _settle_read_only(async_sessions)
-            return [], error  # no write was committed (what the caller warns about when the response is lost)
+            settled = await _settle_read_only(async_sessions)
+            if settled is not None:
+                return [], settled[1]  # no write was committed (what the caller warns about when the response is lost)
+            # before_commit listeners wrote: their rows are flushed, and the unit of work is settled as a write
         if commit and (error := await _flush_first(async_sessions, sync_sessions)) is not None:
             return [], error
         # A rollback is never stopped; a commit is, until it begins committing.
@@ -263,7 +261,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             result = f"the commit failed (see the error above); committed: {quote_keys(committed)}"
         logger.warning("the task was cancelled while its transaction was being settled; settled anyway: %s", result)
         raise cancelled
-    if committed and error is None and _read(async_sessions) and _read(sync_sessions):
+    if committed and error is None and only_read(async_sessions) and only_read(sync_sessions):
         return [], None  # a unit of work that only read (sync, two-phase) committed no write either
     return committed, error
 

@@ -21,7 +21,7 @@ from litestar.params import FromPath
 from sqlalchemy import Engine, String, event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, object_session
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from tests.databases import KINDS
@@ -659,3 +659,129 @@ async def test_a_before_commit_listener_vetoes_a_two_bind_request(
         "commit failed on binds 'default', 'logs': RuntimeError: vetoed; committed: (none); "
         "rolled back: 'default', 'logs'"
     ]
+
+
+@pytest.mark.parametrize("how", ["rollback", "close"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_before_commit_listener_that_ends_the_transaction_fails_the_commit(
+    kind: str, how: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLAlchemy refuses rollback() and close() inside commit(); run before it, the listener's rollback must
+    not pass for a commit: the client gets a 500 and the ERROR names the bind whose write was rolled back."""
+    app, _, db, _ = app_on_two_binds(kind, new_db, [add_account])
+    caplog.set_level(logging.ERROR, logger="plugin")
+    calls: list[Session] = []
+
+    def end_it(session: Session) -> None:
+        calls.append(session)
+        getattr(session, how)()
+
+    async with serving(app):
+        with listening(Session, "before_commit", end_it):
+            status = (await asgi.http(app, "POST", "/account")).status
+    assert status == 500
+    assert len(calls) == 1
+    assert db.fetch("select name from accounts") == []
+    assert logged(caplog) == [
+        "commit failed on bind 'default': LifecycleError: a before_commit listener ended the session's transaction "
+        "(session.rollback() or close()), so its writes are gone and nothing is left to commit: to stop a commit, "
+        "raise an exception in the listener; committed: (none); rolled back: 'default'"
+    ]
+
+
+@get("/accounts")
+async def count_accounts(db_session: NamedDependency[AsyncSession]) -> int:
+    return len((await db_session.scalars(select(Account))).all())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_request_that_only_read_but_whose_listener_wrote_is_settled_and_reported_as_a_write(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read commits without the shield and reports no write; a listener's row makes it a write: shielded,
+    and named in the WARNING about the lost response."""
+    app, _, _, logs = app_on_two_binds(kind, new_db, [count_accounts])
+    caplog.set_level(logging.WARNING, logger="plugin")
+    monkeypatch.setattr("plugin.middleware.give_way", cancelled_while_giving_way)
+    async with serving(app):
+        with listening(Session, "before_commit", audit_the_commit), pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(asgi.http(app, "GET", "/accounts"))
+    assert logs.fetch("select message from audit_entries") == [("committed",)]
+    assert logged(caplog, logging.WARNING) == [  # the read's bind committed too, in bind order
+        "the task was cancelled while its response was starting, after its transaction committed: 'default', 'logs'"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_listener_s_write_in_a_request_that_only_read_commits_whole_when_cancelled_mid_commit(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listener writes on both binds; the request is cancelled as the first bind commits. The shield
+    keeps the settle going, so both binds commit, and the WARNING says so."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [count_accounts])
+    caplog.set_level(logging.WARNING, logger="plugin")
+    armed = [True]
+
+    def write_on_both(session: Session) -> None:
+        session.add_all([Account(name="listener"), AuditEntry(id=7, message="committed")])
+
+    def cancel_at_the_first_commit(connection: Connection) -> None:
+        if armed and connection.engine.url.database == db.url().database:
+            armed.clear()
+            request.cancel()
+
+    async with serving(app):
+        with (
+            listening(Session, "before_commit", write_on_both),
+            listening(Engine, "commit", cancel_at_the_first_commit),
+        ):
+            request = asyncio.create_task(asgi.http(app, "GET", "/accounts"))
+            with pytest.raises(asyncio.CancelledError):
+                await request
+    assert db.fetch("select name from accounts") == [("listener",)]
+    assert logs.fetch("select message from audit_entries") == [("committed",)]
+    assert logged(caplog, logging.WARNING) == [
+        "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default', 'logs'"
+    ]
+
+
+ROWS: dict[str, Any] = {}
+
+
+@post("/account-and-audit-in-two-sessions")
+async def add_in_two_sessions(
+    db_session: NamedDependency[AsyncSession], logs_db_session: NamedDependency[AsyncSession]
+) -> None:
+    ROWS["account"], ROWS["audit"] = Account(name="ada"), AuditEntry(id=3, message="account added")
+    db_session.add(ROWS["account"])
+    logs_db_session.add(ROWS["audit"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_change_to_a_session_still_committing_is_an_error_not_lost(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One session's after_commit listener changes a row of the request's other session, which has flushed
+    and not yet committed: that change would be dropped, so the commit fails, saying what did commit."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_in_two_sessions])
+    caplog.set_level(logging.ERROR, logger="plugin")
+
+    def change_the_other(session: Session) -> None:
+        for row in ROWS.values():
+            other = object_session(row)
+            if other is not None and other is not session and other.get_transaction() is not None:
+                row.name = "changed"
+                row.message = "changed"
+
+    try:
+        async with serving(app):
+            with listening(Session, "after_commit", change_the_other):
+                status = (await asgi.http(app, "POST", "/account-and-audit-in-two-sessions")).status
+    finally:
+        ROWS.clear()
+    assert status == 500
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == [("account added",)]
+    [message] = logged(caplog)
+    assert message.startswith("commit (after every bind committed) failed: LifecycleError: a session's objects were")
+    assert message.endswith("; committed: 'default', 'logs'; rolled back: (none)")
