@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, object_session
 
-from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
 from tests.databases import KINDS
 from tests.plugin import asgi
 from tests.plugin.helpers import cancelled_while_giving_way
@@ -785,3 +785,33 @@ async def test_a_change_to_a_session_still_committing_is_an_error_not_lost(
     [message] = logged(caplog)
     assert message.startswith("commit (after every bind committed) failed: LifecycleError: a session's objects were")
     assert message.endswith("; committed: 'default', 'logs'; rolled back: (none)")
+
+
+@post("/account-sync", sync_to_thread=True)
+def add_account_sync(db_session: NamedDependency[Session]) -> None:
+    db_session.add(Account(name="ada"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_sync_app_s_listener_row_on_another_bind_is_rolled_back_when_the_first_bind_fails(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same rule in a sync config, whose settle runs in a worker thread."""
+    db, logs = new_db(kind), new_db(kind)
+    config = SQLAlchemySyncConfig(
+        binds={"default": db.url(sync=True), "logs": logs.url(sync=True)},
+        base=(ModelsBase, logs_metadata),
+        create_all=True,
+    )
+    app = Litestar(route_handlers=[add_account_sync], plugins=[SQLAlchemyPlugin(config=config)], logging_config=None)
+    caplog.set_level(logging.ERROR, logger="plugin")
+    async with app.lifespan():
+        with listening(Session, "before_commit", audit_the_commit), refusing_commits(on(db)):
+            assert (await asgi.http(app, "POST", "/account-sync")).status == 500
+        assert (await asgi.http(app, "POST", "/account-sync")).status == 201  # without either: as usual
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == []
+    assert logged(caplog) == [
+        "commit failed on bind 'default': RuntimeError: COMMIT refused; committed: (none); "
+        "rolled back: 'default', 'logs'"
+    ]
