@@ -15,9 +15,10 @@
 - Committing in bind order also means running first what ``Session.commit()`` runs before its COMMITs (its
   ``before_commit`` event, and flushing what the event's listeners changed): rows a listener adds are part
   of the unit of work, and may need a connection of another bind. :func:`prepare_commit` does what
-  ``SessionTransaction._prepare_impl()`` does but PREPARE (``Session._is_clean()``, ``dispatch``) and sets
-  ``SessionTransaction._state`` to ``PREPARED``, so the session's own ``commit()`` goes straight to its
-  COMMITs and the listeners run once.
+  ``SessionTransaction._prepare_impl()`` does but PREPARE (``Session._is_clean()``, ``dispatch``), under
+  ``_StateChange.declare_states`` (the guard that refuses a listener's ``commit()``/``rollback()``/``close()``),
+  and sets ``SessionTransaction._state`` to ``PREPARED``, so the session's own ``commit()`` goes straight to
+  its COMMITs and the listeners run once.
 - ``_mapper_registries``: every registry of the process, for ``base=None`` (no public listing exists).
 - ``Session._flushing``: whether a flush is running. Read replica routing sends everything a flush does
   to the primary (SQLAlchemy's own "custom vertical partitioning" recipe reads the same attribute).
@@ -40,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import FlushError
 from sqlalchemy.orm.mapper import _mapper_registries
-from sqlalchemy.orm.session import SessionTransactionState
+from sqlalchemy.orm.session import SessionTransaction, SessionTransactionState
+from sqlalchemy.orm.state_changes import _StateChange
 from sqlalchemy.sql.base import Executable
 
 if TYPE_CHECKING:
@@ -89,7 +91,7 @@ def own_transaction(session: Session, connection: Connection) -> RootTransaction
     return root if should_commit and own.is_active and own is root else None
 
 
-def prepare_commit(session: Session) -> bool:
+def prepare_commit(session: Session) -> None:
     """Do now what ``session.commit()`` does before its COMMITs, but PREPARE: run its ``before_commit``
     listeners, release the savepoints they leave, flush what they changed, and mark the transaction
     ``PREPARED``, so that its ``commit()`` only commits (and runs the ``after_commit`` listeners). A two-phase
@@ -97,11 +99,17 @@ def prepare_commit(session: Session) -> bool:
     need are begun as two-phase ones (``SessionTransaction._prepare_impl()`` would PREPARE them all, in no
     fixed order). Nothing is done for a transaction that is not active (already prepared, or failed).
 
-    Returns ``False`` when a listener ended the transaction itself (``rollback()``, ``close()``: inside
-    ``commit()`` SQLAlchemy refuses both), so that there is nothing left to commit."""
+    It runs under SQLAlchemy's own state-change guard, as ``_prepare_impl()`` does inside ``commit()``: a
+    listener's ``session.commit()``, ``rollback()`` or ``close()`` raises ``IllegalStateChangeError``."""
     transaction = session.get_transaction()
-    if transaction is None or transaction._state is not SessionTransactionState.ACTIVE:
-        return True
+    if transaction is not None and transaction._state is SessionTransactionState.ACTIVE:
+        before_commit(transaction)
+
+
+@_StateChange.declare_states((SessionTransactionState.ACTIVE,), SessionTransactionState.PREPARED)
+def before_commit(transaction: SessionTransaction) -> None:
+    """:func:`prepare_commit`'s work; SQLAlchemy names it in the error a listener's misuse raises."""
+    session = transaction.session
     session.dispatch.before_commit(session)
     while (nested := session.get_nested_transaction()) is not None:
         nested.commit()
@@ -111,10 +119,7 @@ def prepare_commit(session: Session) -> bool:
         session.flush()
     else:
         raise FlushError("over 100 flushes in a row before committing: does an after_flush listener add rows?")
-    if session.get_transaction() is not transaction or transaction._state is not SessionTransactionState.ACTIVE:
-        return False
     transaction._state = SessionTransactionState.PREPARED
-    return True
 
 
 def rolled_back_by_commit(session: Session) -> bool:

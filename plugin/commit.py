@@ -331,21 +331,32 @@ def _prepare_all(active: Sequence[Session]) -> None:
     another bind began that bind's connection inside it, which SQLAlchemy commits in no fixed order and this
     module never saw; and beside other binds, committed first, the rows ran in a transaction of their own.
 
-    Raises :class:`CommitError` when a listener or its flush fails, or a listener ended its session's
-    transaction, after rolling every session back.
+    Raises :class:`CommitError`, after rolling every session back, when a listener or its flush fails, or
+    a listener ended or changed another session of the unit of work once that one was prepared (its
+    changes would not be committed).
     """
-    began = _bound(active) or []  # a listener's rollback() makes the sessions forget their connections
-    for session in active:
-        if not isinstance(session, RoutingSession):  # its commit() is not ordered: it prepares itself
-            continue
-        try:
-            if not prepare_commit(session):
-                raise LifecycleError(ENDED_BY_A_LISTENER)
-        except Exception as exc:
-            ledger = _Ledger(began)
-            for b in _bound(active) or ():
-                ledger.include(b.bind)
-            raise _fail(active, exc, ledger, stage="commit") from exc
+    began = _bound(active) or []  # a session whose transaction a listener ended forgets its connections
+    prepared: list[tuple[Session, object]] = []
+    try:
+        for session in active:
+            if isinstance(session, RoutingSession):  # another session's commit() is not ordered: it prepares itself
+                prepare_commit(session)
+                prepared.append((session, session.get_transaction()))
+        for session, transaction in prepared:
+            if session.get_transaction() is not transaction or has_changes(session):
+                raise LifecycleError(CHANGED_BY_A_LISTENER)
+    except Exception as exc:
+        ledger = _Ledger(began)
+        for b in _bound(active) or ():
+            ledger.include(b.bind)
+        raise _fail(active, exc, ledger, stage="commit") from exc
+
+
+CHANGED_BY_A_LISTENER = (
+    "a before_commit listener ended or changed another session of the unit of work (rollback(), close(), or "
+    "its rows) after that session's rows were flushed for the commit: those changes would not be committed. "
+    "Change a session's rows in the listener it is called for, with the session it is given"
+)
 
 
 class ListenersWrote(Exception):
@@ -365,11 +376,6 @@ CHANGED_WHILE_COMMITTING = (
     "a session's objects were changed while the unit of work committed (by another session's after_commit "
     "listener?), after its rows were flushed: those changes are not committed. Make them in a before_commit "
     "listener, or in a transaction of their own: `async with plugin.transaction() as session:`"
-)
-
-ENDED_BY_A_LISTENER = (
-    "a before_commit listener ended the session's transaction (session.rollback() or close()), so its writes "
-    "are gone and nothing is left to commit: to stop a commit, raise an exception in the listener"
 )
 
 

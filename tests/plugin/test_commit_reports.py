@@ -661,13 +661,14 @@ async def test_a_before_commit_listener_vetoes_a_two_bind_request(
     ]
 
 
-@pytest.mark.parametrize("how", ["rollback", "close"])
+@pytest.mark.parametrize("how", ["rollback", "close", "commit"])
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_before_commit_listener_that_ends_the_transaction_fails_the_commit(
     kind: str, how: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SQLAlchemy refuses rollback() and close() inside commit(); run before it, the listener's rollback must
-    not pass for a commit: the client gets a 500 and the ERROR names the bind whose write was rolled back."""
+    """SQLAlchemy refuses commit(), rollback() and close() inside commit(); the settle runs the listeners
+    before it under the same guard: the client gets a 500, and nothing passes for what it is not (a commit
+    that rolled back, a rollback of rows a listener's commit() wrote)."""
     app, _, db, _ = app_on_two_binds(kind, new_db, [add_account])
     caplog.set_level(logging.ERROR, logger="plugin")
     calls: list[Session] = []
@@ -682,11 +683,12 @@ async def test_a_before_commit_listener_that_ends_the_transaction_fails_the_comm
     assert status == 500
     assert len(calls) == 1
     assert db.fetch("select name from accounts") == []
-    assert logged(caplog) == [
-        "commit failed on bind 'default': LifecycleError: a before_commit listener ended the session's transaction "
-        "(session.rollback() or close()), so its writes are gone and nothing is left to commit: to stop a commit, "
-        "raise an exception in the listener; committed: (none); rolled back: 'default'"
-    ]
+    [message] = logged(caplog)
+    assert message.startswith(
+        f"commit failed on bind 'default': IllegalStateChangeError: Method '{how}()' can't be called here; "
+        "method 'before_commit()' is already in progress"
+    )
+    assert message.endswith("; committed: (none); rolled back: 'default'")
 
 
 @get("/accounts")
@@ -815,3 +817,41 @@ async def test_a_sync_app_s_listener_row_on_another_bind_is_rolled_back_when_the
         "commit failed on bind 'default': RuntimeError: COMMIT refused; committed: (none); "
         "rolled back: 'default', 'logs'"
     ]
+
+
+@pytest.mark.parametrize("act", ["change", "rollback", "close"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_before_commit_listener_touching_a_session_already_prepared_fails_before_any_commit(
+    kind: str, act: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request's two sessions run their listeners in turn; the second one's listener changes a row of the
+    first, or ends its transaction, after the first was flushed for the commit: the change would not be
+    committed, or the first session's rows would be gone, so nothing commits and the ERROR says so."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_in_two_sessions])
+    caplog.set_level(logging.ERROR, logger="plugin")
+    seen: list[Session] = []
+
+    def touch_the_first(session: Session) -> None:
+        for earlier in seen:
+            if act != "change":
+                getattr(earlier, act)()
+            for row in ROWS.values():
+                if object_session(row) is earlier:
+                    row.name = row.message = "changed"
+        seen.append(session)
+
+    try:
+        async with serving(app):
+            with listening(Session, "before_commit", touch_the_first):
+                status = (await asgi.http(app, "POST", "/account-and-audit-in-two-sessions")).status
+    finally:
+        ROWS.clear()
+    assert status == 500
+    assert db.fetch("select name from accounts") == []
+    assert logs.fetch("select message from audit_entries") == []
+    [message] = logged(caplog)
+    assert message.startswith(
+        "commit failed on binds 'default', 'logs': LifecycleError: a before_commit listener ended or changed "
+        "another session of the unit of work"
+    )
+    assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
