@@ -342,7 +342,8 @@ def _prepare_all(active: Sequence[Session]) -> None:
             if isinstance(session, RoutingSession):  # another session's commit() is not ordered: it prepares itself
                 prepare_commit(session)
                 prepared.append((session, session.get_transaction()))
-        for session, transaction in prepared:
+        # A session's own listeners ran before its flush; only another session's can have touched it since.
+        for session, transaction in prepared if len(prepared) > 1 else ():
             if session.get_transaction() is not transaction or has_changes(session):
                 raise LifecycleError(CHANGED_BY_A_LISTENER)
     except Exception as exc:
