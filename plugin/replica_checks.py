@@ -134,6 +134,8 @@ async def _check(key: str, number: int, engine: Any, timeout: float, max_lag: fl
     except Exception as exc:
         return ReplicaCheck(key, number, url, error=_redacted(describe_error(exc), engine.url))
     latency, server, lag, state, error = probe
+    if lag is not None:  # rounded once, as reported: `--json`'s lag_s and the error must not round apart
+        lag = round(lag, 3)
     if error is None and max_lag is not None and lag is None:  # a bound nobody can check is not met
         error = f"lag unknown ({state}), so --max-lag {max_lag:g} s cannot be checked"
     if error is None and max_lag is not None and lag is not None and lag > max_lag:
