@@ -18,7 +18,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
-from plugin.commit import ListenersWrote, Settling, flush_all, only_read, settle
+from plugin.commit import ListenersWrote, Settling, flush_all, only_read, settle, settled_nothing
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
 from plugin.sessions import (
@@ -165,7 +165,9 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
     between two binds' COMMITs or inside one; without writes, what a COMMIT ends is reads. If a
     cancellation does land during the COMMIT, it interrupts it (SQLAlchemy drops the connection) and the
     WARNING says the outcome is unknown, which covers a write hidden where the plugin cannot see it (a
-    ``SELECT`` of a function that writes). Measured: the shield costs a primary-key read about 45,000
+    ``SELECT`` of a function that writes). One that lands before any session began committing (in a
+    ``before_commit`` listener, or the flush of its rows) stops the settle there, and nothing is logged: nothing
+    was committed, and the sessions roll back when closed. Measured: the shield costs a primary-key read about 45,000
     instructions, 3 % of the request (docs/benchmarks.md).
 
     Returns ``None``, having committed nothing, when ``before_commit`` listeners wrote: the caller settles
@@ -178,6 +180,8 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
     except CommitError as exc:
         return list(exc.committed), exc
     except asyncio.CancelledError:
+        if settled_nothing(sessions):
+            raise  # cut short before any COMMIT (a listener's flush): the sessions roll back when closed
         binds = dict.fromkeys(b.bind for s in sessions for b in began_connections(s))
         where = f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}" if binds else "its read replicas"
         logger.warning(

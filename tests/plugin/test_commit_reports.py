@@ -536,7 +536,7 @@ async def test_a_database_error_a_failure_was_raised_from_does_not_name_its_bind
     kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A before_commit listener's own check fails on ``logs`` through a connection of its own, and the listener
-    raises an error of its own from it: the commit failed on the request's bind, not on ``logs``."""
+    raises an error of its own from it: no bind's statement failed, so the ERROR names no bind (not ``logs``)."""
     app, plugin, db, _ = app_on_two_binds(kind, new_db, [add_account])
     caplog.set_level(logging.ERROR, logger="plugin")
 
@@ -553,8 +553,7 @@ async def test_a_database_error_a_failure_was_raised_from_does_not_name_its_bind
     assert status == 500
     assert db.fetch("select name from accounts") == []
     assert logged(caplog) == [
-        "commit failed on bind 'default': ValueError: the audit log is unavailable; committed: (none); "
-        "rolled back: 'default'"
+        "commit failed: ValueError: the audit log is unavailable; committed: (none); rolled back: 'default'"
     ]
 
 
@@ -642,7 +641,8 @@ async def test_a_before_commit_listener_s_failing_row_leaves_a_two_bind_request_
 async def test_a_before_commit_listener_vetoes_a_two_bind_request(
     kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A listener that raises stops the commit before any bind commits (it used to run after both had)."""
+    """A listener that raises stops the commit before any bind commits (it used to run after both had); no bind
+    failed, so none is blamed for it."""
     app, _, db, logs = app_on_two_binds(kind, new_db, [add_account_and_a_second_audit])
     caplog.set_level(logging.ERROR, logger="plugin")
 
@@ -655,10 +655,7 @@ async def test_a_before_commit_listener_vetoes_a_two_bind_request(
     assert status == 500
     assert db.fetch("select name from accounts") == []
     assert logs.fetch("select id from audit_entries") == []
-    assert logged(caplog) == [
-        "commit failed on binds 'default', 'logs': RuntimeError: vetoed; committed: (none); "
-        "rolled back: 'default', 'logs'"
-    ]
+    assert logged(caplog) == ["commit failed: RuntimeError: vetoed; committed: (none); rolled back: 'default', 'logs'"]
 
 
 @pytest.mark.parametrize("how", ["rollback", "close", "commit"])
@@ -685,7 +682,7 @@ async def test_a_before_commit_listener_that_ends_the_transaction_fails_the_comm
     assert db.fetch("select name from accounts") == []
     [message] = logged(caplog)
     assert message.startswith(
-        f"commit failed on bind 'default': IllegalStateChangeError: Method '{how}()' can't be called here; "
+        f"commit failed: IllegalStateChangeError: Method '{how}()' can't be called here; "
         "method 'before_commit()' is already in progress"
     )
     assert message.endswith("; committed: (none); rolled back: 'default'")
@@ -745,6 +742,45 @@ async def test_a_listener_s_write_in_a_request_that_only_read_commits_whole_when
     assert logged(caplog, logging.WARNING) == [
         "the task was cancelled while its transaction was being settled; settled anyway: committed: 'default', 'logs'"
     ]
+
+
+@pytest.mark.parametrize("listener_does", ["write", "read"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_request_that_only_read_cancelled_in_its_listener_commits_nothing_and_says_nothing(
+    kind: str, listener_does: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read commits in the request's own task, so a cancellation reaches it; one that lands in a
+    ``before_commit`` listener (its row's INSERT, or a SELECT of its own) comes before any COMMIT. Nothing is
+    committed, and no WARNING claims an unknown outcome (it used to)."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [count_accounts])
+    caplog.set_level(logging.WARNING, logger="plugin")
+    armed: list[bool] = []
+
+    def listener(session: Session) -> None:
+        armed.append(True)
+        if listener_does == "write":
+            session.add(AuditEntry(id=7, message="committed"))
+        else:
+            session.execute(select(Account.id))
+
+    def cancel_in_the_listener(connection: Connection, *_: object) -> None:
+        if armed:
+            armed.clear()
+            request.cancel()
+
+    async with serving(app):
+        with (
+            listening(Session, "before_commit", listener),
+            listening(Engine, "before_cursor_execute", cancel_in_the_listener),
+        ):
+            request = asyncio.create_task(asgi.http(app, "GET", "/accounts"))
+            with pytest.raises(asyncio.CancelledError):
+                await request
+        assert (await asgi.http(app, "GET", "/accounts")).status == 200  # the pools are sound
+    assert not armed  # the cancellation did land in the listener
+    assert logs.fetch("select message from audit_entries") == []
+    assert db.fetch("select name from accounts") == []
+    assert logged(caplog, logging.WARNING) == []
 
 
 ROWS: dict[str, Any] = {}
@@ -851,7 +887,40 @@ async def test_a_before_commit_listener_touching_a_session_already_prepared_fail
     assert logs.fetch("select message from audit_entries") == []
     [message] = logged(caplog)
     assert message.startswith(
-        "commit failed on binds 'default', 'logs': LifecycleError: a before_commit listener ended or changed "
-        "another session of the unit of work"
+        "commit failed: LifecycleError: a before_commit listener ended or changed another session of the unit of work"
     )
     assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_after_commit_listener_setting_a_value_it_already_has_changes_nothing(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``after_commit`` listener of the first session sets a row of the second, not yet committed, to the
+    value it has: SQLAlchemy marks the row modified, but a flush would write nothing, so nothing is lost and
+    the request succeeds."""
+    app, _, db, logs = app_on_two_binds(kind, new_db, [add_in_two_sessions])
+    caplog.set_level(logging.ERROR, logger="plugin")
+    touched: list[object] = []
+
+    def set_the_same(session: Session) -> None:
+        for row in ROWS.values():
+            other = object_session(row)
+            if other is not None and other is not session and other.get_transaction() is not None:
+                if isinstance(row, Account):
+                    row.name = row.name
+                else:
+                    row.message = row.message
+                touched.append(row)
+
+    try:
+        async with serving(app):
+            with listening(Session, "after_commit", set_the_same):
+                status = (await asgi.http(app, "POST", "/account-and-audit-in-two-sessions")).status
+    finally:
+        ROWS.clear()
+    assert touched  # the listener did set the other session's row
+    assert status == 201
+    assert db.fetch("select name from accounts") == [("ada",)]
+    assert logs.fetch("select message from audit_entries") == [("account added",)]
+    assert logged(caplog) == []
