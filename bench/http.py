@@ -4,6 +4,7 @@ Run (needs ``.[bench]``, wrk on the PATH: ``apt-get install wrk``, and PostgreSQ
 ``BENCH_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``)::
 
     .venv-bench/bin/python -m bench.http    # --servers uvicorn,granian --concurrency 1,16,64 --rounds 3
+    .venv-bench/bin/python -m bench.http --servers uvicorn --routes "primary-key read,insert" --concurrency 16
 
 ``bench/http_app.py`` runs under a real ASGI server (uvicorn, then granian) on 127.0.0.1, on two fresh
 PostgreSQL databases (created here, dropped at the end), in three variants side by side: this plugin,
@@ -187,7 +188,7 @@ Results = dict[tuple[str, int], dict[str, list[Run]]]
 
 def measure(server: str, urls: dict[str, str], args: argparse.Namespace) -> Results:
     """Every cell, ``args.rounds`` times, each round on new server processes (see :func:`_round`)."""
-    results: Results = {(route, c): {v: [] for v in VARIANTS} for route in ROUTES for c in args.concurrency}
+    results: Results = {(route, c): {v: [] for v in VARIANTS} for route in args.routes for c in args.concurrency}
     for round_number in range(1, args.rounds + 1):
         _round(server, urls, args, round_number, results)
         print(f"  {server}: round {round_number}/{args.rounds} done", file=sys.stderr)
@@ -211,7 +212,7 @@ def _round(server: str, urls: dict[str, str], args: argparse.Namespace, round_nu
             servers.append(Server(server, variant, urls, args.server_cpus))
         for each in servers:
             each.ready()
-        for route in ROUTES:
+        for route in args.routes:
             for each in servers:
                 load(each.port, route, max(args.concurrency), args)
         for cell_number, cell in enumerate(results):
@@ -309,17 +310,27 @@ def describe(args: argparse.Namespace) -> str:
         f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, litestar {version('litestar')}, "
         f"sqlalchemy {version('sqlalchemy')}, advanced-alchemy {version('advanced-alchemy')}, {servers}, {wrk}\n"
         f"placement: {placement}; load average {os.getloadavg()[0]:.2f} at start\n"
-        f"{args.rounds} rounds (each on new, warmed-up server processes) x {len(ROUTES)} routes x "
+        f"{args.rounds} rounds (each on new, warmed-up server processes) x {len(args.routes)} routes x "
         f"concurrency {args.concurrency} x "
         f"{len(VARIANTS)} variants (the control included); "
         f"each run {args.duration} s or {args.max_requests:,} responses"
     )
 
 
+def _routes(names: str) -> list[str]:
+    routes = [name.strip() for name in names.split(",")]
+    if unknown := [name for name in routes if name not in ROUTES]:
+        raise argparse.ArgumentTypeError(f"unknown route {unknown[0]!r}; use some of: {', '.join(ROUTES)}")
+    return routes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default="uvicorn,granian", type=lambda s: s.split(","))
     parser.add_argument("--concurrency", default="1,16,64", type=lambda s: [int(c) for c in s.split(",")])
+    parser.add_argument(
+        "--routes", default=",".join(ROUTES), type=_routes, help=f"a comma-separated subset of: {', '.join(ROUTES)}"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds, each on new server processes")
     parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     parser.add_argument("--max-requests", type=int, default=50_000, help="responses per wrk run, at most")
