@@ -11,7 +11,7 @@
   ``SessionTransaction._connections`` holds: a joined connection's transaction is not the session's).
   :func:`rolled_back_by_commit` reads ``SessionTransaction._state`` to tell a ``commit()`` that failed
   after its COMMITs from one that rolled back before them (both leave the connections without a
-  transaction). :func:`unprepared` reads it to tell a settle cut short before any session began committing.
+  transaction).
 - Committing in bind order also means running first what ``Session.commit()`` runs before its COMMITs (its
   ``before_commit`` event, and flushing what the event's listeners changed): rows a listener adds are part
   of the unit of work, and may need a connection of another bind. :func:`prepare_commit` does what
@@ -120,13 +120,6 @@ def before_commit(transaction: SessionTransaction) -> None:
     else:
         raise FlushError("over 100 flushes in a row before committing: does an after_flush listener add rows?")
     transaction._state = SessionTransactionState.PREPARED
-
-
-def unprepared(session: Session) -> bool:
-    """Whether ``session`` is in a transaction :func:`prepare_commit` has not finished (still ``ACTIVE``): its
-    ``commit()`` has not begun committing (a settle prepares every session before any commits)."""
-    transaction = session.get_transaction()
-    return transaction is not None and transaction._state is SessionTransactionState.ACTIVE
 
 
 def rolled_back_by_commit(session: Session) -> bool:

@@ -36,7 +36,6 @@ from plugin._sqlalchemy import (
     prepare_commit,
     replace_finished_transaction,
     rolled_back_by_commit,
-    unprepared,
 )
 from plugin.exceptions import (
     CommitConflictError,
@@ -55,7 +54,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
-__all__ = ("Gate", "ListenersWrote", "Settling", "flush_all", "only_read", "settle", "settled_nothing")
+__all__ = ("Gate", "ListenersWrote", "Settling", "flush_all", "only_read", "settle")
 
 logger = logging.getLogger("plugin.transactions")
 
@@ -345,7 +344,7 @@ def _prepare_all(active: Sequence[Session]) -> None:
                 prepared.append((session, session.get_transaction()))
         # A session's own listeners ran before its flush; only another session's can have touched it since.
         for session, transaction in prepared if len(prepared) > 1 else ():
-            if session.get_transaction() is not transaction or _changed(session):
+            if session.get_transaction() is not transaction or has_changes(session):
                 raise LifecycleError(CHANGED_BY_A_LISTENER)
     except Exception as exc:
         ledger = _Ledger(began)
@@ -366,28 +365,6 @@ CHANGED_BY_A_LISTENER = (
 class ListenersWrote(Exception):
     """Raised by ``settle(read_only=True)``: ``before_commit`` listeners wrote (their rows are flushed,
     nothing is committed), so the unit of work is no longer one that only read."""
-
-
-def _changed(session: Session) -> bool:
-    """Whether a flush of ``session`` would write something. Asked only where :func:`has_changes` said yes:
-    that is also true of an attribute set to the value it had, which a flush leaves alone."""
-    if not has_changes(session):
-        return False
-    if session.new or session.deleted:
-        return True
-    return any(session.is_modified(instance) for instance in session.dirty)
-
-
-def settled_nothing(sessions: Sequence[Session]) -> bool:
-    """Whether a ``settle(read_only=True)`` of ``sessions``, cut short (a cancellation), certainly committed
-    nothing: a listener wrote (it stops before committing a write: :class:`ListenersWrote`), or a session was
-    not prepared yet (every session prepares before any commits)."""
-    if not only_read(sessions):
-        return True
-    for session in sessions:  # noqa: SIM110 - the same loop as only_read()
-        if isinstance(session, RoutingSession) and unprepared(session):
-            return True
-    return False
 
 
 def only_read(sessions: Sequence[Session]) -> bool:
@@ -479,7 +456,7 @@ def _commit_sessions(active: Sequence[Session], ledger: _Ledger, *, one_phase: b
     so the ledger counts them as each session's commit succeeds, or loses them when its connection died.
     """
     for session in active:
-        if isinstance(session, RoutingSession) and _changed(session):
+        if isinstance(session, RoutingSession) and has_changes(session):
             raise LifecycleError(CHANGED_WHILE_COMMITTING)
         _commit_outside(session, ledger)
         began = began_connections(session) if count_binds else []

@@ -18,7 +18,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
-from plugin.commit import ListenersWrote, Settling, flush_all, only_read, settle, settled_nothing
+from plugin.commit import ListenersWrote, Settling, flush_all, only_read, settle
 from plugin.exceptions import CommitError, quote_keys
 from plugin.policy import SUCCESS_STATUS, TransactionPolicy
 from plugin.sessions import (
@@ -173,15 +173,16 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
     Returns ``None``, having committed nothing, when ``before_commit`` listeners wrote: the caller settles
     the unit of work as a write, shielded.
     """
+    settling = Settling(interruptible=True)  # nothing abandons it here: it tells whether committing began
     try:
-        return await greenlet_spawn(settle, sessions, True, read_only=True), None
+        return await greenlet_spawn(settle, sessions, True, settling, read_only=True), None
     except ListenersWrote:
         return None
     except CommitError as exc:
         return list(exc.committed), exc
     except asyncio.CancelledError:
-        if settled_nothing(sessions):
-            raise  # cut short before any COMMIT (a listener's flush): the sessions roll back when closed
+        if not settling.committing:
+            raise  # cut short before its first COMMIT (in a listener): the sessions roll back when closed
         binds = dict.fromkeys(b.bind for s in sessions for b in began_connections(s))
         where = f"bind{'s' if len(binds) != 1 else ''} {quote_keys(binds)}" if binds else "its read replicas"
         logger.warning(

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, String, event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, object_session
+from sqlalchemy.orm.attributes import flag_dirty
 
 from plugin import BindConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin, SQLAlchemySyncConfig
 from tests.databases import KINDS
@@ -892,22 +893,35 @@ async def test_a_before_commit_listener_touching_a_session_already_prepared_fail
     assert message.endswith("; committed: (none); rolled back: 'default', 'logs'")
 
 
+def stamp(_mapper: Any, _connection: Any, target: Any) -> None:
+    """A ``before_update`` listener (an ``updated_at`` stamp, say): SQLAlchemy calls it for every dirty row a
+    flush sees, whether a column's value changed or not."""
+    if isinstance(target, Account):
+        target.name = "stamped"
+    else:
+        target.message = "stamped"
+
+
+@pytest.mark.parametrize("how", ["same value", "flag_dirty"])
 @pytest.mark.parametrize("kind", KINDS)
-async def test_an_after_commit_listener_setting_a_value_it_already_has_changes_nothing(
-    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+async def test_an_after_commit_listener_marking_an_uncommitted_row_dirty_fails_the_request_even_with_no_new_value(
+    kind: str, how: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An ``after_commit`` listener of the first session sets a row of the second, not yet committed, to the
-    value it has: SQLAlchemy marks the row modified, but a flush would write nothing, so nothing is lost and
-    the request succeeds."""
+    """An ``after_commit`` listener of the first session sets a row of the second, not committed yet, to the
+    value it has, or flags it dirty: no column's value changed, but a flush of that row would run its
+    ``before_update`` listener, which writes. The row is no longer flushed, so the request fails, saying what
+    committed, rather than dropping that write behind a 201."""
     app, _, db, logs = app_on_two_binds(kind, new_db, [add_in_two_sessions])
     caplog.set_level(logging.ERROR, logger="plugin")
     touched: list[object] = []
 
-    def set_the_same(session: Session) -> None:
+    def touch_the_other(session: Session) -> None:
         for row in ROWS.values():
             other = object_session(row)
             if other is not None and other is not session and other.get_transaction() is not None:
-                if isinstance(row, Account):
+                if how == "flag_dirty":
+                    flag_dirty(row)
+                elif isinstance(row, Account):
                     row.name = row.name
                 else:
                     row.message = row.message
@@ -915,12 +929,61 @@ async def test_an_after_commit_listener_setting_a_value_it_already_has_changes_n
 
     try:
         async with serving(app):
-            with listening(Session, "after_commit", set_the_same):
+            with (
+                listening(Session, "after_commit", touch_the_other),
+                listening(Account, "before_update", stamp),
+                listening(AuditEntry, "before_update", stamp),
+            ):
                 status = (await asgi.http(app, "POST", "/account-and-audit-in-two-sessions")).status
     finally:
         ROWS.clear()
-    assert touched  # the listener did set the other session's row
-    assert status == 201
+    assert touched
+    assert status == 500
     assert db.fetch("select name from accounts") == [("ada",)]
     assert logs.fetch("select message from audit_entries") == [("account added",)]
-    assert logged(caplog) == []
+    [message] = logged(caplog)
+    assert message.startswith("commit (after every bind committed) failed: LifecycleError: a session's objects were")
+    assert message.endswith("; committed: 'default', 'logs'; rolled back: (none)")
+
+
+@get("/read-both")
+async def read_both(db_session: NamedDependency[AsyncSession], logs_db_session: NamedDependency[AsyncSession]) -> int:
+    await db_session.scalars(select(Account))
+    await logs_db_session.scalars(select(AuditEntry))
+    return 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_read_cancelled_in_its_second_session_s_commit_says_the_outcome_is_unknown(
+    kind: str, new_db: Callable[[str], Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two sessions read on replicas only, so each commits in its own ``commit()``: the first commits, and the
+    second's COMMIT is cancelled. A COMMIT began, so the WARNING says the outcome is unknown (the settle
+    records that it began committing, rather than guessing it afterwards from the sessions' state)."""
+    db, logs = new_db(kind), new_db(kind)
+    binds = {
+        "default": BindConfig(url=db.url(), replicas=[db.url()]),
+        "logs": BindConfig(url=logs.url(), replicas=[logs.url()]),
+    }
+    plugin = SQLAlchemyPlugin(
+        config=SQLAlchemyAsyncConfig(binds=binds, base=(ModelsBase, logs_metadata), create_all=True)
+    )
+    app = Litestar(route_handlers=[read_both], plugins=[plugin], logging_config=None)
+    caplog.set_level(logging.WARNING, logger="plugin")
+    commits: list[str | None] = []
+
+    def cancel_the_second_commit(connection: Connection) -> None:
+        commits.append(connection.engine.url.database)
+        if len(commits) == 2:
+            request.cancel()
+
+    async with serving(app):
+        with listening(Engine, "commit", cancel_the_second_commit):
+            request = asyncio.create_task(asgi.http(app, "GET", "/read-both"))
+            with pytest.raises(asyncio.CancelledError):
+                await request
+    assert commits == [db.url().database, logs.url().database]  # the cancellation landed in the second COMMIT
+    assert logged(caplog, logging.WARNING) == [
+        "the task was cancelled while committing a unit of work that only read; the outcome is unknown on its "
+        "read replicas"
+    ]

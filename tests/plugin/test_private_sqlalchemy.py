@@ -26,7 +26,6 @@ from plugin._sqlalchemy import (
     replace_finished_transaction,
     rolled_back_by_commit,
     structure_key,
-    unprepared,
 )
 
 
@@ -114,18 +113,6 @@ def test_prepare_commit_runs_before_commit_once_and_leaves_commit_only_committin
         assert calls == ["before_commit", "before_commit", "after_commit", "after_commit"]
     with engine.connect() as connection:
         assert connection.execute(text("select x from t order by x")).scalars().all() == [1, 2]
-
-
-def test_unprepared_is_true_only_of_an_active_transaction_not_yet_prepared() -> None:
-    engine = create_engine("sqlite://")
-    with Session(engine) as session:
-        assert unprepared(session) is False  # no transaction
-        session.execute(text("select 1"))
-        assert unprepared(session) is True
-        prepare_commit(session)
-        assert unprepared(session) is False
-        session.commit()
-        assert unprepared(session) is False
 
 
 class PrivateBase(DeclarativeBase):
