@@ -114,7 +114,7 @@ class RequestSessions:
     async def _settle_then_send(self, message: HTTPResponseStartEvent) -> None:
         commit = not self.raised and self.policy.should_commit(message["status"])
         yielding = commit and settles_on_the_loop(self.sessions)  # asked now: the settle ends the transactions
-        committed, error = await settle_all(self.sessions, commit)
+        committed, error = await settle_all(self.sessions, commit, alone=self.in_flight.requests < 2)
         if error is not None:
             self.replaced = True
             keep_out_of_response_cache(self.scope)  # the dropped response must not be served to the next client

@@ -220,15 +220,20 @@ async def _flush_first(async_sessions: list[Session], sync_sessions: list[Sessio
     return None
 
 
-async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -> tuple[list[str], CommitError | None]:
+async def settle_all(
+    sessions: Sequence[AsyncSession | Session], commit: bool, *, alone: bool = False
+) -> tuple[list[str], CommitError | None]:
     """:func:`settle` a unit of work's used sessions from async code; returns the binds where a write
     committed (none for a unit of work that only read) and the error, if any.
 
     A commit first flushes every session from the calling task (async sessions in one of SQLAlchemy's
     greenlets, sync sessions in a worker thread); then the sessions are settled (committed, or rolled back)
-    in a task of their own, async ones together in a greenlet, sync ones in a worker thread. A
-    cancellation of the calling task that arrives while the sessions flush stops the settle (nothing is
-    committed; the sessions roll back when closed) and is re-raised.
+    in a task of their own, async ones together in a greenlet, sync ones in a worker thread. ``alone`` (a
+    request with no other in flight) leaves the async sessions' flush to the settle's own greenlet, where a
+    cancellation stops it just the same: the flush in the calling task is for the pools when requests queue
+    for connections, and alone it costs an insert a second greenlet, about 24,000 instructions of 1.86
+    million (docs/benchmarks.md). A cancellation of the calling task that arrives while the sessions flush
+    stops the settle (nothing is committed; the sessions roll back when closed) and is re-raised.
     One that arrives once committing began lets it run to its end: then what was committed is logged at
     WARNING (nobody is left to receive a response), and the cancellation is re-raised. Every session is
     marked settled: a later flush through it raises :class:`~plugin.exceptions.LifecycleError`.
@@ -249,7 +254,7 @@ async def settle_all(sessions: Sequence[AsyncSession | Session], commit: bool) -
             if settled is not None:
                 return [], settled[1]  # no write was committed (what the caller warns about when the response is lost)
             # before_commit listeners wrote: their rows are flushed, and the unit of work is settled as a write
-        if commit and (error := await _flush_first(async_sessions, sync_sessions)) is not None:
+        if commit and (error := await _flush_first([] if alone else async_sessions, sync_sessions)) is not None:
             return [], error
         # A rollback is never stopped; a commit is, until it begins committing.
         settling = Settling(interruptible=not sync_sessions) if commit else None

@@ -256,31 +256,39 @@ async def test_a_request_waiting_for_the_connection_gets_it_before_the_response_
                 asgi.http(app, method, path.format("bob"), on_send=timeline.on_send("second")),
             )
     assert (first.status, second.status) == ((200, 200) if method == "GET" else (201, 201))
-    # One connection: the second request waited for it, and took it before the first one's response started.
-    assert timeline.names() == [
+    # One connection: the request that took it first gave it to the other, waiting, before its own response
+    # started. (Which one takes it first is the scheduler's: the first request is alone in flight when it
+    # settles, so it flushes in the settle's task, a turn later than the second flushes in its own.)
+    events = timeline.names()
+    started = [what for what in events if what.endswith(" starts its response")]
+    assert sorted(started) == ["first starts its response", "second starts its response"]
+    assert [what if what in ("checkout", "checkin") else "starts" for what in events] == [
         "checkout",
         "checkin",
         "checkout",
-        "first starts its response",
+        "starts",
         "checkin",
-        "second starts its response",
+        "starts",
     ]
     # A read commits in the request's task, a write in a task of its own (the shield), which wakes the
     # request one turn later; then it gives way GIVE_WAY_TURNS turns. A count may be one off either way:
     # within a turn, the counting task runs before or after an event.
-    turns = timeline.turns_between("checkin", "first starts its response")
+    turns = timeline.turns_between("checkin", started[0])
     expected = GIVE_WAY_TURNS + (1 if request_kind == "write" else 0)
     assert expected - 1 <= turns <= expected + 1
     if request_kind == "write":
         assert sorted(db.fetch("select name from accounts")) == [("ada",), ("bob",)]
 
 
+@pytest.mark.parametrize("others", ["another request in flight", "alone"])
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_write_flushes_in_the_requests_task_and_commits_in_a_task_of_its_own(
-    kind: str, new_db: Callable[[str], Database]
+async def test_a_write_flushes_in_the_requests_task_while_others_are_in_flight_and_commits_in_a_task_of_its_own(
+    kind: str, others: str, new_db: Callable[[str], Database]
 ) -> None:
-    # The flush takes its connection from the pool right away, as a hand-written `await session.commit()`
-    # does; only the COMMIT, which a cancellation must not cut short, runs behind the shield.
+    # While other requests are in flight, the flush takes its connection from the pool right away, as a
+    # hand-written `await session.commit()` does; only the COMMIT, which a cancellation must not cut short,
+    # runs behind the shield. A request alone in flight has no one to queue behind: it flushes and commits
+    # in the settle's task (one greenlet instead of two).
     app, db = app_with_pool(kind, new_db)
     seen: dict[str, asyncio.Task[Any] | None] = {}
     requests: list[asyncio.Task[Any]] = []
@@ -292,7 +300,9 @@ async def test_a_write_flushes_in_the_requests_task_and_commits_in_a_task_of_its
         return noted
 
     listeners = [(Pool, "checkout", note("checkout")), (Engine, "commit", note("commit"))]
-    async with app.lifespan():
+    async with app.lifespan(), contextlib.AsyncExitStack() as stack:
+        if others != "alone":
+            await stack.enter_async_context(another_request_in_flight(app))  # reads nothing from the pool
         for target, name, listener in listeners:
             event.listen(target, name, listener)
         try:
@@ -303,9 +313,12 @@ async def test_a_write_flushes_in_the_requests_task_and_commits_in_a_task_of_its
                 event.remove(target, name, listener)
     assert exchange.status == 201
     assert db.fetch("select name from accounts") == [("ada",)]
-    assert seen["checkout"] is requests[0]
     assert seen["commit"] is not None
     assert seen["commit"] is not requests[0]
+    if others == "alone":
+        assert seen["checkout"] is seen["commit"]
+    else:
+        assert seen["checkout"] is requests[0]
 
 
 async def test_a_write_the_handler_committed_does_not_give_way(new_db: Callable[[str], Database]) -> None:
