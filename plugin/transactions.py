@@ -165,10 +165,10 @@ async def _settle_read_only(sessions: list[Session]) -> tuple[list[str], CommitE
     between two binds' COMMITs or inside one; without writes, what a COMMIT ends is reads. If a
     cancellation does land during the COMMIT, it interrupts it (SQLAlchemy drops the connection) and the
     WARNING says the outcome is unknown, which covers a write hidden where the plugin cannot see it (a
-    ``SELECT`` of a function that writes). One that lands before any session began committing (in a
-    ``before_commit`` listener, or the flush of its rows) stops the settle there, and nothing is logged: nothing
-    was committed, and the sessions roll back when closed. Measured: the shield costs a primary-key read about 45,000
-    instructions, 3 % of the request (docs/benchmarks.md).
+    ``SELECT`` of a function that writes). One that lands before the settle began committing (in a
+    ``before_commit`` listener, or the flush of its rows) stops it there, and nothing is logged: nothing was
+    committed, and the sessions roll back when closed. Measured: the shield costs a primary-key read about
+    45,000 instructions, 3 % of the request (docs/benchmarks.md).
 
     Returns ``None``, having committed nothing, when ``before_commit`` listeners wrote: the caller settles
     the unit of work as a write, shielded.
@@ -232,8 +232,10 @@ async def settle_all(
     request with no other in flight) leaves the async sessions' flush to the settle's own greenlet, where a
     cancellation stops it just the same: the flush in the calling task is for the pools when requests queue
     for connections, and alone it costs an insert a second greenlet, about 24,000 instructions of 1.86
-    million (docs/benchmarks.md). A cancellation of the calling task that arrives while the sessions flush
-    stops the settle (nothing is committed; the sessions roll back when closed) and is re-raised.
+    million (docs/benchmarks.md). Its limit: the flush then runs a turn later, and a request arriving in that
+    turn can take a pool's last idle connection first. A cancellation of the calling task that arrives while
+    the sessions flush stops the settle (nothing is committed; the sessions roll back when closed) and is
+    re-raised.
     One that arrives once committing began lets it run to its end: then what was committed is logged at
     WARNING (nobody is left to receive a response), and the cancellation is re-raised. Every session is
     marked settled: a later flush through it raises :class:`~plugin.exceptions.LifecycleError`.
