@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from plugin.sessions import is_started, mark_settled
 from plugin.transactions import SUCCESS_STATUS, close_all, close_idle, settle_all, settles_on_the_loop
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
 
     from litestar import Request, Response
     from litestar.types import ASGIApp, ExceptionHandlersMap, HTTPResponseStartEvent, Message, Receive, Scope, Send
@@ -178,8 +179,15 @@ async def give_way(in_flight: InFlight) -> None:
     request with one does not give way either.
     """
     if in_flight.requests > 1:
-        for _ in range(GIVE_WAY_TURNS):
-            await asyncio.sleep(0)
+        await _turns(GIVE_WAY_TURNS)
+
+
+@types.coroutine
+def _turns(n: int) -> Generator[None, None, None]:
+    """``n`` turns of the event loop: a bare ``yield`` is what ``asyncio.sleep(0)`` does, here ``n`` of them in
+    one frame (about 45 bytecodes a request less than three ``sleep(0)`` calls; ``bench.opcodes``)."""
+    for _ in range(n):
+        yield
 
 
 class ResponseReplaced(Exception):
