@@ -45,8 +45,9 @@ def _where(filename: str) -> str:
     return f"stdlib {filename[len(library) + 1 :]}" if filename.startswith(library) else filename
 
 
-def count(variant: str, handler: str, url: str, requests: int) -> Counter[tuple[str, str]]:
-    """Bytecodes executed per (module group, function) while ``requests`` requests are served."""
+def count(variant: str, handler: str, url: str, requests: int, concurrency: int) -> Counter[tuple[str, str]]:
+    """Bytecodes executed per (module group, function) while ``requests`` requests are served, ``concurrency``
+    at a time."""
     counts: Counter[tuple[str, str]] = Counter()
 
     def tracer(frame: FrameType, _event: str, _arg: Any) -> Any:
@@ -66,10 +67,10 @@ def count(variant: str, handler: str, url: str, requests: int) -> Counter[tuple[
         method, path = HANDLERS[handler]
         app = build_app(variant, url)
         async with app.lifespan():
-            await drive(app, method, path, 50)
+            await drive(app, method, path, 50 * concurrency, concurrency=concurrency)
             sys.settrace(tracer)
             try:
-                await drive(app, method, path, requests)
+                await drive(app, method, path, requests, concurrency=concurrency)
             finally:
                 sys.settrace(None)
 
@@ -77,8 +78,8 @@ def count(variant: str, handler: str, url: str, requests: int) -> Counter[tuple[
     return counts
 
 
-def report(handler: str, url: str, requests: int, top: int) -> list[str]:
-    counts = {variant: count(variant, handler, url, requests) for variant in VARIANTS}
+def report(handler: str, url: str, requests: int, top: int, concurrency: int) -> list[str]:
+    counts = {variant: count(variant, handler, url, requests, concurrency) for variant in VARIANTS}
     totals = {variant: sum(c.values()) / requests for variant, c in counts.items()}
     modules: dict[str, Counter[str]] = {variant: Counter() for variant in VARIANTS}
     for variant, found in counts.items():
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--handlers", default="b,c", help="comma-separated: b (primary-key read), c (insert)")
     parser.add_argument("--requests", type=int, default=200, help="counted requests per app and handler")
     parser.add_argument("--top", type=int, default=25, help="rows of each list")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="requests in flight at once (the pool: 5 + 10 connections)"
+    )
     args = parser.parse_args()
     handlers = args.handlers.split(",")
     if unknown := [h for h in handlers if h not in ("b", "c")]:
@@ -124,9 +128,12 @@ def main() -> None:
     url, drop = database
     try:
         asyncio.run(prepare(url))
-        print(f"python {sys.version.split()[0]}; {args.requests} requests per app and handler after 50 uncounted\n")
+        print(
+            f"python {sys.version.split()[0]}; {args.requests} requests per app and handler, {args.concurrency} "
+            f"at a time, after {50 * args.concurrency} uncounted\n"
+        )
         for handler in handlers:
-            print("\n".join(report(handler, url, args.requests, args.top)))
+            print("\n".join(report(handler, url, args.requests, args.top, args.concurrency)))
     finally:
         drop()
 

@@ -130,9 +130,16 @@ def build_app(variant: str, url: str) -> Litestar:
 
 
 async def drive(
-    app: Litestar, method: str, path: str, requests: int, clock: Callable[[], float] = time.perf_counter
+    app: Litestar,
+    method: str,
+    path: str,
+    requests: int,
+    clock: Callable[[], float] = time.perf_counter,
+    *,
+    concurrency: int = 1,
 ) -> float:
-    """Requests per second of ``clock`` for ``requests`` sequential calls of one route through raw ASGI."""
+    """Requests per second of ``clock`` for ``requests`` calls of one route through raw ASGI, ``concurrency``
+    at a time (each of that many tasks makes its share of the calls one after the other)."""
     template = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
         "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
@@ -147,10 +154,16 @@ async def drive(
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
+    async def calls(n: int) -> None:
+        for _ in range(n):
+            await app(dict(template), receive, send)  # type: ignore[arg-type]
+
     gc.collect()
     started = clock()
-    for _ in range(requests):
-        await app(dict(template), receive, send)  # type: ignore[arg-type]
+    if concurrency == 1:
+        await calls(requests)
+    else:
+        await asyncio.gather(*(calls(requests // concurrency) for _ in range(concurrency)))
     elapsed = clock() - started
     if bad := [s for s in statuses if s >= 300]:
         raise RuntimeError(f"{method} {path} answered {bad[0]} ({len(bad)} failures); the benchmark is invalid")
