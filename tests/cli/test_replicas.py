@@ -112,14 +112,20 @@ def test_max_lag_fails_a_lagging_replica(
 ) -> None:
     primary, standby = replica_pair
     binds = binds_for(replica_pair, standby_db, replicas=[url(standby, standby_db)])
-    primary.execute("insert into customers values (1, 'first', 'a@example.com')", database=standby_db)
-    standby.wait_caught_up()
-    time.sleep(1.2)  # the standby's last applied commit is now over a second old
-    primary.execute("insert into customers values (2, 'second', 'b@example.com')", database=standby_db)
-    lagging = litestar("db", "check", "--max-lag", "0.5", binds=binds)  # within the 2 s apply delay
-    document = litestar("db", "check", "--json", "--max-lag", "0.5", binds=binds).json()
-    tolerant = litestar("db", "check", "--json", "--max-lag", "60", binds=binds).json()
-    assert not standby.caught_up()  # all three ran while the standby was still behind
+    for first in (1, 3, 5):  # a loaded machine may take longer than the 2 s apply delay for the three checks
+        primary.execute(f"insert into customers values ({first}, 'c', '{first}@example.com')", database=standby_db)
+        standby.wait_caught_up()
+        time.sleep(1.2)  # the standby's last applied commit is now over a second old
+        primary.execute(
+            f"insert into customers values ({first + 1}, 'c', '{first + 1}@example.com')", database=standby_db
+        )
+        lagging = litestar("db", "check", "--max-lag", "0.5", binds=binds)  # within the 2 s apply delay
+        document = litestar("db", "check", "--json", "--max-lag", "0.5", binds=binds).json()
+        tolerant = litestar("db", "check", "--json", "--max-lag", "60", binds=binds).json()
+        if not standby.caught_up():  # all three ran while the standby was still behind
+            break
+    else:
+        pytest.fail("three times, the standby caught up (2 s apply delay) before the three checks had run")
 
     assert lagging.exit_code == 1
     assert "FAIL" in flat(lagging.stdout)
