@@ -138,38 +138,60 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)  # its own session: only this server and its workers
             self.process.wait()
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time used so far by every process of the server (granian's worker too): the
+        processes of its session."""
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            except OSError:  # a process that ended meanwhile
+                continue
+            if int(fields[3]) == self.process.pid:  # field 6, the session; 14 and 15, user and system time
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
 
 @dataclass(frozen=True)
 class Run:
-    """What wrk measured for one variant in one cell of one round."""
+    """What wrk measured for one variant in one cell of one round, and the server's CPU time meanwhile."""
 
     requests: int
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_seconds: float
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
 
+    @property
+    def cpu_us(self) -> float:
+        """The server's CPU time per response, in microseconds."""
+        return self.cpu_seconds / self.requests * 1e6
 
-def load(port: int, route: str, concurrency: int, args: argparse.Namespace) -> Run:
-    """One bounded wrk run against one route."""
+
+def load(server: Server, route: str, concurrency: int, args: argparse.Namespace) -> Run:
+    """One bounded wrk run against one route of ``server``."""
     method, path = ROUTES[route]
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{args.duration}s", "--timeout", "10s",
-               "-s", str(ROOT / "bench" / "http.lua"), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+               "-s", str(ROOT / "bench" / "http.lua"), f"http://127.0.0.1:{server.port}{path}"]  # fmt: skip
     env = {**os.environ, "WRK_METHOD": method, "WRK_MAX_REQUESTS": str(args.max_requests)}
+    cpu = server.cpu_seconds()
     done = subprocess.run(
         _pinned(args.client_cpus, command), check=False, env=env, capture_output=True, text=True,
         timeout=args.duration + 60,
     )  # fmt: skip
+    cpu = server.cpu_seconds() - cpu
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         raise RuntimeError(f"wrk failed on {method} {path}: {done.stderr.strip() or done.stdout.strip()}")
     summary = json.loads(lines[-1])
     if errors := {kind: n for kind, n in summary["errors"].items() if n}:
         raise RuntimeError(f"{method} {path} at concurrency {concurrency}: {errors}; the benchmark is invalid")
-    return Run(summary["requests"], summary["duration_us"] / 1e6, summary["p50_us"] / 1e3, summary["p99_us"] / 1e3)
+    seconds, p50, p99 = summary["duration_us"] / 1e6, summary["p50_us"] / 1e3, summary["p99_us"] / 1e3
+    return Run(summary["requests"], seconds, p50, p99, cpu)
 
 
 def prepare(urls: dict[str, str]) -> None:
@@ -214,11 +236,11 @@ def _round(server: str, urls: dict[str, str], args: argparse.Namespace, round_nu
             each.ready()
         for route in args.routes:
             for each in servers:
-                load(each.port, route, max(args.concurrency), args)
+                load(each, route, max(args.concurrency), args)
         for cell_number, cell in enumerate(results):
             shift = (round_number + cell_number) % len(servers)  # rotate who goes first
             for each in servers[shift:] + servers[:shift]:
-                results[cell][each.variant].append(load(each.port, cell[0], cell[1], args))
+                results[cell][each.variant].append(load(each, cell[0], cell[1], args))
     finally:
         for each in servers:
             each.stop()
@@ -244,11 +266,11 @@ def report(server: str, results: Results) -> tuple[list[str], list[str]]:
     lines = [
         f"### {server}",
         "",
-        "| route | c | req/s: plugin / advanced-alchemy / hand-written | p50 ms | p99 ms "
+        "| route | c | req/s: plugin / advanced-alchemy / hand-written | p50 ms | p99 ms | server CPU µs/req "
         + "".join(f"| req/s vs {o} " for o in OTHERS)
         + "".join(f"| p99 vs {o} " for o in OTHERS)
-        + "| control: req/s, p99 |",
-        "|---|---:|---:|---:|---:" + "|---:" * 2 * len(OTHERS) + "|---:|",
+        + "| CPU/req vs hand-written | control: req/s, p99, CPU/req |",
+        "|---|---:|---:|---:|---:|---:" + "|---:" * 2 * len(OTHERS) + "|---:|---:|",
     ]
     missed: list[str] = []
     for (route, concurrency), runs in results.items():
@@ -260,6 +282,7 @@ def report(server: str, results: Results) -> tuple[list[str], list[str]]:
             medians(lambda r: r.rate, ",.0f"),
             medians(lambda r: r.p50_ms, ".1f"),
             medians(lambda r: r.p99_ms, ".1f"),
+            medians(lambda r: r.cpu_us, ",.0f"),
         ]
         control_rate = statistics.median(_ratios(runs["hand-written"], runs[CONTROL], lambda r: r.rate))
         control_p99 = statistics.median(_ratios(runs["hand-written"], runs[CONTROL], lambda r: r.p99_ms))
@@ -277,7 +300,9 @@ def report(server: str, results: Results) -> tuple[list[str], list[str]]:
                         f"{server} {route} c={concurrency}: {label} {ratio:.2f}x {other} "
                         f"({noise} the control's {control:.2f}x)"
                     )
-        cells.append(f"{control_rate:.2f}x, {control_p99:.2f}x")
+        cells.append(_fmt(_ratios(runs["plugin"], runs["hand-written"], lambda r: r.cpu_us)))
+        control_cpu = statistics.median(_ratios(runs["hand-written"], runs[CONTROL], lambda r: r.cpu_us))
+        cells.append(f"{control_rate:.2f}x, {control_p99:.2f}x, {control_cpu:.2f}x")
         lines.append(f"| {route} | {concurrency} | {' | '.join(cells)} |")
     return [*lines, ""], missed
 

@@ -276,10 +276,10 @@ def main() -> int:
             server = Server("uvicorn", variant, urls, args.server_cpus, app=APP)
             try:
                 server.ready()
-                load(server.port, args.route, args.concurrency, args)  # warm-up
+                load(server, args.route, args.concurrency, args)  # warm-up
                 server.process.send_signal(signal.SIGUSR1)  # start counting
                 time.sleep(0.2)
-                run = load(server.port, args.route, args.concurrency, args)
+                run = load(server, args.route, args.concurrency, args)
                 server.process.send_signal(signal.SIGUSR1)  # write the counts
                 for _ in range(50):
                     if out.exists():
