@@ -2,7 +2,7 @@
 
 Run (PostgreSQL at ``BENCH_POSTGRES_URL``)::
 
-    .venv/bin/python -m bench.opcodes            # --handlers b,c --requests 200 --top 25
+    .venv/bin/python -m bench.opcodes            # --handlers b,c --requests 200 --top 25 --concurrency 1
 
 ``bench/instructions.py`` counts a request's user-space instructions, but callgrind sees one C function
 (CPython's evaluation loop) for all Python code, so it cannot say which Python function they went to.
@@ -15,6 +15,12 @@ Printed per handler: bytecodes per request on each app and their ratio, the diff
 files grouped by package), and this plugin's own functions, most expensive first. What this leaves out:
 work in C (SQLAlchemy's and asyncpg's compiled parts, greenlet switches, the event loop's selector call),
 and the cost of the calls themselves; ``bench.instructions`` counts all of it.
+
+With ``--concurrency N`` the requests are served N at a time.
+One at a time, this plugin skips the turns of the loop it gives way while others are in flight, and the
+hand-written dependency pays SQLAlchemy's close in a task of its own in full; under concurrency both serve
+other requests, and the count is the work left (docs/benchmarks.md). Counts then move by about 1 % between
+runs: which requests wait for the pool, and how many overflow connections it opens, varies.
 """
 
 from __future__ import annotations

@@ -163,7 +163,8 @@ async def drive(
     if concurrency == 1:
         await calls(requests)
     else:
-        await asyncio.gather(*(calls(requests // concurrency) for _ in range(concurrency)))
+        share, left = divmod(requests, concurrency)
+        await asyncio.gather(*(calls(share + (task < left)) for task in range(concurrency)))
     elapsed = clock() - started
     if bad := [s for s in statuses if s >= 300]:
         raise RuntimeError(f"{method} {path} answered {bad[0]} ({len(bad)} failures); the benchmark is invalid")
