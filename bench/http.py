@@ -22,9 +22,12 @@ Any non-2xx answer or socket error makes the run invalid (exit code 1). Nothing 
 test of speed: the targets are printed next to the measured ratios.
 
 The control: a second server of the hand-written app runs in the same rotation, and the last column
-gives the hand-written app's ratios to it (throughput, p99). Two identical apps differ by that much in
-that cell of that run; each missed target is printed with it, as "beyond" when the plugin's ratio is
-further from 1.0 than the control's, "within" when it is not.
+gives the hand-written app's ratios to it (throughput, p99, CPU per response). Two identical apps differ by
+that much in that cell of that run; each missed target is printed with it, as "beyond" when the plugin's
+ratio is further from 1.0 than the control's, "within" when it is not.
+
+Beside each run, the server's CPU time per response: user and system time of the server's processes
+(:meth:`Server.cpu_seconds`), which throughput mixes with PostgreSQL's and wrk's on the other core.
 """
 
 from __future__ import annotations
@@ -187,6 +190,8 @@ def load(server: Server, route: str, concurrency: int, args: argparse.Namespace)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         raise RuntimeError(f"wrk failed on {method} {path}: {done.stderr.strip() or done.stdout.strip()}")
+    if not cpu:
+        raise RuntimeError(f"{method} {path}: the server's CPU time was under one clock tick; use a longer --duration")
     summary = json.loads(lines[-1])
     if errors := {kind: n for kind, n in summary["errors"].items() if n}:
         raise RuntimeError(f"{method} {path} at concurrency {concurrency}: {errors}; the benchmark is invalid")

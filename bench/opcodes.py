@@ -7,7 +7,7 @@ Run (PostgreSQL at ``BENCH_POSTGRES_URL``)::
 ``bench/instructions.py`` counts a request's user-space instructions, but callgrind sees one C function
 (CPython's evaluation loop) for all Python code, so it cannot say which Python function they went to.
 This counts, with ``sys.settrace`` and ``f_trace_opcodes``, every bytecode each Python function executes
-while ``--requests`` requests of a handler of ``bench/request_path.py`` are served (after 50 served
+while ``--requests`` requests of a handler of ``bench/request_path.py`` are served (after ``WARMUP`` served
 uncounted), on this plugin's app and the hand-written dependency's. The count is the same from run to
 run (it does not depend on the machine's load), so a change of a few dozen bytecodes per request shows.
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from types import FrameType
 
 VARIANTS = ("plugin", "hand-written")
+WARMUP = 50
+"""Requests served uncounted before the count, per request in flight."""
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -73,7 +75,7 @@ def count(variant: str, handler: str, url: str, requests: int, concurrency: int)
         method, path = HANDLERS[handler]
         app = build_app(variant, url)
         async with app.lifespan():
-            await drive(app, method, path, 50 * concurrency, concurrency=concurrency)
+            await drive(app, method, path, WARMUP * concurrency, concurrency=concurrency)
             sys.settrace(tracer)
             try:
                 await drive(app, method, path, requests, concurrency=concurrency)
@@ -116,13 +118,19 @@ def report(handler: str, url: str, requests: int, top: int, concurrency: int) ->
     ]
 
 
+def _positive(text: str) -> int:
+    if (number := int(text)) < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return number
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--handlers", default="b,c", help="comma-separated: b (primary-key read), c (insert)")
     parser.add_argument("--requests", type=int, default=200, help="counted requests per app and handler")
     parser.add_argument("--top", type=int, default=25, help="rows of each list")
     parser.add_argument(
-        "--concurrency", type=int, default=1, help="requests in flight at once (the pool: 5 + 10 connections)"
+        "--concurrency", type=_positive, default=1, help="requests in flight at once (the pool: 5 + 10 connections)"
     )
     args = parser.parse_args()
     handlers = args.handlers.split(",")
@@ -136,7 +144,7 @@ def main() -> None:
         asyncio.run(prepare(url))
         print(
             f"python {sys.version.split()[0]}; {args.requests} requests per app and handler, {args.concurrency} "
-            f"at a time, after {50 * args.concurrency} uncounted\n"
+            f"at a time, after {WARMUP * args.concurrency} uncounted\n"
         )
         for handler in handlers:
             print("\n".join(report(handler, url, args.requests, args.top, args.concurrency)))

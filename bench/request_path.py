@@ -166,6 +166,8 @@ async def drive(
         share, left = divmod(requests, concurrency)
         await asyncio.gather(*(calls(share + (task < left)) for task in range(concurrency)))
     elapsed = clock() - started
+    if len(statuses) != requests:
+        raise RuntimeError(f"{method} {path}: {len(statuses)} responses to {requests} requests; the run is invalid")
     if bad := [s for s in statuses if s >= 300]:
         raise RuntimeError(f"{method} {path} answered {bad[0]} ({len(bad)} failures); the benchmark is invalid")
     return requests / elapsed

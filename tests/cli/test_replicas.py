@@ -4,11 +4,12 @@ a real PostgreSQL hot standby (tests/faults/standby.py) that applies the primary
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from tests.cli.helpers import flat
+from tests.faults.standby import APPLY_DELAY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from tests.faults.standby import PrivateStandby
 
 pytestmark = pytest.mark.postgresql
+
+T = TypeVar("T")
 
 PASSWORD = "r3plica-pw"  # trust authentication: accepted, and never printed
 
@@ -112,20 +115,28 @@ def test_max_lag_fails_a_lagging_replica(
 ) -> None:
     primary, standby = replica_pair
     binds = binds_for(replica_pair, standby_db, replicas=[url(standby, standby_db)])
-    for first in (1, 3, 5):  # a loaded machine may take longer than the 2 s apply delay for the three checks
-        primary.execute(f"insert into customers values ({first}, 'c', '{first}@example.com')", database=standby_db)
-        standby.wait_caught_up()
-        time.sleep(1.2)  # the standby's last applied commit is now over a second old
-        primary.execute(
-            f"insert into customers values ({first + 1}, 'c', '{first + 1}@example.com')", database=standby_db
-        )
-        lagging = litestar("db", "check", "--max-lag", "0.5", binds=binds)  # within the 2 s apply delay
-        document = litestar("db", "check", "--json", "--max-lag", "0.5", binds=binds).json()
-        tolerant = litestar("db", "check", "--json", "--max-lag", "60", binds=binds).json()
-        if not standby.caught_up():  # all three ran while the standby was still behind
-            break
-    else:
-        pytest.fail("three times, the standby caught up (2 s apply delay) before the three checks had run")
+    keys = iter(range(100, 200))
+
+    def insert() -> None:
+        key = next(keys)
+        primary.execute(f"insert into customers values ({key}, 'c', '{key}@example.com')", database=standby_db)
+
+    def while_behind(check: Callable[[], T]) -> T:
+        """``check()`` while the standby replays over a second behind: each check gets a window of its own,
+        and up to three tries at finishing within it (a loaded machine may be slower than the apply delay)."""
+        for _ in range(3):
+            insert()
+            standby.wait_caught_up()
+            time.sleep(1.2)  # the standby's last applied commit is now over a second old
+            insert()  # replayed APPLY_DELAY from now
+            result = check()
+            if not standby.caught_up():  # it ran while the standby was still behind
+                return result
+        pytest.fail(f"three times, the standby caught up ({APPLY_DELAY} s apply delay) before the check had run")
+
+    lagging = while_behind(lambda: litestar("db", "check", "--max-lag", "0.5", binds=binds))
+    document = while_behind(lambda: litestar("db", "check", "--json", "--max-lag", "0.5", binds=binds).json())
+    tolerant = while_behind(lambda: litestar("db", "check", "--json", "--max-lag", "60", binds=binds).json())
 
     assert lagging.exit_code == 1
     assert "FAIL" in flat(lagging.stdout)
